@@ -1,0 +1,306 @@
+// Recurrent cells with analytic kernels: forward, JVP and VJP with respect to the
+// state, and the parameter-VJP in factored (outer-product) form.
+//
+// Every cell keeps its parameters as column-major blocks [W | b] of a flat vector and
+// multiplies them by an input factor v = [input; 1]. The parameter-VJP of a cotangent
+// c on the new state is then, per block, u(c) ⊗ v: `param_cotangents` returns the u's,
+// the Cache holds the v's. Nothing here allocates after construction.
+//
+// Shapes: I = input size, n = hidden size, S = state size (n, or 2n for the LSTM).
+#pragma once
+
+#include "uoro/common.hpp"
+
+namespace uoro {
+
+template <class Derived>
+auto sigmoid(const Eigen::ArrayBase<Derived>& x) {
+  return x.logistic();
+}
+
+// The paper's RNN: the state is the pre-activation, s' = W_x x + W_s tanh(s) + b,
+// read out from tanh(s'). One block [W_x | W_s | b] of shape (n, I + n + 1).
+template <class S>
+class RnnCell {
+ public:
+  static constexpr int kBlocks = 1;
+  static constexpr const char* kName = "rnn";
+
+  struct Cache {
+    std::array<Vec<S>, kBlocks> v;  // [x; tanh(s); 1]            (I + n + 1)
+    Vec<S> dtanh;                   // 1 - tanh(s)^2               (n)
+  };
+
+  RnnCell(Index input_size, Index hidden_size)
+      : in_(input_size), n_(hidden_size), scratch_(hidden_size) {
+    blocks_[0] = {0, n_, in_ + n_ + 1};
+  }
+
+  Index input_size() const { return in_; }
+  Index hidden_size() const { return n_; }
+  Index state_size() const { return n_; }
+  Index param_size() const { return blocks_[0].size(); }
+  const std::array<Block, kBlocks>& blocks() const { return blocks_; }
+
+  Cache make_cache() const {
+    Cache k;
+    k.v[0] = Vec<S>::Zero(in_ + n_ + 1);
+    k.v[0](in_ + n_) = S(1);
+    k.dtanh = Vec<S>::Zero(n_);
+    return k;
+  }
+  // The input x lives in cache.v[0].head(I); the caller writes it before `forward`.
+  static auto input(Cache& k, Index input_size) { return k.v[0].head(input_size); }
+
+  // s_next = W v, v = [x; tanh(s); 1].                               s, s_next: (n)
+  void forward(const S* theta, ConstVecRef<S> s, Cache& k, VecRef<S> s_next) const {
+    auto th = k.v[0].segment(in_, n_);
+    th = s.array().tanh().matrix();
+    k.dtanh = (S(1) - th.array().square()).matrix();
+    s_next.noalias() = block_matrix(theta, blocks_[0]) * k.v[0];
+  }
+
+  // (∂F/∂s) s̃ = W_s (tanh'(s) ⊙ s̃).                                   (n) -> (n)
+  void jvp_state(const S* theta, const Cache& k, ConstVecRef<S> s_tilde, VecRef<S> out) {
+    scratch_ = k.dtanh.cwiseProduct(s_tilde);
+    out.noalias() = recurrent_weights(theta) * scratch_;
+  }
+
+  // cᵀ ∂F/∂s = tanh'(s) ⊙ W_sᵀ c.                                     (n) -> (n)
+  void vjp_state(const S* theta, const Cache& k, ConstVecRef<S> c, VecRef<S> out) {
+    scratch_.noalias() = recurrent_weights(theta).transpose() * c;
+    out = scratch_.cwiseProduct(k.dtanh);
+  }
+
+  // cᵀ ∂F/∂θ = c ⊗ v: the single block's cotangent factor is c itself.
+  void param_cotangents(const Cache&, ConstVecRef<S> c, std::array<Vec<S>, kBlocks>& u) const {
+    u[0] = c;
+  }
+
+  // The readout sees tanh(s') and sends its cotangent back through tanh.
+  void hidden(ConstVecRef<S> s_next, VecRef<S> h) const { h = s_next.array().tanh().matrix(); }
+  void hidden_vjp(ConstVecRef<S> h, ConstVecRef<S> dh, VecRef<S> c) const {
+    c = (dh.array() * (S(1) - h.array().square())).matrix();
+  }
+
+ private:
+  auto recurrent_weights(const S* theta) const {
+    return block_matrix(theta, blocks_[0]).middleCols(in_, n_);
+  }
+
+  Index in_, n_;
+  std::array<Block, kBlocks> blocks_;
+  Vec<S> scratch_;
+};
+
+// PyTorch's GRUCell: r = σ(W_ir x + b_ir + W_hr h + b_hr), z likewise,
+// n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)), h' = (1 − z) ⊙ n + z ⊙ h.
+// Blocks [weight_ih | bias_ih] (3n, I + 1) and [weight_hh | bias_hh] (3n, n + 1),
+// gate order r, z, n as in PyTorch.
+template <class S>
+class GruCell {
+ public:
+  static constexpr int kBlocks = 2;
+  static constexpr const char* kName = "gru";
+
+  struct Cache {
+    std::array<Vec<S>, kBlocks> v;  // [x; 1] (I + 1), [h; 1] (n + 1)
+    Vec<S> r, z, n;                 // gates                      (n each)
+    Vec<S> hn;                      // W_hn h + b_hn              (n)
+  };
+
+  GruCell(Index input_size, Index hidden_size)
+      : in_(input_size), n_(hidden_size), a_in_(3 * n_), a_h_(3 * n_), scratch_(n_) {
+    blocks_[0] = {0, 3 * n_, in_ + 1};
+    blocks_[1] = {blocks_[0].size(), 3 * n_, n_ + 1};
+  }
+
+  Index input_size() const { return in_; }
+  Index hidden_size() const { return n_; }
+  Index state_size() const { return n_; }
+  Index param_size() const { return blocks_[0].size() + blocks_[1].size(); }
+  const std::array<Block, kBlocks>& blocks() const { return blocks_; }
+
+  Cache make_cache() const {
+    Cache k;
+    k.v[0] = Vec<S>::Zero(in_ + 1);
+    k.v[0](in_) = S(1);
+    k.v[1] = Vec<S>::Zero(n_ + 1);
+    k.v[1](n_) = S(1);
+    k.r = k.z = k.n = k.hn = Vec<S>::Zero(n_);
+    return k;
+  }
+  static auto input(Cache& k, Index input_size) { return k.v[0].head(input_size); }
+
+  void forward(const S* theta, ConstVecRef<S> s, Cache& k, VecRef<S> s_next) {
+    k.v[1].head(n_) = s;
+    a_in_.noalias() = block_matrix(theta, blocks_[0]) * k.v[0];
+    a_h_.noalias() = block_matrix(theta, blocks_[1]) * k.v[1];
+    k.r = sigmoid(a_in_.head(n_).array() + a_h_.head(n_).array()).matrix();
+    k.z = sigmoid(a_in_.segment(n_, n_).array() + a_h_.segment(n_, n_).array()).matrix();
+    k.hn = a_h_.tail(n_);
+    k.n = (a_in_.tail(n_).array() + k.r.array() * k.hn.array()).tanh().matrix();
+    s_next = ((S(1) - k.z.array()) * k.n.array() + k.z.array() * s.array()).matrix();
+  }
+
+  // h̃' = (1 − z) ⊙ ñ + z̃ ⊙ (h − n) + z ⊙ h̃, with ã = W_hh h̃ driving r̃, z̃, ñ.
+  void jvp_state(const S* theta, const Cache& k, ConstVecRef<S> s_tilde, VecRef<S> out) {
+    a_h_.noalias() = hidden_weights(theta) * s_tilde;
+    const auto r = k.r.array(), z = k.z.array(), n = k.n.array();
+    const auto h = k.v[1].head(n_).array();
+    const auto r_t = r * (S(1) - r) * a_h_.head(n_).array();
+    const auto z_t = z * (S(1) - z) * a_h_.segment(n_, n_).array();
+    const auto n_t = (S(1) - n.square()) * (r_t * k.hn.array() + r * a_h_.tail(n_).array());
+    out = ((S(1) - z) * n_t + z_t * (h - n) + z * s_tilde.array()).matrix();
+  }
+
+  void vjp_state(const S* theta, const Cache& k, ConstVecRef<S> c, VecRef<S> out) {
+    param_cotangents_hidden(k, c, a_h_);
+    scratch_ = c.cwiseProduct(k.z);
+    out.noalias() = scratch_ + hidden_weights(theta).transpose() * a_h_;
+  }
+
+  // Gate cotangents: the input block sees [δr, δz, δn], the hidden block
+  // [δr, δz, δn ⊙ r] because r multiplies W_hn h + b_hn.
+  void param_cotangents(const Cache& k, ConstVecRef<S> c, std::array<Vec<S>, kBlocks>& u) const {
+    param_cotangents_hidden(k, c, u[1]);
+    u[0].head(2 * n_) = u[1].head(2 * n_);
+    u[0].tail(n_) = (c.array() * (S(1) - k.z.array()) * (S(1) - k.n.array().square())).matrix();
+  }
+
+  void hidden(ConstVecRef<S> s_next, VecRef<S> h) const { h = s_next; }
+  void hidden_vjp(ConstVecRef<S>, ConstVecRef<S> dh, VecRef<S> c) const { c = dh; }
+
+ private:
+  template <class Out>
+  void param_cotangents_hidden(const Cache& k, ConstVecRef<S> c, Out& u) const {
+    const auto r = k.r.array(), z = k.z.array(), n = k.n.array();
+    const auto h = k.v[1].head(n_).array();
+    const auto dn = c.array() * (S(1) - z) * (S(1) - n.square());  // at n's pre-activation
+    u.head(n_) = (dn * k.hn.array() * r * (S(1) - r)).matrix();
+    u.segment(n_, n_) = (c.array() * (h - n) * z * (S(1) - z)).matrix();
+    u.tail(n_) = (dn * r).matrix();
+  }
+  auto hidden_weights(const S* theta) const {
+    return block_matrix(theta, blocks_[1]).leftCols(n_);
+  }
+
+  Index in_, n_;
+  std::array<Block, kBlocks> blocks_;
+  Vec<S> a_in_, a_h_, scratch_;
+};
+
+// PyTorch's LSTMCell, gates i, f, g, o: c' = f ⊙ c + i ⊙ g, h' = o ⊙ tanh(c').
+// The recurrent state is s = [h; c] (2n); the readout sees h'. Blocks
+// [weight_ih | bias_ih] (4n, I + 1) and [weight_hh | bias_hh] (4n, n + 1).
+template <class S>
+class LstmCell {
+ public:
+  static constexpr int kBlocks = 2;
+  static constexpr const char* kName = "lstm";
+
+  struct Cache {
+    std::array<Vec<S>, kBlocks> v;  // [x; 1] (I + 1), [h; 1] (n + 1)
+    Vec<S> gates;                   // i, f, g, o after activation (4n)
+    Vec<S> c;                       // previous cell state          (n)
+    Vec<S> tanh_c;                  // tanh(c')                     (n)
+  };
+
+  LstmCell(Index input_size, Index hidden_size)
+      : in_(input_size), n_(hidden_size), a_(4 * n_), dc_(n_) {
+    blocks_[0] = {0, 4 * n_, in_ + 1};
+    blocks_[1] = {blocks_[0].size(), 4 * n_, n_ + 1};
+  }
+
+  Index input_size() const { return in_; }
+  Index hidden_size() const { return n_; }
+  Index state_size() const { return 2 * n_; }
+  Index param_size() const { return blocks_[0].size() + blocks_[1].size(); }
+  const std::array<Block, kBlocks>& blocks() const { return blocks_; }
+
+  Cache make_cache() const {
+    Cache k;
+    k.v[0] = Vec<S>::Zero(in_ + 1);
+    k.v[0](in_) = S(1);
+    k.v[1] = Vec<S>::Zero(n_ + 1);
+    k.v[1](n_) = S(1);
+    k.gates = Vec<S>::Zero(4 * n_);
+    k.c = k.tanh_c = Vec<S>::Zero(n_);
+    return k;
+  }
+  static auto input(Cache& k, Index input_size) { return k.v[0].head(input_size); }
+
+  void forward(const S* theta, ConstVecRef<S> s, Cache& k, VecRef<S> s_next) {
+    k.v[1].head(n_) = s.head(n_);
+    k.c = s.tail(n_);
+    a_.noalias() = block_matrix(theta, blocks_[0]) * k.v[0];
+    a_.noalias() += block_matrix(theta, blocks_[1]) * k.v[1];
+    auto g = k.gates.array();
+    g.head(2 * n_) = sigmoid(a_.head(2 * n_).array());
+    g.segment(2 * n_, n_) = a_.segment(2 * n_, n_).array().tanh();
+    g.tail(n_) = sigmoid(a_.tail(n_).array());
+    const auto i = g.head(n_), f = g.segment(n_, n_), gg = g.segment(2 * n_, n_);
+    auto c_next = s_next.tail(n_).array();
+    c_next = f * k.c.array() + i * gg;
+    k.tanh_c = c_next.tanh().matrix();
+    s_next.head(n_) = (g.tail(n_) * k.tanh_c.array()).matrix();
+  }
+
+  void jvp_state(const S* theta, const Cache& k, ConstVecRef<S> s_tilde, VecRef<S> out) {
+    a_.noalias() = hidden_weights(theta) * s_tilde.head(n_);
+    const auto g = k.gates.array();
+    const auto i = g.head(n_), f = g.segment(n_, n_), gg = g.segment(2 * n_, n_), o = g.tail(n_);
+    const auto i_t = i * (S(1) - i) * a_.head(n_).array();
+    const auto f_t = f * (S(1) - f) * a_.segment(n_, n_).array();
+    const auto g_t = (S(1) - gg.square()) * a_.segment(2 * n_, n_).array();
+    const auto o_t = o * (S(1) - o) * a_.tail(n_).array();
+    const auto tc = k.tanh_c.array();
+    auto c_next_t = out.tail(n_).array();
+    c_next_t = f_t * k.c.array() + f * s_tilde.tail(n_).array() + i_t * gg + i * g_t;
+    out.head(n_) = (o_t * tc + o * (S(1) - tc.square()) * c_next_t).matrix();
+  }
+
+  void vjp_state(const S* theta, const Cache& k, ConstVecRef<S> c, VecRef<S> out) {
+    gate_cotangents(k, c, a_);
+    out.head(n_).noalias() = hidden_weights(theta).transpose() * a_;
+    out.tail(n_) = dc_.cwiseProduct(k.gates.segment(n_, n_));
+  }
+
+  // Both blocks see the same gate pre-activation cotangent [δi, δf, δg, δo].
+  void param_cotangents(const Cache& k, ConstVecRef<S> c, std::array<Vec<S>, kBlocks>& u) {
+    gate_cotangents(k, c, u[0]);
+    u[1] = u[0];
+  }
+
+  void hidden(ConstVecRef<S> s_next, VecRef<S> h) const { h = s_next.head(n_); }
+  void hidden_vjp(ConstVecRef<S>, ConstVecRef<S> dh, VecRef<S> c) const {
+    c.head(n_) = dh;
+    c.tail(n_).setZero();
+  }
+
+ private:
+  // Cotangent c = [δh'; δc'] -> gate pre-activation cotangents (4n); leaves the total
+  // cotangent on c' in dc_.
+  template <class Out>
+  void gate_cotangents(const Cache& k, ConstVecRef<S> c, Out& da) {
+    const auto g = k.gates.array();
+    const auto i = g.head(n_), f = g.segment(n_, n_), gg = g.segment(2 * n_, n_), o = g.tail(n_);
+    const auto tc = k.tanh_c.array();
+    const auto dh = c.head(n_).array();
+    dc_ = (c.tail(n_).array() + dh * o * (S(1) - tc.square())).matrix();
+    const auto dc = dc_.array();
+    da.head(n_) = (dc * gg * i * (S(1) - i)).matrix();
+    da.segment(n_, n_) = (dc * k.c.array() * f * (S(1) - f)).matrix();
+    da.segment(2 * n_, n_) = (dc * i * (S(1) - gg.square())).matrix();
+    da.tail(n_) = (dh * tc * o * (S(1) - o)).matrix();
+  }
+  auto hidden_weights(const S* theta) const {
+    return block_matrix(theta, blocks_[1]).leftCols(n_);
+  }
+
+  Index in_, n_;
+  std::array<Block, kBlocks> blocks_;
+  Vec<S> a_, dc_;
+};
+
+}  // namespace uoro

@@ -1,0 +1,324 @@
+// A cell + readout + gradient estimator + optimizer, learning one sample per step.
+//
+// θ = [cell blocks..., readout block]. The readout's parameters do not influence the
+// state, so their gradient is exact; the estimators track ∂s/∂θ for the cell part only.
+//
+// Estimators:
+//  - UORO (Tallec & Ollivier 2017, Algorithm 1), rank r: r independent pairs (s̃, θ̃)
+//    with E[s̃ ⊗ θ̃] = ∂s/∂θ, their gradient estimates averaged. The fused step
+//    produces the gradient, the new θ̃ and the optimizer update in one pass over the
+//    parameter blocks, column by column, from the outer-product factors.
+//  - RTRL: the exact Jacobian J = ∂s/∂θ (S × P_cell) carried forward. Cost S²·P per
+//    step: a reference for small networks.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+#include <vector>
+
+#include "uoro/cells.hpp"
+#include "uoro/common.hpp"
+#include "uoro/optimizer.hpp"
+#include "uoro/readout.hpp"
+
+namespace uoro {
+
+enum class Algorithm { Uoro, Rtrl };
+
+struct LearnerConfig {
+  Index input_size = 1;
+  Index hidden_size = 1;
+  Index output_size = 1;
+  Loss loss = Loss::CrossEntropy;
+  Algorithm algorithm = Algorithm::Uoro;
+  Index rank = 1;         // UORO: number of (s̃, θ̃) pairs
+  double uoro_eps = 1e-7;  // ε of the normalizers ρ0, ρ1
+  OptimizerConfig optimizer;
+  std::uint64_t seed = 0;
+};
+
+// One sample: input x (dense `input_size` values, or a token index when x is null)
+// and target y (see Target).
+template <class S>
+struct Sample {
+  const S* x = nullptr;
+  std::int64_t x_token = -1;
+  Target<S> y;
+};
+
+template <class S, class Cell>
+class Learner {
+ public:
+  explicit Learner(const LearnerConfig& config)
+      : config_(validated(config)),
+        cell_(config.input_size, config.hidden_size),
+        cache_(cell_.make_cache()),
+        readout_(config.hidden_size, config.output_size, config.loss, cell_.param_size()),
+        optimizer_(config.optimizer, cell_.param_size() + readout_.block().size()),
+        rng_(config.seed) {
+    const Index n_state = cell_.state_size(), n_cell = cell_.param_size();
+    const Index rank = config.rank;
+    theta_ = Vec<S>::Zero(n_params());
+    // PyTorch's default initialization for RNN cells and Linear(n, O): U(±1/√n).
+    const double bound = 1.0 / std::sqrt(double(config.hidden_size));
+    for (Index p = 0; p < theta_.size(); ++p) theta_(p) = S(bound * (2.0 * uniform() - 1.0));
+
+    state_ = next_state_ = c_ = Vec<S>::Zero(n_state);
+    h_ = dh_ = Vec<S>::Zero(config.hidden_size);
+    Index max_rows = readout_.block().rows;
+    for (const Block& b : cell_.blocks()) max_rows = std::max(max_rows, b.rows);
+    column_ = Vec<S>::Zero(max_rows);
+    for (Index k = 0; k < Cell::kBlocks; ++k) u_c_[k] = Vec<S>::Zero(cell_.blocks()[k].rows);
+    grad_ = Vec<S>::Zero(n_params());
+
+    if (config.algorithm == Algorithm::Uoro) {
+      s_tilde_ = s_tilde_next_ = Mat<S>::Zero(n_state, rank);
+      theta_tilde_ = Mat<S>::Zero(n_cell, rank);
+      theta_tilde_norm2_ = coef_ = inv_rho0_ = inv_rho1_ = norm_acc_ = Vec<S>::Zero(rank);
+      nu_ = Vec<S>::Zero(n_state);
+      u_nu_.resize(rank);
+      for (auto& u : u_nu_)
+        for (Index k = 0; k < Cell::kBlocks; ++k) u[k] = Vec<S>::Zero(cell_.blocks()[k].rows);
+    } else {
+      jac_ = jac_next_ = Mat<S>::Zero(n_state, n_cell);
+      dfds_ = Mat<S>::Zero(n_state, n_state);
+      unit_ = Vec<S>::Zero(n_state);
+      for (Index k = 0; k < Cell::kBlocks; ++k)
+        u_unit_[k] = Mat<S>::Zero(cell_.blocks()[k].rows, n_state);
+    }
+  }
+
+  // ---- sizes and configuration
+  const LearnerConfig& config() const { return config_; }
+  const Cell& cell() const { return cell_; }
+  Index n_params() const { return cell_.param_size() + readout_.block().size(); }
+  Index n_cell_params() const { return cell_.param_size(); }
+  Index state_size() const { return cell_.state_size(); }
+
+  // ---- learning
+
+  // Learns from one sample: advances the state, estimates ∂ℓ/∂θ, updates θ.
+  // With `grad_out` (n_params values) the gradient estimate is written there; with
+  // update = false θ and the optimizer are left alone (the estimator still advances).
+  S step(const Sample<S>& sample, S* grad_out = nullptr, bool update = true) {
+    load_input(sample);
+    cell_.forward(theta_.data(), state_, cache_, next_state_);
+    cell_.hidden(next_state_, h_);
+    const S loss = readout_.loss_and_grad(theta_.data(), h_, sample.y, dh_);
+    cell_.hidden_vjp(h_, dh_, c_);
+    if (config_.algorithm == Algorithm::Uoro)
+      uoro_update(grad_out, update);
+    else
+      rtrl_update(grad_out, update);
+    std::swap(state_, next_state_);
+    return loss;
+  }
+
+  // The loss of a sample from the current state, without learning; the state advances
+  // only when `advance` is set. The prediction is left in `prediction()`.
+  S forward_only(const Sample<S>& sample, bool advance) {
+    load_input(sample);
+    cell_.forward(theta_.data(), state_, cache_, next_state_);
+    cell_.hidden(next_state_, h_);
+    const S loss = readout_.forward(theta_.data(), h_, sample.y);
+    if (advance) std::swap(state_, next_state_);
+    return loss;
+  }
+
+  // Zero recurrent state; the sensitivity ∂s/∂θ of a constant state is zero too.
+  void reset_state() {
+    state_.setZero();
+    if (config_.algorithm == Algorithm::Uoro) {
+      s_tilde_.setZero();
+      theta_tilde_.setZero();
+      theta_tilde_norm2_.setZero();
+    } else {
+      jac_.setZero();
+    }
+  }
+
+  // Class probabilities or predicted values of the last step.
+  const Vec<S>& prediction() const { return readout_.output(); }
+
+  // ---- state, for inspection and checkpoints
+  Vec<S>& theta() { return theta_; }
+  Vec<S>& state() { return state_; }
+  Mat<S>& s_tilde() { return s_tilde_; }
+  Mat<S>& theta_tilde() { return theta_tilde_; }
+  Mat<S>& jacobian() { return jac_; }
+  Optimizer<S>& optimizer() { return optimizer_; }
+  Rng& rng() { return rng_; }
+  // After θ̃ is written from outside, its cached norms must be recomputed.
+  void refresh_theta_tilde_norms() {
+    for (Index j = 0; j < theta_tilde_.cols(); ++j)
+      theta_tilde_norm2_(j) = theta_tilde_.col(j).squaredNorm();
+  }
+
+ private:
+  static LearnerConfig validated(const LearnerConfig& c) {
+    auto require = [](bool ok, const std::string& what) {
+      if (!ok) throw std::invalid_argument(what);
+    };
+    require(c.input_size >= 1, "input_size must be >= 1, got " + std::to_string(c.input_size));
+    require(c.hidden_size >= 1, "hidden_size must be >= 1, got " + std::to_string(c.hidden_size));
+    require(c.output_size >= 1, "output_size must be >= 1, got " + std::to_string(c.output_size));
+    require(c.rank >= 1, "rank must be >= 1, got " + std::to_string(c.rank));
+    require(c.uoro_eps > 0, "uoro_eps must be > 0");
+    require(c.optimizer.lr >= 0, "lr must be >= 0");
+    require(c.optimizer.lr_decay >= 0, "lr_decay must be >= 0");
+    require(c.optimizer.clip_norm >= 0, "clip_norm must be >= 0");
+    return c;
+  }
+
+  double uniform() { return double(rng_.next() >> 11) * 0x1.0p-53; }
+
+  void load_input(const Sample<S>& sample) {
+    auto x = Cell::input(cache_, config_.input_size);
+    if (sample.x) {
+      x = Eigen::Map<const Vec<S>>(sample.x, config_.input_size);
+    } else {
+      x.setZero();
+      x(sample.x_token) = S(1);
+    }
+  }
+
+  // Calls fn(offset, rows, v_j, k, j) for column j of every cell block k.
+  template <class Fn>
+  void for_each_cell_column(Fn&& fn) {
+    for (Index k = 0; k < Cell::kBlocks; ++k) {
+      const Block& b = cell_.blocks()[k];
+      for (Index j = 0; j < b.cols; ++j) fn(b.offset + j * b.rows, b.rows, cache_.v[k](j), k);
+    }
+  }
+
+  // The readout's exact gradient d_out ⊗ [h; 1], column by column.
+  template <class Fn>
+  void for_each_readout_column(Fn&& fn) {
+    const Block& b = readout_.block();
+    for (Index j = 0; j < b.cols; ++j) fn(b.offset + j * b.rows, readout_.d_out() * readout_.v()(j));
+  }
+
+  // ---- UORO
+
+  void uoro_update(S* grad_out, bool update) {
+    const Index rank = config_.rank;
+    const S eps = S(config_.uoro_eps);
+    const S nu_norm = std::sqrt(S(state_size()));  // ‖ν‖ for ±1 signs
+    cell_.param_cotangents(cache_, c_, u_c_);
+    for (Index r = 0; r < rank; ++r) {
+      // Tangent forward propagation; c · (∂F/∂s s̃) is the paper's δs · s̃.
+      cell_.jvp_state(theta_.data(), cache_, s_tilde_.col(r), s_tilde_next_.col(r));
+      coef_(r) = c_.dot(s_tilde_next_.col(r)) / S(rank);
+      rng_.fill_signs(nu_);
+      cell_.param_cotangents(cache_, nu_, u_nu_[r]);
+      // ‖νᵀ ∂F/∂θ‖ from the outer-product factors: Σ_k ‖u_k‖² ‖v_k‖².
+      S a_norm2 = 0;
+      for (Index k = 0; k < Cell::kBlocks; ++k)
+        a_norm2 += u_nu_[r][k].squaredNorm() * cache_.v[k].squaredNorm();
+      const S rho0 =
+          std::sqrt(std::sqrt(theta_tilde_norm2_(r)) / (s_tilde_next_.col(r).norm() + eps)) + eps;
+      const S rho1 = std::sqrt(std::sqrt(a_norm2) / (nu_norm + eps)) + eps;
+      s_tilde_.col(r) = rho0 * s_tilde_next_.col(r) + rho1 * nu_;
+      inv_rho0_(r) = S(1) / rho0;
+      inv_rho1_(r) = S(1) / rho1;
+    }
+    const bool adam = optimizer_.is_adam();
+    if (update) optimizer_.begin(optimizer_.config().clip_norm > 0 ? uoro_gradient_norm() : 0.0);
+    if (adam)
+      uoro_pass<true>(grad_out, update);
+    else
+      uoro_pass<false>(grad_out, update);
+    if (update) optimizer_.end();
+  }
+
+  // ‖g‖ of the coming step, for clipping: one read-only pass before the fused one.
+  double uoro_gradient_norm() {
+    double total = 0;
+    for_each_cell_column([&](Index off, Index rows, S vj, Index k) {
+      column_.head(rows) = u_c_[k] * vj;
+      for (Index r = 0; r < config_.rank; ++r)
+        column_.head(rows) += coef_(r) * theta_tilde_.col(r).segment(off, rows);
+      total += double(column_.head(rows).squaredNorm());
+    });
+    total += double(readout_.d_out().squaredNorm() * readout_.v().squaredNorm());
+    return std::sqrt(total);
+  }
+
+  // The fused pass: per column, g = u_c v_j + Σ_r coef_r θ̃_r (the gradient estimate,
+  // computed from the old θ̃), θ̃_r ← θ̃_r / ρ0 + u_ν v_j / ρ1, θ ← optimizer(θ, g).
+  template <bool kAdam>
+  void uoro_pass(S* grad_out, bool update) {
+    norm_acc_.setZero();
+    for_each_cell_column([&](Index off, Index rows, S vj, Index k) {
+      auto g = column_.head(rows);
+      g = u_c_[k] * vj;
+      for (Index r = 0; r < config_.rank; ++r) {
+        auto tt = theta_tilde_.col(r).segment(off, rows);
+        g += coef_(r) * tt;
+        tt = tt * inv_rho0_(r) + u_nu_[r][k] * (vj * inv_rho1_(r));
+        norm_acc_(r) += tt.squaredNorm();
+      }
+      if (grad_out) Eigen::Map<Vec<S>>(grad_out + off, rows) = g;
+      if (update) optimizer_.template apply<kAdam>(theta_.data(), off, g);
+    });
+    theta_tilde_norm2_ = norm_acc_;
+    for_each_readout_column([&](Index off, const auto& g) {
+      if (grad_out) Eigen::Map<Vec<S>>(grad_out + off, g.size()) = g;
+      if (update) optimizer_.template apply<kAdam>(theta_.data(), off, g);
+    });
+  }
+
+  // ---- RTRL
+
+  // J ← (∂F/∂s) J + ∂F/∂θ, then g = cᵀ J (+ the readout's exact gradient).
+  void rtrl_update(S* grad_out, bool update) {
+    const Index n_state = state_size();
+    for (Index i = 0; i < n_state; ++i) {
+      unit_.setZero();
+      unit_(i) = S(1);
+      cell_.jvp_state(theta_.data(), cache_, unit_, dfds_.col(i));
+      cell_.param_cotangents(cache_, unit_, u_c_);
+      for (Index k = 0; k < Cell::kBlocks; ++k) u_unit_[k].col(i) = u_c_[k];
+    }
+    jac_next_.noalias() = dfds_ * jac_;
+    // Row i of ∂F/∂θ, block k, column j is u_k(e_i) v_k[j]: add U_kᵀ v_k[j] per column.
+    for_each_cell_column([&](Index off, Index rows, S vj, Index k) {
+      jac_next_.middleCols(off, rows).noalias() += vj * u_unit_[k].transpose();
+    });
+    std::swap(jac_, jac_next_);
+    grad_.head(n_cell_params()).noalias() = jac_.transpose() * c_;
+    for_each_readout_column([&](Index off, const auto& g) { grad_.segment(off, g.size()) = g; });
+    if (grad_out) Eigen::Map<Vec<S>>(grad_out, n_params()) = grad_;
+    if (update) {
+      optimizer_.begin(optimizer_.config().clip_norm > 0 ? double(grad_.norm()) : 0.0);
+      optimizer_.apply(theta_.data(), 0, grad_);
+      optimizer_.end();
+    }
+  }
+
+  LearnerConfig config_;
+  Cell cell_;
+  typename Cell::Cache cache_;
+  Readout<S> readout_;
+  Optimizer<S> optimizer_;
+  Rng rng_;
+
+  Vec<S> theta_, state_, next_state_;
+  Vec<S> h_, dh_, c_;  // hidden output, ∂ℓ/∂h, ∂ℓ/∂s'
+  Vec<S> column_;      // one column of the gradient in the fused pass
+  Vec<S> grad_;        // the full gradient, where an estimator materializes it
+  std::array<Vec<S>, Cell::kBlocks> u_c_;
+
+  // UORO, one column per rank
+  Mat<S> s_tilde_, s_tilde_next_, theta_tilde_;
+  Vec<S> theta_tilde_norm2_, coef_, inv_rho0_, inv_rho1_, norm_acc_, nu_;
+  std::vector<std::array<Vec<S>, Cell::kBlocks>> u_nu_;
+
+  // RTRL
+  Mat<S> jac_, jac_next_, dfds_;
+  Vec<S> unit_;
+  std::array<Mat<S>, Cell::kBlocks> u_unit_;
+};
+
+}  // namespace uoro

@@ -1,0 +1,79 @@
+// Readouts: a linear layer o = W h + b on the cell's hidden output, with either a
+// softmax + cross-entropy loss (categorical targets) or a squared-error loss.
+#pragma once
+
+#include <cmath>
+
+#include "uoro/common.hpp"
+
+namespace uoro {
+
+enum class Loss { CrossEntropy, SquaredError };
+
+// One sample's target: a class index for cross-entropy, `output_size` values otherwise.
+template <class S>
+struct Target {
+  const S* values = nullptr;
+  std::int64_t token = -1;
+};
+
+template <class S>
+class Readout {
+ public:
+  // The block [W | b] (O, n + 1) sits at theta[offset].
+  Readout(Index hidden_size, Index output_size, Loss loss, Index offset)
+      : loss_(loss),
+        block_{offset, output_size, hidden_size + 1},
+        v_(Vec<S>::Zero(hidden_size + 1)),
+        output_(Vec<S>::Zero(output_size)),
+        d_out_(Vec<S>::Zero(output_size)) {
+    v_(hidden_size) = S(1);
+  }
+
+  Loss loss() const { return loss_; }
+  const Block& block() const { return block_; }
+  Index hidden_size() const { return block_.cols - 1; }
+  Index output_size() const { return block_.rows; }
+
+  // Input factor [h; 1] of the readout's parameter gradient d_out ⊗ v.
+  const Vec<S>& v() const { return v_; }
+  // Class probabilities (cross-entropy) or predicted values (squared error).
+  const Vec<S>& output() const { return output_; }
+  // ∂ℓ/∂o of the last `loss_and_grad`.
+  const Vec<S>& d_out() const { return d_out_; }
+
+  // Forward only: the prediction and the loss for hidden output h (0 without a target).
+  S forward(const S* theta, ConstVecRef<S> h, const Target<S>& y) {
+    v_.head(hidden_size()) = h;
+    output_.noalias() = block_matrix(theta, block_) * v_;
+    if (loss_ == Loss::CrossEntropy) {
+      // Stable log-softmax; `output_` turns from logits into probabilities.
+      const S top = output_.maxCoeff();
+      const S log_norm = top + std::log((output_.array() - top).exp().sum());
+      const S loss = y.token >= 0 ? log_norm - output_(y.token) : S(0);
+      output_ = (output_.array() - log_norm).exp().matrix();
+      return loss;
+    }
+    if (!y.values) return S(0);
+    return S(0.5) * (output_ - Eigen::Map<const Vec<S>>(y.values, output_size())).squaredNorm();
+  }
+
+  // Forward and backward: the loss, d_out, and dh = ∂ℓ/∂h (n).
+  S loss_and_grad(const S* theta, ConstVecRef<S> h, const Target<S>& y, VecRef<S> dh) {
+    const S loss = forward(theta, h, y);
+    d_out_ = output_;
+    if (loss_ == Loss::CrossEntropy)
+      d_out_(y.token) -= S(1);
+    else
+      d_out_ -= Eigen::Map<const Vec<S>>(y.values, output_size());
+    dh.noalias() = block_matrix(theta, block_).leftCols(hidden_size()).transpose() * d_out_;
+    return loss;
+  }
+
+ private:
+  Loss loss_;
+  Block block_;
+  Vec<S> v_, output_, d_out_;
+};
+
+}  // namespace uoro

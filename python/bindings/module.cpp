@@ -1,0 +1,461 @@
+// The one binding layer: exposes the C++ core as `uoro._core`. It checks what the
+// core cannot (array shapes, dtypes, token ranges, finiteness) so bad input becomes a
+// Python exception before any state changes; everything else lives in the core or in
+// the Python package.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <mutex>
+#include <sstream>
+#include <string>
+
+#include "uoro/learner.hpp"
+
+namespace py = pybind11;
+using uoro::Index;
+
+namespace {
+
+template <class S>
+using Array = py::array_t<S, py::array::c_style>;
+
+template <class S>
+constexpr const char* dtype_name() {
+  return sizeof(S) == 4 ? "float32" : "float64";
+}
+
+std::string shape_of(const py::array& a) {
+  std::ostringstream out;
+  out << "(";
+  for (py::ssize_t d = 0; d < a.ndim(); ++d) out << (d ? ", " : "") << a.shape(d);
+  out << (a.ndim() == 1 ? ",)" : ")");
+  return out.str();
+}
+
+// A C-contiguous array of exactly dtype S (no silent conversion), else TypeError.
+template <class S>
+Array<S> exact_array(py::handle obj, const char* name) {
+  if (!Array<S>::check_(obj)) {
+    std::string given = py::isinstance<py::array>(obj)
+                            ? std::string(py::str(obj.attr("dtype"))) + " array"
+                            : std::string(py::str(py::type::of(obj).attr("__name__")));
+    throw py::type_error(std::string(name) + " must be a numpy array of dtype " + dtype_name<S>() +
+                         ", got " + given);
+  }
+  auto a = py::reinterpret_borrow<py::array>(obj);
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + " must be C-contiguous");
+  return py::reinterpret_borrow<Array<S>>(obj);
+}
+
+template <class S>
+const S* finite_vector(py::handle obj, Index size, const char* name) {
+  auto a = exact_array<S>(obj, name);
+  if (a.ndim() != 1 || a.shape(0) != size)
+    throw py::value_error(std::string(name) + " must have shape (" + std::to_string(size) +
+                          ",), got " + shape_of(a));
+  const S* p = a.data();
+  if (!Eigen::Map<const uoro::Vec<S>>(p, size).allFinite())
+    throw py::value_error(std::string(name) + " contains NaN or inf");
+  return p;
+}
+
+std::int64_t token(py::handle obj, Index vocab, const char* name) {
+  const auto t = obj.cast<std::int64_t>();
+  if (t < 0 || t >= vocab)
+    throw py::index_error(std::string(name) + " token " + std::to_string(t) + " is out of range [0, " +
+                          std::to_string(vocab) + ")");
+  return t;
+}
+
+// Python ints and numpy integer scalars (anything with __index__ that is not an array).
+bool is_int(py::handle obj) {
+  return PyLong_Check(obj.ptr()) ||
+         (PyObject_HasAttrString(obj.ptr(), "__index__") && !py::isinstance<py::array>(obj));
+}
+
+// A chunk of T inputs or targets: int64 tokens (T,) or dense values (T, width).
+template <class S>
+struct Column {
+  const S* values = nullptr;
+  const std::int64_t* tokens = nullptr;
+  Index width = 0;
+  Index length = 0;
+  py::object keep;  // holds the array alive while the GIL is released
+
+  uoro::Target<S> target(Index t) const {
+    return values ? uoro::Target<S>{values + t * width, -1} : uoro::Target<S>{nullptr, tokens[t]};
+  }
+};
+
+template <class S>
+Column<S> column(py::handle obj, Index width, bool tokens_allowed, bool dense_allowed, const char* name) {
+  Column<S> col;
+  col.width = width;
+  if (tokens_allowed && py::isinstance<py::array_t<std::int64_t>>(obj) &&
+      py::reinterpret_borrow<py::array>(obj).dtype().is(py::dtype::of<std::int64_t>())) {
+    auto a = py::reinterpret_borrow<py::array_t<std::int64_t, py::array::c_style>>(obj);
+    if (a.ndim() != 1) throw py::value_error(std::string(name) + " of tokens must be 1-D, got shape " + shape_of(a));
+    if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + " must be C-contiguous");
+    col.tokens = a.data();
+    col.length = a.shape(0);
+    for (Index t = 0; t < col.length; ++t)
+      if (col.tokens[t] < 0 || col.tokens[t] >= width)
+        throw py::index_error(std::string(name) + "[" + std::to_string(t) + "] = " + std::to_string(col.tokens[t]) +
+                              " is out of range [0, " + std::to_string(width) + ")");
+    col.keep = a;
+    return col;
+  }
+  if (!dense_allowed)
+    throw py::type_error(std::string(name) + " must be an int64 array of class indices");
+  auto a = exact_array<S>(obj, name);
+  if (a.ndim() != 2 || a.shape(1) != width)
+    throw py::value_error(std::string(name) + " must have shape (T, " + std::to_string(width) + "), got " + shape_of(a));
+  col.values = a.data();
+  col.length = a.shape(0);
+  const auto all = Eigen::Map<const uoro::Vec<S>>(col.values, col.length * width);
+  if (!all.allFinite()) {
+    Index t = 0;
+    while (Eigen::Map<const uoro::Vec<S>>(col.values + t * width, width).allFinite()) ++t;
+    throw py::value_error(std::string(name) + "[" + std::to_string(t) + "] contains NaN or inf");
+  }
+  col.keep = a;
+  return col;
+}
+
+// One learner is one mutable object: a second thread entering while a chunk runs
+// (with the GIL released) gets an error instead of corrupting it.
+class BusyGuard {
+ public:
+  explicit BusyGuard(std::mutex& m) : lock_(m, std::try_to_lock) {
+    if (!lock_.owns_lock())
+      throw std::runtime_error("this learner is in use by another thread; use one learner per thread");
+  }
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+};
+
+template <class S, class Cell>
+struct PyLearner {
+  using L = uoro::Learner<S, Cell>;
+  L core;
+  std::mutex busy;
+  explicit PyLearner(const uoro::LearnerConfig& c) : core(c) {}
+
+  bool categorical() const { return core.config().loss == uoro::Loss::CrossEntropy; }
+
+  uoro::Sample<S> sample(py::handle x, py::handle y) {
+    const auto& c = core.config();
+    uoro::Sample<S> s;
+    if (is_int(x))
+      s.x_token = token(x, c.input_size, "x");
+    else
+      s.x = finite_vector<S>(x, c.input_size, "x");
+    if (categorical()) {
+      if (!is_int(y)) throw py::type_error("y must be an int class index for the cross-entropy loss");
+      s.y.token = token(y, c.output_size, "y");
+    } else if (!y.is_none()) {
+      s.y.values = finite_vector<S>(y, c.output_size, "y");
+    }
+    return s;
+  }
+
+  template <class Fn>
+  Array<S> run_chunk(py::handle xs, py::handle ys, Fn&& fn) {
+    const auto& c = core.config();
+    auto x = column<S>(xs, c.input_size, true, true, "xs");
+    auto y = column<S>(ys, c.output_size, categorical(), !categorical(), "ys");
+    if (x.length != y.length)
+      throw py::value_error("xs and ys must have the same length, got " + std::to_string(x.length) + " and " +
+                            std::to_string(y.length));
+    Array<S> losses(x.length);
+    S* out = losses.mutable_data();
+    BusyGuard guard(busy);
+    py::gil_scoped_release release;
+    for (Index t = 0; t < x.length; ++t) {
+      uoro::Sample<S> s;
+      if (x.values)
+        s.x = x.values + t * x.width;
+      else
+        s.x_token = x.tokens[t];
+      s.y = y.target(t);
+      out[t] = fn(t, s);
+    }
+    return losses;
+  }
+};
+
+template <class S>
+Array<S> to_numpy(const uoro::Vec<S>& v) {
+  Array<S> a(v.size());
+  std::copy(v.data(), v.data() + v.size(), a.mutable_data());
+  return a;
+}
+
+template <class S>
+Array<S> to_numpy(const uoro::Mat<S>& m) {
+  // (rows, cols) column-major -> numpy (cols, rows): one row per rank / parameter.
+  Array<S> a({m.cols(), m.rows()});
+  std::copy(m.data(), m.data() + m.size(), a.mutable_data());
+  return a;
+}
+
+template <class S>
+void from_numpy(uoro::Vec<S>& v, py::handle obj, const char* name) {
+  const S* p = finite_vector<S>(obj, v.size(), name);
+  std::copy(p, p + v.size(), v.data());
+}
+
+template <class S>
+void from_numpy(uoro::Mat<S>& m, py::handle obj, const char* name) {
+  auto a = exact_array<S>(obj, name);
+  if (a.ndim() != 2 || a.shape(0) != m.cols() || a.shape(1) != m.rows())
+    throw py::value_error(std::string(name) + " must have shape (" + std::to_string(m.cols()) + ", " +
+                          std::to_string(m.rows()) + "), got " + shape_of(a));
+  if (!Eigen::Map<const uoro::Vec<S>>(a.data(), m.size()).allFinite())
+    throw py::value_error(std::string(name) + " contains NaN or inf");
+  std::copy(a.data(), a.data() + m.size(), m.data());
+}
+
+py::list block_list(const uoro::Block* blocks, int count) {
+  py::list out;
+  for (int k = 0; k < count; ++k) out.append(py::make_tuple(blocks[k].offset, blocks[k].rows, blocks[k].cols));
+  return out;
+}
+
+template <class S, class Cell>
+void bind_learner(py::module_& m, const std::string& name) {
+  using P = PyLearner<S, Cell>;
+  py::class_<P>(m, name.c_str())
+      .def(py::init<const uoro::LearnerConfig&>())
+      .def_property_readonly("n_params", [](P& p) { return p.core.n_params(); })
+      .def_property_readonly("n_cell_params", [](P& p) { return p.core.n_cell_params(); })
+      .def_property_readonly("state_size", [](P& p) { return p.core.state_size(); })
+      .def_property_readonly("cell_blocks",
+                             [](P& p) { return block_list(p.core.cell().blocks().data(), Cell::kBlocks); })
+      .def("step",
+           [](P& p, py::handle x, py::handle y) {
+             const auto s = p.sample(x, y);
+             BusyGuard guard(p.busy);
+             return double(p.core.step(s));
+           })
+      .def("fit",
+           [](P& p, py::handle xs, py::handle ys) {
+             return p.run_chunk(xs, ys, [&](Index, const uoro::Sample<S>& s) { return p.core.step(s); });
+           })
+      .def("gradients",
+           [](P& p, py::handle xs, py::handle ys) {
+             Array<S> grads;
+             Array<S> losses;
+             const Index n = p.core.n_params();
+             // Validated by run_chunk before anything runs; sized here once T is known.
+             auto x_len = column<S>(xs, p.core.config().input_size, true, true, "xs").length;
+             grads = Array<S>({x_len, n});
+             S* g = grads.mutable_data();
+             losses = p.run_chunk(xs, ys, [&](Index t, const uoro::Sample<S>& s) {
+               return p.core.step(s, g + t * n, /*update=*/false);
+             });
+             return py::make_tuple(losses, grads);
+           })
+      .def("evaluate",
+           [](P& p, py::handle xs, py::handle ys) {
+             const uoro::Vec<S> saved = p.core.state();
+             auto losses = p.run_chunk(xs, ys, [&](Index, const uoro::Sample<S>& s) {
+               return p.core.forward_only(s, /*advance=*/true);
+             });
+             p.core.state() = saved;
+             return losses;
+           })
+      .def("predict",
+           [](P& p, py::handle x) {
+             const auto s = p.sample(x, p.categorical() ? py::object(py::int_(0)) : py::object(py::none()));
+             BusyGuard guard(p.busy);
+             p.core.forward_only(s, /*advance=*/false);
+             return to_numpy(p.core.prediction());
+           })
+      .def_property_readonly("prediction", [](P& p) { return to_numpy(p.core.prediction()); })
+      .def("reset_state",
+           [](P& p) {
+             BusyGuard guard(p.busy);
+             p.core.reset_state();
+           })
+      .def_property(
+          "theta", [](P& p) { return to_numpy(p.core.theta()); },
+          [](P& p, py::handle a) { from_numpy(p.core.theta(), a, "theta"); })
+      .def_property(
+          "state", [](P& p) { return to_numpy(p.core.state()); },
+          [](P& p, py::handle a) { from_numpy(p.core.state(), a, "state"); })
+      .def_property(
+          "s_tilde", [](P& p) { return to_numpy(p.core.s_tilde()); },
+          [](P& p, py::handle a) { from_numpy(p.core.s_tilde(), a, "s_tilde"); })
+      .def_property(
+          "theta_tilde", [](P& p) { return to_numpy(p.core.theta_tilde()); },
+          [](P& p, py::handle a) {
+            from_numpy(p.core.theta_tilde(), a, "theta_tilde");
+            p.core.refresh_theta_tilde_norms();
+          })
+      .def_property(
+          "jacobian", [](P& p) { return to_numpy(p.core.jacobian()); },
+          [](P& p, py::handle a) { from_numpy(p.core.jacobian(), a, "jacobian"); })
+      .def_property(
+          "adam_m", [](P& p) { return to_numpy(p.core.optimizer().first_moment()); },
+          [](P& p, py::handle a) { from_numpy(p.core.optimizer().first_moment(), a, "adam_m"); })
+      .def_property(
+          "adam_v", [](P& p) { return to_numpy(p.core.optimizer().second_moment()); },
+          [](P& p, py::handle a) { from_numpy(p.core.optimizer().second_moment(), a, "adam_v"); })
+      .def_property(
+          "steps", [](P& p) { return p.core.optimizer().steps(); },
+          [](P& p, std::int64_t t) { p.core.optimizer().set_steps(t); })
+      .def_property_readonly("learning_rate", [](P& p) { return p.core.optimizer().learning_rate(); })
+      .def_property(
+          "rng_state", [](P& p) { return p.core.rng().state(); },
+          [](P& p, const std::array<std::uint64_t, 4>& s) { p.core.rng().set_state(s); });
+}
+
+// Cell kernels on explicit arguments, for tests against finite differences.
+template <class S, class Cell>
+void bind_kernels(py::module_& m, const std::string& name) {
+  struct Kernels {
+    Cell cell;
+    typename Cell::Cache cache;
+    const S* theta = nullptr;  // of the last `run`, kept alive by the caller's argument
+    Kernels(Index in, Index hidden) : cell(in, hidden), cache(cell.make_cache()) {}
+    void run(py::handle theta_array, py::handle x, py::handle s, uoro::Vec<S>& s_next) {
+      const S* th = theta = finite_vector<S>(theta_array, cell.param_size(), "theta");
+      Cell::input(cache, cell.input_size()) =
+          Eigen::Map<const uoro::Vec<S>>(finite_vector<S>(x, cell.input_size(), "x"), cell.input_size());
+      s_next.resize(cell.state_size());
+      cell.forward(th, Eigen::Map<const uoro::Vec<S>>(finite_vector<S>(s, cell.state_size(), "s"), cell.state_size()),
+                   cache, s_next);
+    }
+  };
+  using K = Kernels;
+  using V = uoro::Vec<S>;
+  auto vec = [](py::handle a, Index n, const char* name) {
+    return Eigen::Map<const V>(finite_vector<S>(a, n, name), n);
+  };
+  py::class_<K>(m, name.c_str())
+      .def(py::init<Index, Index>())
+      .def_property_readonly("n_params", [](K& k) { return k.cell.param_size(); })
+      .def_property_readonly("state_size", [](K& k) { return k.cell.state_size(); })
+      .def_property_readonly("blocks", [](K& k) { return block_list(k.cell.blocks().data(), Cell::kBlocks); })
+      .def("forward",
+           [](K& k, py::handle theta, py::handle x, py::handle s) {
+             V out;
+             k.run(theta, x, s, out);
+             return to_numpy(out);
+           })
+      .def("jvp_state",
+           [vec](K& k, py::handle theta, py::handle x, py::handle s, py::handle s_tilde) {
+             V next, out(k.cell.state_size());
+             k.run(theta, x, s, next);
+             k.cell.jvp_state(k.theta, k.cache, vec(s_tilde, k.cell.state_size(), "s_tilde"),
+                              out);
+             return to_numpy(out);
+           })
+      .def("vjp_state",
+           [vec](K& k, py::handle theta, py::handle x, py::handle s, py::handle c) {
+             V next, out(k.cell.state_size());
+             k.run(theta, x, s, next);
+             k.cell.vjp_state(k.theta, k.cache, vec(c, k.cell.state_size(), "c"), out);
+             return to_numpy(out);
+           })
+      .def("vjp_params",
+           [vec](K& k, py::handle theta, py::handle x, py::handle s, py::handle c) {
+             V next;
+             k.run(theta, x, s, next);
+             std::array<V, Cell::kBlocks> u;
+             for (int b = 0; b < Cell::kBlocks; ++b) u[b] = V::Zero(k.cell.blocks()[b].rows);
+             k.cell.param_cotangents(k.cache, vec(c, k.cell.state_size(), "c"), u);
+             V out(k.cell.param_size());
+             for (int b = 0; b < Cell::kBlocks; ++b) {
+               const auto& blk = k.cell.blocks()[b];
+               uoro::MatMap<S>(out.data() + blk.offset, blk.rows, blk.cols) = u[b] * k.cache.v[b].transpose();
+             }
+             return to_numpy(out);
+           })
+      .def("hidden",
+           [vec](K& k, py::handle s) {
+             V h(k.cell.hidden_size());
+             k.cell.hidden(vec(s, k.cell.state_size(), "s"), h);
+             return to_numpy(h);
+           })
+      .def("hidden_vjp", [vec](K& k, py::handle s, py::handle dh) {
+        V h(k.cell.hidden_size()), c(k.cell.state_size());
+        k.cell.hidden(vec(s, k.cell.state_size(), "s"), h);
+        k.cell.hidden_vjp(h, vec(dh, k.cell.hidden_size(), "dh"), c);
+        return to_numpy(c);
+      });
+}
+
+// Readout loss and gradients on explicit arguments, for tests.
+template <class S>
+py::tuple readout_kernel(uoro::Loss loss, Index output_size, py::handle theta, py::handle h, py::handle y) {
+  const Index n = py::reinterpret_borrow<py::array>(h).size();
+  uoro::Readout<S> r(n, output_size, loss, 0);
+  const S* th = finite_vector<S>(theta, r.block().size(), "theta");
+  const S* hp = finite_vector<S>(h, n, "h");
+  uoro::Target<S> target;
+  if (loss == uoro::Loss::CrossEntropy)
+    target.token = token(y, output_size, "y");
+  else
+    target.values = finite_vector<S>(y, output_size, "y");
+  uoro::Vec<S> dh(n), grad(r.block().size());
+  const S value = r.loss_and_grad(th, Eigen::Map<const uoro::Vec<S>>(hp, n), target, dh);
+  uoro::MatMap<S>(grad.data(), output_size, n + 1) = r.d_out() * r.v().transpose();
+  return py::make_tuple(double(value), to_numpy(grad), to_numpy(dh), to_numpy(r.output()));
+}
+
+template <class S>
+void bind_dtype(py::module_& m, const std::string& suffix) {
+  bind_learner<S, uoro::RnnCell<S>>(m, "Learner_rnn_" + suffix);
+  bind_learner<S, uoro::GruCell<S>>(m, "Learner_gru_" + suffix);
+  bind_learner<S, uoro::LstmCell<S>>(m, "Learner_lstm_" + suffix);
+  bind_kernels<S, uoro::RnnCell<S>>(m, "Kernels_rnn_" + suffix);
+  bind_kernels<S, uoro::GruCell<S>>(m, "Kernels_gru_" + suffix);
+  bind_kernels<S, uoro::LstmCell<S>>(m, "Kernels_lstm_" + suffix);
+  m.def(("readout_" + suffix).c_str(), &readout_kernel<S>);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "uoro's compiled core (use the `uoro` package, not this module)";
+
+  py::enum_<uoro::Loss>(m, "Loss")
+      .value("cross_entropy", uoro::Loss::CrossEntropy)
+      .value("squared_error", uoro::Loss::SquaredError);
+  py::enum_<uoro::Algorithm>(m, "Algorithm")
+      .value("uoro", uoro::Algorithm::Uoro)
+      .value("rtrl", uoro::Algorithm::Rtrl);
+  py::enum_<uoro::OptimizerKind>(m, "Optimizer")
+      .value("sgd", uoro::OptimizerKind::Sgd)
+      .value("adam", uoro::OptimizerKind::Adam);
+
+  py::class_<uoro::OptimizerConfig>(m, "OptimizerConfig")
+      .def(py::init<>())
+      .def_readwrite("kind", &uoro::OptimizerConfig::kind)
+      .def_readwrite("lr", &uoro::OptimizerConfig::lr)
+      .def_readwrite("lr_decay", &uoro::OptimizerConfig::lr_decay)
+      .def_readwrite("beta1", &uoro::OptimizerConfig::beta1)
+      .def_readwrite("beta2", &uoro::OptimizerConfig::beta2)
+      .def_readwrite("eps", &uoro::OptimizerConfig::eps)
+      .def_readwrite("clip_norm", &uoro::OptimizerConfig::clip_norm);
+
+  py::class_<uoro::LearnerConfig>(m, "LearnerConfig")
+      .def(py::init<>())
+      .def_readwrite("input_size", &uoro::LearnerConfig::input_size)
+      .def_readwrite("hidden_size", &uoro::LearnerConfig::hidden_size)
+      .def_readwrite("output_size", &uoro::LearnerConfig::output_size)
+      .def_readwrite("loss", &uoro::LearnerConfig::loss)
+      .def_readwrite("algorithm", &uoro::LearnerConfig::algorithm)
+      .def_readwrite("rank", &uoro::LearnerConfig::rank)
+      .def_readwrite("uoro_eps", &uoro::LearnerConfig::uoro_eps)
+      .def_readwrite("optimizer", &uoro::LearnerConfig::optimizer)
+      .def_readwrite("seed", &uoro::LearnerConfig::seed);
+
+  bind_dtype<float>(m, "f32");
+  bind_dtype<double>(m, "f64");
+}

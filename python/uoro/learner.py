@@ -1,0 +1,355 @@
+"""The `Learner`: a recurrent cell, a readout, a gradient estimator and an optimizer
+that learn online from one sample at a time."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from uoro import _core
+
+CELLS = ("rnn", "gru", "lstm")
+LOSSES = ("cross_entropy", "squared_error")
+ALGORITHMS = ("uoro", "rtrl")
+OPTIMIZERS = ("sgd", "adam")
+DTYPES = ("float32", "float64")
+
+
+def _choice(name: str, value: Any, options: tuple[str, ...]) -> str:
+    if value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}; got {value!r}")
+    return str(value)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    return int(value)
+
+
+def _non_negative(name: str, value: Any, *, strict: bool = False) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number; got {value!r}") from None
+    if not math.isfinite(number) or number < 0 or (strict and number == 0):
+        bound = "> 0" if strict else ">= 0"
+        raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
+    return number
+
+
+class Learner:
+    """A recurrent network that learns online, one sample at a time.
+
+    Each `step(x, y)` reads one input, advances the recurrent state, predicts `y`,
+    estimates the gradient of that sample's loss with respect to all parameters
+    (through the whole past, without storing it) and updates the parameters.
+
+    Args:
+        cell: ``"rnn"`` (the paper's ``s' = W_x x + W_s tanh(s) + b``), ``"gru"`` or
+            ``"lstm"`` (PyTorch's ``GRUCell`` / ``LSTMCell`` equations and gate order).
+        input_size: size of the input vector; with integer inputs, the vocabulary size
+            (tokens are one-hot encoded).
+        hidden_size: number of hidden units (the LSTM's state is ``[h; c]``, twice that).
+        output_size: number of classes (cross-entropy) or of real outputs (squared
+            error). Defaults to ``input_size``, as in next-token prediction.
+        loss: ``"cross_entropy"`` (softmax readout, integer targets, loss in nats) or
+            ``"squared_error"`` (linear readout, ``0.5 * ||o - y||^2``).
+        algorithm: ``"uoro"`` (unbiased rank-``rank`` estimate, O(|θ|) per step) or
+            ``"rtrl"`` (exact gradient, O(state² · |θ|) per step: small networks only).
+        rank: UORO's number of independent rank-one estimates averaged per step.
+        optimizer: ``"sgd"`` or ``"adam"``.
+        lr: base learning rate η.
+        lr_decay: α of the schedule ``η_t = η / (1 + α √t)``, t = updates done so far.
+        clip_norm: if given, gradients are rescaled to at most this Euclidean norm.
+        beta1, beta2, adam_eps: Adam's constants.
+        uoro_eps: ε of UORO's normalizers ρ0, ρ1.
+        dtype: ``"float32"`` or ``"float64"``.
+        seed: seeds the initialization and UORO's random signs; same seed, same run.
+
+    Parameters start as PyTorch initializes them: uniform in ±1/√hidden_size.
+    """
+
+    def __init__(
+        self,
+        cell: str = "gru",
+        input_size: int = 1,
+        hidden_size: int = 64,
+        output_size: int | None = None,
+        *,
+        loss: str = "cross_entropy",
+        algorithm: str = "uoro",
+        rank: int = 1,
+        optimizer: str = "adam",
+        lr: float = 1e-3,
+        lr_decay: float = 0.0,
+        clip_norm: float | None = None,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        adam_eps: float = 1e-8,
+        uoro_eps: float = 1e-7,
+        dtype: str = "float32",
+        seed: int = 0,
+    ) -> None:
+        self._options = dict(
+            cell=_choice("cell", cell, CELLS),
+            input_size=_positive_int("input_size", input_size),
+            hidden_size=_positive_int("hidden_size", hidden_size),
+            output_size=_positive_int(
+                "output_size", input_size if output_size is None else output_size
+            ),
+            loss=_choice("loss", loss, LOSSES),
+            algorithm=_choice("algorithm", algorithm, ALGORITHMS),
+            rank=_positive_int("rank", rank),
+            optimizer=_choice("optimizer", optimizer, OPTIMIZERS),
+            lr=_non_negative("lr", lr),
+            lr_decay=_non_negative("lr_decay", lr_decay),
+            clip_norm=None if clip_norm is None else _non_negative("clip_norm", clip_norm, strict=True),
+            beta1=_non_negative("beta1", beta1),
+            beta2=_non_negative("beta2", beta2),
+            adam_eps=_non_negative("adam_eps", adam_eps, strict=True),
+            uoro_eps=_non_negative("uoro_eps", uoro_eps, strict=True),
+            dtype=_choice("dtype", dtype, DTYPES),
+            seed=int(seed),
+        )
+        for beta in ("beta1", "beta2"):
+            if not self._options[beta] < 1:
+                raise ValueError(f"{beta} must be in [0, 1); got {self._options[beta]!r}")
+        if not 0 <= self._options["seed"] < 2**64:
+            raise ValueError(f"seed must be in [0, 2**64); got {seed!r}")
+        self._core = _make_core(self._options)
+        self.dtype = np.dtype(self._options["dtype"])
+
+    # ---- learning
+
+    def step(self, x: Any, y: Any) -> float:
+        """Learns from one sample and returns its loss (before the update).
+
+        ``x`` is an int token in ``[0, input_size)`` or a float array of shape
+        ``(input_size,)`` in the learner's dtype; ``y`` is an int class (cross-entropy)
+        or a float array of shape ``(output_size,)`` (squared error). The prediction made
+        for this sample is then in `prediction`.
+        """
+        try:
+            return self._core.step(x, y)
+        except TypeError:
+            return self._core.step(*self._convert_sample(x, y))
+
+    def fit(self, xs: Any, ys: Any) -> np.ndarray:
+        """Learns from a chunk of samples in order, in one call into the core (the GIL
+        is released meanwhile); returns the per-sample losses.
+
+        ``xs`` is an int array ``(T,)`` of tokens or a float array ``(T, input_size)``;
+        ``ys`` is an int array ``(T,)`` or a float array ``(T, output_size)``. The whole
+        chunk is checked before the first sample is used: a bad sample anywhere raises
+        (naming its index) and leaves the learner untouched.
+        """
+        return self._core.fit(*self._convert_chunk(xs, ys))
+
+    def gradients(self, xs: Any, ys: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Runs the estimator over a chunk without updating the parameters.
+
+        Returns ``(losses, grads)`` where ``grads[t]`` is the estimate of the gradient of
+        sample t's loss with respect to `theta`. The recurrent state and the estimator's
+        own state advance; the parameters and the optimizer do not.
+        """
+        return self._core.gradients(*self._convert_chunk(xs, ys))
+
+    def evaluate(self, xs: Any, ys: Any) -> np.ndarray:
+        """Per-sample losses of a chunk, run from the current state, without learning.
+
+        Changes nothing in the learner (its state is restored afterwards).
+        """
+        return self._core.evaluate(*self._convert_chunk(xs, ys))
+
+    def predict(self, x: Any) -> np.ndarray:
+        """The prediction for input ``x`` from the current state, without changing it:
+        class probabilities (cross-entropy) or output values (squared error)."""
+        try:
+            return self._core.predict(x)
+        except TypeError:
+            return self._core.predict(self._convert_sample(x, None)[0])
+
+    @property
+    def prediction(self) -> np.ndarray:
+        """What the last `step` predicted for its sample (probabilities or values)."""
+        return self._core.prediction
+
+    def reset_state(self) -> None:
+        """Zeroes the recurrent state (e.g. at a sequence boundary). The estimator's
+        sensitivity of the state to the parameters is zeroed with it: a constant state
+        does not depend on the parameters."""
+        self._core.reset_state()
+
+    # ---- parameters and state
+
+    @property
+    def theta(self) -> np.ndarray:
+        """A copy of all parameters as one flat vector: the cell's blocks, then the
+        readout's. Assign an array of the same shape and dtype to set them."""
+        return self._core.theta
+
+    @theta.setter
+    def theta(self, value: Any) -> None:
+        self._core.theta = self._as_dtype_vector("theta", value, self.n_params)
+
+    @property
+    def n_params(self) -> int:
+        """Number of parameters (cell and readout)."""
+        return int(self._core.n_params)
+
+    @property
+    def state(self) -> np.ndarray:
+        """A copy of the recurrent state (``[h; c]`` for the LSTM)."""
+        return self._core.state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        self._core.state = self._as_dtype_vector("state", value, self._core.state_size)
+
+    @property
+    def steps(self) -> int:
+        """Parameter updates done so far (the t of the learning-rate schedule)."""
+        return int(self._core.steps)
+
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate the next update will use."""
+        return float(self._core.learning_rate)
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """Copies of the parameters by name, in PyTorch's layout: ``weight_ih``
+        (gates·n, input), ``weight_hh`` (gates·n, n), ``bias_ih``, ``bias_hh`` for GRU and
+        LSTM (gate orders r,z,n and i,f,g,o); ``weight_ih``, ``weight_hh``, ``bias`` for
+        the RNN; ``readout.weight`` (output, n) and ``readout.bias``."""
+        theta = self.theta
+        named = {}
+        for name, (offset, rows, cols), columns in self._layout():
+            matrix = theta[offset : offset + rows * cols].reshape(cols, rows).T
+            named[name] = np.ascontiguousarray(matrix[:, columns].squeeze(axis=1) if
+                                               isinstance(columns, list) else matrix[:, columns])
+        return named
+
+    def set_parameters(self, params: dict[str, Any]) -> None:
+        """Sets parameters by the names of `parameters` (all of them, same shapes), e.g.
+        from a ``torch.nn.GRUCell``'s ``state_dict()`` converted to numpy plus
+        ``readout.weight`` / ``readout.bias`` from a ``torch.nn.Linear``."""
+        current = self.parameters()
+        missing = sorted(set(current) - set(params))
+        unknown = sorted(set(params) - set(current))
+        if missing or unknown:
+            raise KeyError(f"parameters must be exactly {sorted(current)}; "
+                           f"missing {missing}, unknown {unknown}")
+        theta = self.theta
+        for name, (offset, rows, cols), columns in self._layout():
+            value = np.asarray(params[name], dtype=self.dtype)
+            if value.shape != current[name].shape:
+                raise ValueError(f"{name} must have shape {current[name].shape}; "
+                                 f"got {value.shape}")
+            matrix = theta[offset : offset + rows * cols].reshape(cols, rows).T
+            if isinstance(columns, list):
+                matrix[:, columns[0]] = value
+            else:
+                matrix[:, columns] = value
+        self.theta = theta
+
+    # ---- descriptions
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments of this learner."""
+        return dict(self._options)
+
+    def clone(self) -> Learner:
+        """A fresh learner with the same configuration (parameters newly initialized
+        from the same seed)."""
+        return Learner(**self._options)
+
+    def __repr__(self) -> str:
+        defaults = Learner.__init__.__kwdefaults__ or {}
+        shown = [f"{k}={v!r}" for k, v in self._options.items()
+                 if k in ("cell", "input_size", "hidden_size", "output_size")
+                 or defaults.get(k, object()) != v]
+        return f"Learner({', '.join(shown)})"
+
+    # ---- helpers
+
+    def _layout(self) -> list[tuple[str, tuple[int, int, int], Any]]:
+        """(name, block, column selection) for every named parameter."""
+        o = self._options
+        blocks = [tuple(b) for b in self._core.cell_blocks]
+        readout = (self._core.n_cell_params, o["output_size"], o["hidden_size"] + 1)
+        n_in = o["input_size"]
+        if o["cell"] == "rnn":
+            cell = [
+                ("weight_ih", blocks[0], slice(0, n_in)),
+                ("weight_hh", blocks[0], slice(n_in, n_in + o["hidden_size"])),
+                ("bias", blocks[0], [n_in + o["hidden_size"]]),
+            ]
+        else:
+            cell = [
+                ("weight_ih", blocks[0], slice(0, n_in)),
+                ("bias_ih", blocks[0], [n_in]),
+                ("weight_hh", blocks[1], slice(0, o["hidden_size"])),
+                ("bias_hh", blocks[1], [o["hidden_size"]]),
+            ]
+        return cell + [
+            ("readout.weight", readout, slice(0, o["hidden_size"])),
+            ("readout.bias", readout, [o["hidden_size"]]),
+        ]
+
+    def _as_dtype_vector(self, name: str, value: Any, size: int) -> np.ndarray:
+        array = np.ascontiguousarray(value, dtype=self.dtype)
+        if array.shape != (size,):
+            raise ValueError(f"{name} must have shape ({size},); got {array.shape}")
+        return array
+
+    def _convert_sample(self, x: Any, y: Any) -> tuple[Any, Any]:
+        if not isinstance(x, (int, np.integer)):
+            x = _float_array("x", x, self.dtype)
+        if self._options["loss"] == "squared_error" and y is not None:
+            y = _float_array("y", y, self.dtype)
+        return x, y
+
+    def _convert_chunk(self, xs: Any, ys: Any) -> tuple[np.ndarray, np.ndarray]:
+        return _chunk("xs", xs, self.dtype), _chunk("ys", ys, self.dtype)
+
+
+def _float_array(name: str, value: Any, dtype: np.dtype) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must hold real numbers; got dtype {array.dtype}")
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def _chunk(name: str, value: Any, dtype: np.dtype) -> np.ndarray:
+    """Tokens as contiguous int64, real values as contiguous `dtype`; one conversion."""
+    array = np.asarray(value)
+    if array.dtype.kind in "iu":
+        return np.ascontiguousarray(array, dtype=np.int64)
+    return _float_array(name, array, dtype)
+
+
+def _make_core(o: dict[str, Any]) -> Any:
+    optimizer = _core.OptimizerConfig()
+    optimizer.kind = getattr(_core.Optimizer, o["optimizer"])
+    optimizer.lr = o["lr"]
+    optimizer.lr_decay = o["lr_decay"]
+    optimizer.beta1 = o["beta1"]
+    optimizer.beta2 = o["beta2"]
+    optimizer.eps = o["adam_eps"]
+    optimizer.clip_norm = o["clip_norm"] or 0.0
+    config = _core.LearnerConfig()
+    config.input_size = o["input_size"]
+    config.hidden_size = o["hidden_size"]
+    config.output_size = o["output_size"]
+    config.loss = getattr(_core.Loss, o["loss"])
+    config.algorithm = getattr(_core.Algorithm, o["algorithm"])
+    config.rank = o["rank"]
+    config.uoro_eps = o["uoro_eps"]
+    config.optimizer = optimizer
+    config.seed = o["seed"]
+    suffix = "f32" if o["dtype"] == "float32" else "f64"
+    return getattr(_core, f"Learner_{o['cell']}_{suffix}")(config)
