@@ -196,7 +196,7 @@ def test_repr_config_and_clone():
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        ({"cell": "transformer"}, ValueError, "cell must be one of 'rnn', 'gru', 'lstm'; got 'transformer'"),
+        ({"cell": "transformer"}, ValueError, "cell must be one of 'rnn', 'gru', 'lstm', 'influence'; got 'transformer'"),
         ({"hidden_size": 0}, ValueError, "hidden_size must be an integer >= 1; got 0"),
         ({"algorithm": "bptt"}, ValueError, "algorithm must be one of"),
         ({"lr": -1}, ValueError, "lr must be a finite number >= 0; got -1"),

@@ -416,6 +416,8 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
   bind_kernels<S, uoro::RnnCell<S>>(m, "Kernels_rnn_" + suffix);
   bind_kernels<S, uoro::GruCell<S>>(m, "Kernels_gru_" + suffix);
   bind_kernels<S, uoro::LstmCell<S>>(m, "Kernels_lstm_" + suffix);
+  bind_learner<S, uoro::InfluenceCell<S>>(m, "Learner_influence_" + suffix);
+  bind_kernels<S, uoro::InfluenceCell<S>>(m, "Kernels_influence_" + suffix);
   m.def(("readout_" + suffix).c_str(), &readout_kernel<S>);
 }
 
@@ -429,7 +431,9 @@ PYBIND11_MODULE(_core, m) {
       .value("squared_error", uoro::Loss::SquaredError);
   py::enum_<uoro::Algorithm>(m, "Algorithm")
       .value("uoro", uoro::Algorithm::Uoro)
-      .value("rtrl", uoro::Algorithm::Rtrl);
+      .value("rtrl", uoro::Algorithm::Rtrl)
+      .value("tbptt", uoro::Algorithm::Tbptt)
+      .value("tbptt_chunk", uoro::Algorithm::TbpttChunk);
   py::enum_<uoro::OptimizerKind>(m, "Optimizer")
       .value("sgd", uoro::OptimizerKind::Sgd)
       .value("adam", uoro::OptimizerKind::Adam);
@@ -452,7 +456,10 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("loss", &uoro::LearnerConfig::loss)
       .def_readwrite("algorithm", &uoro::LearnerConfig::algorithm)
       .def_readwrite("rank", &uoro::LearnerConfig::rank)
+      .def_readwrite("memory", &uoro::LearnerConfig::memory)
+      .def_readwrite("truncation", &uoro::LearnerConfig::truncation)
       .def_readwrite("uoro_eps", &uoro::LearnerConfig::uoro_eps)
+      .def_readwrite("train_readout", &uoro::LearnerConfig::train_readout)
       .def_readwrite("optimizer", &uoro::LearnerConfig::optimizer)
       .def_readwrite("seed", &uoro::LearnerConfig::seed);
 

@@ -10,9 +10,9 @@ import numpy as np
 
 from uoro import _core
 
-CELLS = ("rnn", "gru", "lstm")
+CELLS = ("rnn", "gru", "lstm", "influence")
 LOSSES = ("cross_entropy", "squared_error")
-ALGORITHMS = ("uoro", "rtrl")
+ALGORITHMS = ("uoro", "rtrl", "tbptt", "tbptt_chunk")
 OPTIMIZERS = ("sgd", "adam")
 DTYPES = ("float32", "float64")
 
@@ -49,7 +49,10 @@ class Learner:
 
     Args:
         cell: ``"rnn"`` (the paper's ``s' = W_x x + W_s tanh(s) + b``), ``"gru"`` or
-            ``"lstm"`` (PyTorch's ``GRUCell`` / ``LSTMCell`` equations and gate order).
+            ``"lstm"`` (PyTorch's ``GRUCell`` / ``LSTMCell`` equations and gate order), or
+            ``"influence"``: the paper's influence-balancing dynamics ``s' = A s + θ x``
+            (eq. 18; one scalar parameter θ; ``input_size == hidden_size``), see
+            `uoro.influence.learner`.
         input_size: size of the input vector; with integer inputs, the vocabulary size
             (tokens are one-hot encoded).
         hidden_size: number of hidden units (the LSTM's state is ``[h; c]``, twice that).
@@ -57,15 +60,28 @@ class Learner:
             error). Defaults to ``input_size``, as in next-token prediction.
         loss: ``"cross_entropy"`` (softmax readout, integer targets, loss in nats) or
             ``"squared_error"`` (linear readout, ``0.5 * ||o - y||^2``).
-        algorithm: ``"uoro"`` (unbiased rank-``rank`` estimate, O(|θ|) per step) or
-            ``"rtrl"`` (exact gradient, O(state² · |θ|) per step: small networks only).
+        algorithm: how the gradient through the past is estimated:
+
+            - ``"uoro"``: unbiased rank-``rank`` estimate, O(|θ|) per step; with
+              ``memory=T`` (memory-T UORO) exact backpropagation inside windows of T
+              steps and one update per window.
+            - ``"rtrl"``: the exact gradient, O(state² · |θ|) per step: small networks.
+            - ``"tbptt"``: truncated BPTT, online: every step, the current loss is
+              backpropagated through the last ``truncation`` steps and θ updated.
+            - ``"tbptt_chunk"``: truncated BPTT, chunked: once every ``truncation``
+              steps, θ is updated with the gradient of the chunk's summed loss
+              (the state entering the chunk held fixed).
         rank: UORO's number of independent rank-one estimates averaged per step.
+        memory: memory-T UORO's window (1 = plain UORO).
+        truncation: the window T of ``"tbptt"`` / ``"tbptt_chunk"`` (required there).
         optimizer: ``"sgd"`` or ``"adam"``.
         lr: base learning rate η.
         lr_decay: α of the schedule ``η_t = η / (1 + α √t)``, t = updates done so far.
         clip_norm: if given, gradients are rescaled to at most this Euclidean norm.
         beta1, beta2, adam_eps: Adam's constants.
         uoro_eps: ε of UORO's normalizers ρ0, ρ1.
+        train_readout: if False, the readout's parameters keep the values they are given
+            (the influence-balancing task reads a fixed unit).
         dtype: ``"float32"`` or ``"float64"``.
         seed: seeds the initialization and UORO's random signs; same seed, same run.
 
@@ -82,6 +98,8 @@ class Learner:
         loss: str = "cross_entropy",
         algorithm: str = "uoro",
         rank: int = 1,
+        memory: int = 1,
+        truncation: int | None = None,
         optimizer: str = "adam",
         lr: float = 1e-3,
         lr_decay: float = 0.0,
@@ -90,6 +108,7 @@ class Learner:
         beta2: float = 0.999,
         adam_eps: float = 1e-8,
         uoro_eps: float = 1e-7,
+        train_readout: bool = True,
         dtype: str = "float32",
         seed: int = 0,
     ) -> None:
@@ -103,6 +122,8 @@ class Learner:
             loss=_choice("loss", loss, LOSSES),
             algorithm=_choice("algorithm", algorithm, ALGORITHMS),
             rank=_positive_int("rank", rank),
+            memory=_positive_int("memory", memory),
+            truncation=None if truncation is None else _positive_int("truncation", truncation),
             optimizer=_choice("optimizer", optimizer, OPTIMIZERS),
             lr=_non_negative("lr", lr),
             lr_decay=_non_negative("lr_decay", lr_decay),
@@ -111,12 +132,24 @@ class Learner:
             beta2=_non_negative("beta2", beta2),
             adam_eps=_non_negative("adam_eps", adam_eps, strict=True),
             uoro_eps=_non_negative("uoro_eps", uoro_eps, strict=True),
+            train_readout=bool(train_readout),
             dtype=_choice("dtype", dtype, DTYPES),
             seed=int(seed),
         )
         for beta in ("beta1", "beta2"):
             if not self._options[beta] < 1:
                 raise ValueError(f"{beta} must be in [0, 1); got {self._options[beta]!r}")
+        algo = self._options["algorithm"]
+        if algo.startswith("tbptt") and truncation is None:
+            raise ValueError(f"algorithm {algo!r} needs truncation=T (the window length)")
+        if not algo.startswith("tbptt") and truncation is not None:
+            raise ValueError(f"truncation applies to 'tbptt' and 'tbptt_chunk', not {algo!r}")
+        for name in ("rank", "memory"):
+            if algo != "uoro" and self._options[name] != 1:
+                raise ValueError(f"{name} applies to algorithm 'uoro', not {algo!r}")
+        if cell == "influence" and self._options["input_size"] != self._options["hidden_size"]:
+            raise ValueError("cell 'influence' needs input_size == hidden_size; got "
+                             f"{input_size} and {hidden_size}")
         if not 0 <= self._options["seed"] < 2**64:
             raise ValueError(f"seed must be in [0, 2**64); got {seed!r}")
         self._core = _make_core(self._options)
@@ -151,9 +184,12 @@ class Learner:
     def gradients(self, xs: Any, ys: Any) -> tuple[np.ndarray, np.ndarray]:
         """Runs the estimator over a chunk without updating the parameters.
 
-        Returns ``(losses, grads)`` where ``grads[t]`` is the estimate of the gradient of
-        sample t's loss with respect to `theta`. The recurrent state and the estimator's
-        own state advance; the parameters and the optimizer do not.
+        Returns ``(losses, grads)`` where ``grads[t]`` is the gradient estimate the learner
+        would apply at step t: for per-step algorithms, that of sample t's loss with
+        respect to `theta`; for windowed ones (``memory > 1``, ``"tbptt_chunk"``), zero
+        inside a window and, at its last step, that of the window's summed loss. The
+        recurrent state and the estimator's own state advance; the parameters and the
+        optimizer do not.
         """
         return self._core.gradients(*self._convert_chunk(xs, ys))
 
@@ -282,7 +318,9 @@ class Learner:
         blocks = [tuple(b) for b in self._core.cell_blocks]
         readout = (self._core.n_cell_params, o["output_size"], o["hidden_size"] + 1)
         n_in = o["input_size"]
-        if o["cell"] == "rnn":
+        if o["cell"] == "influence":
+            cell = [("theta", blocks[0], [0])]
+        elif o["cell"] == "rnn":
             cell = [
                 ("weight_ih", blocks[0], slice(0, n_in)),
                 ("weight_hh", blocks[0], slice(n_in, n_in + o["hidden_size"])),
@@ -348,7 +386,10 @@ def _make_core(o: dict[str, Any]) -> Any:
     config.loss = getattr(_core.Loss, o["loss"])
     config.algorithm = getattr(_core.Algorithm, o["algorithm"])
     config.rank = o["rank"]
+    config.memory = o["memory"]
+    config.truncation = o["truncation"] or 1
     config.uoro_eps = o["uoro_eps"]
+    config.train_readout = o["train_readout"]
     config.optimizer = optimizer
     config.seed = o["seed"]
     suffix = "f32" if o["dtype"] == "float32" else "f64"

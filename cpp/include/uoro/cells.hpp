@@ -303,4 +303,71 @@ class LstmCell {
   Vec<S> a_, dc_;
 };
 
+// The paper's influence-balancing dynamics (eq. 18): s' = A s + θ x, with A_ii = A_i,i+1
+// = 1/2 and one scalar parameter θ. The experiment feeds the constant input
+// x = (1, …, 1, −1, …, −1), so θ pushes some units up and others down; through A each
+// unit feels the units deeper than itself, later. Not a neural cell, but the same kernel
+// interface, so every estimator runs on it unchanged. One 1×1 block: ∂F/∂θ = x, so the
+// parameter-VJP of c is the factor u = [c · x] times v = [1].
+template <class S>
+class InfluenceCell {
+ public:
+  static constexpr int kBlocks = 1;
+  static constexpr const char* kName = "influence";
+
+  struct Cache {
+    std::array<Vec<S>, kBlocks> v;  // [1]
+    Vec<S> x;                       // the input (n)
+  };
+
+  InfluenceCell(Index input_size, Index hidden_size) : n_(hidden_size) {
+    if (input_size != hidden_size)
+      throw std::invalid_argument("the influence model needs input_size == hidden_size, got " +
+                                  std::to_string(input_size) + " and " + std::to_string(hidden_size));
+    blocks_[0] = {0, 1, 1};
+  }
+
+  Index input_size() const { return n_; }
+  Index hidden_size() const { return n_; }
+  Index state_size() const { return n_; }
+  Index param_size() const { return 1; }
+  const std::array<Block, kBlocks>& blocks() const { return blocks_; }
+
+  Cache make_cache() const {
+    Cache k;
+    k.v[0] = Vec<S>::Ones(1);
+    k.x = Vec<S>::Zero(n_);
+    return k;
+  }
+  static auto input(Cache& k, Index input_size) { return k.x.head(input_size); }
+
+  void forward(const S* theta, ConstVecRef<S> s, Cache& k, VecRef<S> s_next) const {
+    diffuse(s, s_next);
+    s_next += theta[0] * k.x;
+  }
+  void jvp_state(const S*, const Cache&, ConstVecRef<S> s_tilde, VecRef<S> out) const {
+    diffuse(s_tilde, out);
+  }
+  // Aᵀ c: unit i receives half of c_i and half of c_{i-1}.
+  void vjp_state(const S*, const Cache&, ConstVecRef<S> c, VecRef<S> out) const {
+    out = S(0.5) * c;
+    out.tail(n_ - 1) += S(0.5) * c.head(n_ - 1);
+  }
+  void param_cotangents(const Cache& k, ConstVecRef<S> c, std::array<Vec<S>, kBlocks>& u) const {
+    u[0](0) = c.dot(k.x);
+  }
+  void hidden(ConstVecRef<S> s_next, VecRef<S> h) const { h = s_next; }
+  void hidden_vjp(ConstVecRef<S>, ConstVecRef<S> dh, VecRef<S> c) const { c = dh; }
+
+ private:
+  // A s: unit i averages itself and unit i + 1.
+  void diffuse(ConstVecRef<S> s, VecRef<S> out) const {
+    out = S(0.5) * s;
+    out.head(n_ - 1) += S(0.5) * s.tail(n_ - 1);
+  }
+
+  Index n_;
+  std::array<Block, kBlocks> blocks_;
+};
+
 }  // namespace uoro

@@ -8,8 +8,16 @@
 //    with E[s̃ ⊗ θ̃] = ∂s/∂θ, their gradient estimates averaged. The fused step
 //    produces the gradient, the new θ̃ and the optimizer update in one pass over the
 //    parameter blocks, column by column, from the outer-product factors.
+//  - memory-T UORO (Section 3.4): UORO over the transition "T consecutive steps", exact
+//    backpropagation inside each window of T steps, one update per window.
 //  - RTRL: the exact Jacobian J = ∂s/∂θ (S × P_cell) carried forward. Cost S²·P per
 //    step: a reference for small networks.
+//  - truncated BPTT, two forms: `Tbptt` backpropagates the current loss through the last
+//    T steps and updates at every step; `TbpttChunk` updates once every T steps with the
+//    gradient of the window's summed loss (the state entering the window held fixed).
+// The backpropagation through a window reads the activations stored at forward time
+// and the current θ (θ only changes between steps, and not at all inside a window of the
+// chunked forms, where the result is exact).
 #pragma once
 
 #include <algorithm>
@@ -24,7 +32,7 @@
 
 namespace uoro {
 
-enum class Algorithm { Uoro, Rtrl };
+enum class Algorithm { Uoro, Rtrl, Tbptt, TbpttChunk };
 
 struct LearnerConfig {
   Index input_size = 1;
@@ -33,7 +41,10 @@ struct LearnerConfig {
   Loss loss = Loss::CrossEntropy;
   Algorithm algorithm = Algorithm::Uoro;
   Index rank = 1;         // UORO: number of (s̃, θ̃) pairs
+  Index memory = 1;       // UORO: steps of exact backpropagation per update (memory-T)
+  Index truncation = 1;   // truncated BPTT: the window T
   double uoro_eps = 1e-7;  // ε of the normalizers ρ0, ρ1
+  bool train_readout = true;  // false: the readout's parameters stay as set
   OptimizerConfig optimizer;
   std::uint64_t seed = 0;
 };
@@ -72,7 +83,14 @@ class Learner {
     for (Index k = 0; k < Cell::kBlocks; ++k) u_c_[k] = Vec<S>::Zero(cell_.blocks()[k].rows);
     grad_ = Vec<S>::Zero(n_params());
 
+    const Index window = window_length();
+    if (window > 1 || config.algorithm == Algorithm::Tbptt || config.algorithm == Algorithm::TbpttChunk) {
+      window_.reserve(window);
+      for (Index i = 0; i < window; ++i) window_.push_back({cell_.make_cache(), Vec<S>::Zero(n_state)});
+      delta_ = delta_next_ = Vec<S>::Zero(n_state);
+    }
     if (config.algorithm == Algorithm::Uoro) {
+      if (config.memory > 1) a_ = Vec<S>::Zero(n_cell);
       s_tilde_ = s_tilde_next_ = Mat<S>::Zero(n_state, rank);
       theta_tilde_ = Mat<S>::Zero(n_cell, rank);
       theta_tilde_norm2_ = coef_ = inv_rho0_ = inv_rho1_ = norm_acc_ = Vec<S>::Zero(rank);
@@ -107,10 +125,21 @@ class Learner {
     cell_.hidden(next_state_, h_);
     const S loss = readout_.loss_and_grad(theta_.data(), h_, sample.y, dh_);
     cell_.hidden_vjp(h_, dh_, c_);
-    if (config_.algorithm == Algorithm::Uoro)
-      uoro_update(grad_out, update);
-    else
-      rtrl_update(grad_out, update);
+    switch (config_.algorithm) {
+      case Algorithm::Uoro:
+        if (config_.memory > 1)
+          windowed_update(grad_out, update);
+        else
+          uoro_update(grad_out, update);
+        break;
+      case Algorithm::Rtrl:
+        rtrl_update(grad_out, update);
+        break;
+      case Algorithm::Tbptt:
+      case Algorithm::TbpttChunk:
+        windowed_update(grad_out, update);
+        break;
+    }
     std::swap(state_, next_state_);
     return loss;
   }
@@ -127,8 +156,11 @@ class Learner {
   }
 
   // Zero recurrent state; the sensitivity ∂s/∂θ of a constant state is zero too.
+  // A window in progress (chunked algorithms) is dropped with its samples.
   void reset_state() {
     state_.setZero();
+    window_count_ = 0;
+    window_pending_ = 0;
     if (config_.algorithm == Algorithm::Uoro) {
       s_tilde_.setZero();
       theta_tilde_.setZero();
@@ -156,6 +188,12 @@ class Learner {
   }
 
  private:
+  // One step of a windowed algorithm's history: its activations and loss cotangent.
+  struct WindowStep {
+    typename Cell::Cache cache;
+    Vec<S> c;
+  };
+
   static LearnerConfig validated(const LearnerConfig& c) {
     auto require = [](bool ok, const std::string& what) {
       if (!ok) throw std::invalid_argument(what);
@@ -164,6 +202,8 @@ class Learner {
     require(c.hidden_size >= 1, "hidden_size must be >= 1, got " + std::to_string(c.hidden_size));
     require(c.output_size >= 1, "output_size must be >= 1, got " + std::to_string(c.output_size));
     require(c.rank >= 1, "rank must be >= 1, got " + std::to_string(c.rank));
+    require(c.memory >= 1, "memory must be >= 1, got " + std::to_string(c.memory));
+    require(c.truncation >= 1, "truncation must be >= 1, got " + std::to_string(c.truncation));
     require(c.uoro_eps > 0, "uoro_eps must be > 0");
     require(c.optimizer.lr >= 0, "lr must be >= 0");
     require(c.optimizer.lr_decay >= 0, "lr_decay must be >= 0");
@@ -172,6 +212,19 @@ class Learner {
   }
 
   double uniform() { return double(rng_.next() >> 11) * 0x1.0p-53; }
+
+  // Steps of history an algorithm stores: memory-T UORO and truncated BPTT keep T.
+  Index window_length() const {
+    switch (config_.algorithm) {
+      case Algorithm::Uoro:
+        return config_.memory;
+      case Algorithm::Tbptt:
+      case Algorithm::TbpttChunk:
+        return config_.truncation;
+      default:
+        return 1;
+    }
+  }
 
   void load_input(const Sample<S>& sample) {
     auto x = Cell::input(cache_, config_.input_size);
@@ -241,7 +294,7 @@ class Learner {
         column_.head(rows) += coef_(r) * theta_tilde_.col(r).segment(off, rows);
       total += double(column_.head(rows).squaredNorm());
     });
-    total += double(readout_.d_out().squaredNorm() * readout_.v().squaredNorm());
+    if (config_.train_readout) total += double(readout_.d_out().squaredNorm() * readout_.v().squaredNorm());
     return std::sqrt(total);
   }
 
@@ -265,8 +318,104 @@ class Learner {
     theta_tilde_norm2_ = norm_acc_;
     for_each_readout_column([&](Index off, const auto& g) {
       if (grad_out) Eigen::Map<Vec<S>>(grad_out + off, g.size()) = g;
-      if (update) optimizer_.template apply<kAdam>(theta_.data(), off, g);
+      if (update && config_.train_readout) optimizer_.template apply<kAdam>(theta_.data(), off, g);
     });
+  }
+
+  // ---- windowed algorithms: memory-T UORO and truncated BPTT
+
+  // Step i of the window counted back from the newest (i = 0).
+  WindowStep& window_step(Index i) {
+    const Index t = Index(window_.size());
+    return window_[(window_head_ - 1 - i + 2 * t) % t];
+  }
+
+  // Backpropagates through the newest `len` window steps. delta_ holds the cotangent on
+  // the newest state on entry and, on exit, the cotangent on the state entering the
+  // oldest step. With `losses`, each step's own loss cotangent joins on the way.
+  // Parameter gradients accumulate into grad (cell part).
+  void backprop_window(Index len, bool losses, S* grad) {
+    for (Index i = 0; i < len; ++i) {
+      WindowStep& w = window_step(i);
+      if (losses) delta_ += w.c;
+      cell_.param_cotangents(w.cache, delta_, u_c_);
+      for (Index k = 0; k < Cell::kBlocks; ++k) {
+        const Block& b = cell_.blocks()[k];
+        MatMap<S>(grad + b.offset, b.rows, b.cols).noalias() += u_c_[k] * w.cache.v[k].transpose();
+      }
+      cell_.vjp_state(theta_.data(), w.cache, delta_, delta_next_);
+      std::swap(delta_, delta_next_);
+    }
+  }
+
+  void windowed_update(S* grad_out, bool update) {
+    // Store this step's activations and loss cotangent.
+    WindowStep& slot = window_[window_head_];
+    slot.cache = cache_;
+    slot.c = c_;
+    window_head_ = (window_head_ + 1) % Index(window_.size());
+    window_count_ = std::min(window_count_ + 1, Index(window_.size()));
+    ++window_pending_;
+
+    const bool every_step = config_.algorithm == Algorithm::Tbptt;
+    if (every_step || window_pending_ == 1) grad_.setZero();
+    // The readout's exact gradient: this step's, or summed over the window.
+    for_each_readout_column([&](Index off, const auto& g) { grad_.segment(off, g.size()) += g; });
+
+    if (every_step) {
+      window_pending_ = 0;
+      delta_ = c_;
+      backprop_window(window_count_, /*losses=*/false, grad_.data());
+    } else if (window_pending_ == Index(window_.size())) {
+      delta_.setZero();
+      backprop_window(window_pending_, /*losses=*/true, grad_.data());
+      if (config_.algorithm == Algorithm::Uoro) uoro_window_update();
+      window_pending_ = 0;
+    } else {
+      // Mid-window: nothing to apply yet.
+      if (grad_out) Eigen::Map<Vec<S>>(grad_out, n_params()).setZero();
+      return;
+    }
+    if (grad_out) Eigen::Map<Vec<S>>(grad_out, n_params()) = grad_;
+    if (update) apply_gradient();
+  }
+
+  // Memory-T UORO at the end of a window, with grad_ holding the window's exact
+  // in-window gradient and delta_ the cotangent on the state entering the window.
+  void uoro_window_update() {
+    const Index rank = config_.rank, len = Index(window_.size());
+    const S eps = S(config_.uoro_eps);
+    const S nu_norm = std::sqrt(S(state_size()));
+    // Gradient first, from the old θ̃: g += Σ_r (δs · s̃_r / r) θ̃_r.
+    for (Index r = 0; r < rank; ++r)
+      grad_.head(n_cell_params()) += (delta_.dot(s_tilde_.col(r)) / S(rank)) * theta_tilde_.col(r);
+    for (Index r = 0; r < rank; ++r) {
+      // Tangent forward propagation through the window, oldest step first.
+      delta_ = s_tilde_.col(r);
+      for (Index i = len - 1; i >= 0; --i) {
+        cell_.jvp_state(theta_.data(), window_step(i).cache, delta_, delta_next_);
+        std::swap(delta_, delta_next_);
+      }
+      s_tilde_next_.col(r) = delta_;
+      // a = νᵀ ∂F^T/∂θ: backpropagate the signs from the window's last state.
+      rng_.fill_signs(nu_);
+      a_.setZero();
+      delta_ = nu_;
+      backprop_window(len, /*losses=*/false, a_.data());
+      const S rho0 =
+          std::sqrt(std::sqrt(theta_tilde_norm2_(r)) / (s_tilde_next_.col(r).norm() + eps)) + eps;
+      const S rho1 = std::sqrt(a_.norm() / (nu_norm + eps)) + eps;
+      s_tilde_.col(r) = rho0 * s_tilde_next_.col(r) + rho1 * nu_;
+      theta_tilde_.col(r) = theta_tilde_.col(r) / rho0 + a_ / rho1;
+      theta_tilde_norm2_(r) = theta_tilde_.col(r).squaredNorm();
+    }
+  }
+
+  void apply_gradient() {
+    const auto applied = grad_.head(config_.train_readout ? n_params() : n_cell_params());
+    optimizer_.begin(optimizer_.config().clip_norm > 0 ? double(applied.norm()) : 0.0);
+    optimizer_.apply(theta_.data(), 0, applied);
+    optimizer_.end();
   }
 
   // ---- RTRL
@@ -290,11 +439,7 @@ class Learner {
     grad_.head(n_cell_params()).noalias() = jac_.transpose() * c_;
     for_each_readout_column([&](Index off, const auto& g) { grad_.segment(off, g.size()) = g; });
     if (grad_out) Eigen::Map<Vec<S>>(grad_out, n_params()) = grad_;
-    if (update) {
-      optimizer_.begin(optimizer_.config().clip_norm > 0 ? double(grad_.norm()) : 0.0);
-      optimizer_.apply(theta_.data(), 0, grad_);
-      optimizer_.end();
-    }
+    if (update) apply_gradient();
   }
 
   LearnerConfig config_;
@@ -314,6 +459,12 @@ class Learner {
   Mat<S> s_tilde_, s_tilde_next_, theta_tilde_;
   Vec<S> theta_tilde_norm2_, coef_, inv_rho0_, inv_rho1_, norm_acc_, nu_;
   std::vector<std::array<Vec<S>, Cell::kBlocks>> u_nu_;
+
+  std::vector<WindowStep> window_;  // a ring of the last T steps
+  Index window_head_ = 0;     // next slot to write
+  Index window_count_ = 0;    // valid steps in the ring
+  Index window_pending_ = 0;  // steps since the last update (chunked forms)
+  Vec<S> delta_, delta_next_, a_;
 
   // RTRL
   Mat<S> jac_, jac_next_, dfds_;
