@@ -303,22 +303,29 @@ class Learner {
   template <bool kAdam>
   void uoro_pass(S* grad_out, bool update) {
     norm_acc_.setZero();
+    S* __restrict g = column_.data();
     for_each_cell_column([&](Index off, Index rows, S vj, Index k) {
-      auto g = column_.head(rows);
-      g = u_c_[k] * vj;
+      const S* __restrict uc = u_c_[k].data();
+      for (Index i = 0; i < rows; ++i) g[i] = uc[i] * vj;
       for (Index r = 0; r < config_.rank; ++r) {
-        auto tt = theta_tilde_.col(r).segment(off, rows);
-        g += coef_(r) * tt;
-        tt = tt * inv_rho0_(r) + u_nu_[r][k] * (vj * inv_rho1_(r));
-        norm_acc_(r) += tt.squaredNorm();
+        S* __restrict tt = theta_tilde_.col(r).data() + off;
+        const S* __restrict un = u_nu_[r][k].data();
+        const S coef = coef_(r), inv_rho0 = inv_rho0_(r), nu_scale = vj * inv_rho1_(r);
+        for (Index i = 0; i < rows; ++i) {
+          g[i] += coef * tt[i];
+          tt[i] = tt[i] * inv_rho0 + un[i] * nu_scale;
+        }
+        norm_acc_(r) += Eigen::Map<const Vec<S>>(tt, rows).squaredNorm();
       }
-      if (grad_out) Eigen::Map<Vec<S>>(grad_out + off, rows) = g;
-      if (update) optimizer_.template apply<kAdam>(theta_.data(), off, g);
+      if (grad_out) std::copy(g, g + rows, grad_out + off);
+      if (update) optimizer_.template apply<kAdam>(theta_.data(), off, g, rows);
     });
     theta_tilde_norm2_ = norm_acc_;
-    for_each_readout_column([&](Index off, const auto& g) {
-      if (grad_out) Eigen::Map<Vec<S>>(grad_out + off, g.size()) = g;
-      if (update && config_.train_readout) optimizer_.template apply<kAdam>(theta_.data(), off, g);
+    for_each_readout_column([&](Index off, const auto& col) {
+      auto gr = column_.head(col.size());
+      gr = col;
+      if (grad_out) std::copy(gr.data(), gr.data() + gr.size(), grad_out + off);
+      if (update && config_.train_readout) optimizer_.template apply<kAdam>(theta_.data(), off, gr.data(), gr.size());
     });
   }
 

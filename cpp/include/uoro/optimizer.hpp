@@ -54,29 +54,35 @@ class Optimizer {
   }
 
   // θ[offset : offset + len] -= update(grad), grad an Eigen vector of length len.
-  template <bool kAdam, class G>
-  void apply(S* theta, Index offset, const Eigen::MatrixBase<G>& grad) {
-    const Index len = grad.size();
-    auto th = Eigen::Map<Vec<S>>(theta + offset, len).array();
+  // θ[offset : offset + len] -= update(grad). One plain loop the compiler vectorizes:
+  // each element is read and written once (Adam is bound by its sqrt and division).
+  template <bool kAdam>
+  void apply(S* __restrict theta, Index offset, const S* __restrict grad, Index len) {
+    S* __restrict th = theta + offset;
     if constexpr (kAdam) {
       const S b1 = S(config_.beta1), b2 = S(config_.beta2), eps = S(config_.eps);
-      auto m = m_.segment(offset, len).array();
-      auto v = v_.segment(offset, len).array();
-      const auto g = grad_scale_ * grad.array();
-      m = b1 * m + (S(1) - b1) * g;
-      v = b2 * v + (S(1) - b2) * g.square();
-      th -= step_ * m / (v.sqrt() * inv_sqrt_bias2_ + eps);
+      const S c1 = S(1) - b1, c2 = S(1) - b2, scale = grad_scale_, step = step_, bias2 = inv_sqrt_bias2_;
+      S* __restrict m = m_.data() + offset;
+      S* __restrict v = v_.data() + offset;
+      for (Index i = 0; i < len; ++i) {
+        const S g = scale * grad[i];
+        m[i] = b1 * m[i] + c1 * g;
+        v[i] = b2 * v[i] + c2 * g * g;
+        th[i] -= step * m[i] / (std::sqrt(v[i]) * bias2 + eps);
+      }
     } else {
-      th -= (step_ * grad_scale_) * grad.array();
+      const S step = step_ * grad_scale_;
+      for (Index i = 0; i < len; ++i) th[i] -= step * grad[i];
     }
   }
 
+  // The same for a gradient held in an Eigen vector (contiguous).
   template <class G>
-  void apply(S* theta, Index offset, const Eigen::MatrixBase<G>& grad) {
+  void apply(S* theta, Index offset, const Eigen::DenseBase<G>& grad) {
     if (is_adam())
-      apply<true>(theta, offset, grad);
+      apply<true>(theta, offset, grad.derived().data(), grad.size());
     else
-      apply<false>(theta, offset, grad);
+      apply<false>(theta, offset, grad.derived().data(), grad.size());
   }
 
   void end() { ++steps_; }
