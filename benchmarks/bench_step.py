@@ -1,100 +1,168 @@
 """Time per learning step, next to the forward-only step of the same cell, in one run.
 
-For every cell, hidden size, algorithm and dtype this measures, per sample:
-  - `fit`:     a learning step inside one chunked call (10⁴ samples by default);
-  - `step`:    one `Learner.step(x, y)` call from Python, everything included;
+Per sample, for each configuration:
+  - `fit`:     a learning step inside one chunked call;
+  - `step`:    one `Learner.step(x, y)` call from Python, everything included
+               (measured for plain UORO only);
   - `forward`: the forward-only step (cell + readout, no learning) inside a chunked
-               call (`Learner.evaluate`), the floor a learning step is compared with.
-Each is the best of several interleaved repeats (these machines are noisy; the ratio of
-two numbers measured side by side is what to trust). Writes a markdown table to stdout
-and, with --json, the numbers and the machine they ran on.
+               call (`Learner.evaluate`): the floor a learning step is compared with.
+Every number is the best of several repeats, the three measurements interleaved, so the
+ratio of two numbers from the same row is what to trust on a noisy machine.
 
-    python benchmarks/bench_step.py [--quick] [--json results.json]
+Two tables: `core` (UORO for every cell × hidden size × dtype) and `algorithms` (every
+estimator, float32). Prints markdown; `--json FILE` also writes the numbers and the
+machine they ran on.
+
+    python benchmarks/bench_step.py [--suite core|algorithms|all] [--quick] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 
-import numpy as np
+# NumPy's BLAS threads spin after each call and would share the cores with the learner.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import uoro
+import numpy as np  # noqa: E402
 
-VOCAB = 13  # the 13-symbol one-hot stream of the distant-brackets task
+import uoro  # noqa: E402
+
+VOCAB = 13  # a 13-symbol one-hot stream, as in the distant-brackets task
+CELLS = ("rnn", "gru", "lstm")
+SIZES = (64, 256)
+ALGORITHMS = (
+    ("uoro", {}), ("uoro r=2", {"rank": 2}), ("uoro r=4", {"rank": 4}),
+    ("uoro memory=4", {"memory": 4}), ("uoro memory=16", {"memory": 16}),
+    ("tbptt T=1", {"algorithm": "tbptt", "truncation": 1}),
+    ("tbptt T=4", {"algorithm": "tbptt", "truncation": 4}),
+    ("tbptt T=16", {"algorithm": "tbptt", "truncation": 16}),
+    ("tbptt_chunk T=4", {"algorithm": "tbptt_chunk", "truncation": 4}),
+    ("rtrl", {"algorithm": "rtrl"}),
+)
 
 
-def best_time_per_sample(fn, n: int, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, (time.perf_counter() - start) / n)
-    return best * 1e6
+def per_sample_us(fn, n: int) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) / n * 1e6
 
 
-def measure(cell: str, hidden: int, algorithm: str, dtype: str, n: int, repeats: int, rank: int = 1):
-    options = dict(algorithm=algorithm, rank=rank, dtype=dtype, lr=1e-3, seed=0)
-    learner = uoro.Learner(cell, VOCAB, hidden, **options)
-    tokens = np.random.default_rng(0).integers(0, VOCAB, n + 1)
+def measure(cell: str, hidden: int, dtype: str, options: dict, budget_s: float, repeats: int,
+            python_loop: bool) -> dict:
+    learner = uoro.Learner(cell, VOCAB, hidden, dtype=dtype, lr=1e-3, seed=0, **options)
+    probe = np.random.default_rng(0).integers(0, VOCAB, 65)
+    probe_us = per_sample_us(lambda: learner.fit(probe[:-1], probe[1:]), 64)
+    n = int(np.clip(budget_s / (probe_us * 1e-6), 64, 20_000))
+    tokens = np.random.default_rng(1).integers(0, VOCAB, n + 1)
     xs, ys = tokens[:-1], tokens[1:]
     pairs = list(zip(xs.tolist(), ys.tolist()))
     step = learner.step
 
-    def python_loop():
+    def loop():
         for x, y in pairs:
             step(x, y)
 
-    learner.fit(xs, ys)  # warm caches and reach a typical regime
-    fit_us = best_time_per_sample(lambda: learner.fit(xs, ys), n, repeats)
-    step_us = best_time_per_sample(python_loop, n, repeats)
-    forward_us = best_time_per_sample(lambda: learner.evaluate(xs, ys), n, repeats)
+    best = {"fit_us": np.inf, "step_us": np.inf, "forward_us": np.inf}
+    for _ in range(repeats):
+        best["fit_us"] = min(best["fit_us"], per_sample_us(lambda: learner.fit(xs, ys), n))
+        if python_loop:
+            best["step_us"] = min(best["step_us"], per_sample_us(loop, n))
+        best["forward_us"] = min(best["forward_us"], per_sample_us(lambda: learner.evaluate(xs, ys), n))
     return {
-        "cell": cell, "hidden": hidden, "algorithm": algorithm if rank == 1 else f"{algorithm}-r{rank}",
-        "dtype": dtype, "params": learner.n_params, "fit_us": fit_us, "step_us": step_us,
-        "forward_us": forward_us, "fit_over_forward": fit_us / forward_us,
-        "samples_per_s_fit": 1e6 / fit_us, "samples_per_s_step": 1e6 / step_us,
+        "cell": cell, "hidden": hidden, "dtype": dtype, "params": learner.n_params,
+        "samples": n, **{k: float(v) for k, v in best.items()},
+        "fit_over_forward": float(best["fit_us"] / best["forward_us"]),
+        "samples_per_s": float(1e6 / best["fit_us"]),
     }
 
 
-def table(rows: list[dict]) -> str:
-    lines = [
-        "| cell | hidden | algorithm | dtype | µs/sample in `fit` | µs per `step` call "
-        "| µs forward-only | fit / forward |",
-        "|---|---:|---|---|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['cell']} | {r['hidden']} | {r['algorithm']} | {r['dtype']} | {r['fit_us']:.2f} "
-            f"| {r['step_us']:.2f} | {r['forward_us']:.2f} | {r['fit_over_forward']:.1f}× |"
-        )
+def core_suite(budget_s: float, repeats: int) -> list[dict]:
+    rows = []
+    for dtype in ("float32", "float64"):
+        for cell in CELLS:
+            for hidden in SIZES:
+                rows.append(measure(cell, hidden, dtype, {}, budget_s, repeats, python_loop=True))
+                print(f"  {cell}-{hidden} {dtype}: {rows[-1]['fit_us']:.2f} µs", flush=True)
+    return rows
+
+
+def algorithms_suite(budget_s: float, repeats: int) -> list[dict]:
+    rows = []
+    for cell in CELLS:
+        for hidden in SIZES:
+            for name, options in ALGORITHMS:
+                if options.get("algorithm") == "rtrl" and hidden > 64:
+                    continue  # S²·|θ| per step: a reference for small networks only
+                row = measure(cell, hidden, "float32", options, budget_s, repeats, python_loop=False)
+                rows.append({"algorithm": name, **row})
+                print(f"  {cell}-{hidden} {name}: {row['fit_us']:.2f} µs", flush=True)
+    return rows
+
+
+def core_table(rows: list[dict]) -> str:
+    lines = ["| cell | hidden | dtype | µs/sample in `fit` | µs per `step` call | µs forward-only "
+             "| fit / forward | samples/s in `fit` |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['cell']} | {r['hidden']} | {r['dtype']} | {r['fit_us']:.2f} | {r['step_us']:.2f} "
+              f"| {r['forward_us']:.2f} | {r['fit_over_forward']:.1f}× | {r['samples_per_s']:,.0f} |"
+              for r in rows]
     return "\n".join(lines)
+
+
+def algorithms_table(rows: list[dict]) -> str:
+    names = [name for name, _ in ALGORITHMS]
+    configs = sorted({(r["cell"], r["hidden"]) for r in rows}, key=lambda c: (CELLS.index(c[0]), c[1]))
+    header = "| algorithm | " + " | ".join(f"{c}-{h}" for c, h in configs) + " |"
+    lines = [header, "|---|" + "---:|" * len(configs)]
+    forward = {(r["cell"], r["hidden"]): r["forward_us"] for r in rows if r["algorithm"] == "uoro"}
+    lines.append("| forward only | " + " | ".join(f"{forward[c]:.2f}" for c in configs) + " |")
+    for name in names:
+        cells = []
+        for c in configs:
+            match = [r for r in rows if r["algorithm"] == name and (r["cell"], r["hidden"]) == c]
+            cells.append(f"{match[0]['fit_us']:.1f} ({match[0]['fit_over_forward']:.0f}×)" if match else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform(),
+            "python": platform.python_version(), "numpy": np.__version__, "uoro": uoro.__version__}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer samples and repeats (a smoke run)")
-    parser.add_argument("--json", help="also write the results and machine description here")
-    parser.add_argument("--dtypes", default="float32,float64")
+    parser.add_argument("--suite", choices=("core", "algorithms", "all"), default="all")
+    parser.add_argument("--quick", action="store_true", help="shorter timings (a smoke run)")
+    parser.add_argument("--json", help="also write the results and the machine here")
     args = parser.parse_args()
-    n, repeats = (2_000, 2) if args.quick else (10_000, 5)
-    rows = []
-    for dtype in args.dtypes.split(","):
-        for cell in ("rnn", "gru", "lstm"):
-            for hidden in (64, 256):
-                rows.append(measure(cell, hidden, "uoro", dtype, n, repeats))
-    machine = {
-        "machine": platform.machine(), "processor": platform.processor(), "python": platform.python_version(),
-        "system": platform.platform(), "uoro": uoro.__version__, "samples": n, "repeats": repeats,
-    }
-    print(table(rows))
-    print(f"\n{machine['system']}, {machine['machine']}, Python {machine['python']}, "
-          f"best of {repeats} × {n} samples")
+    budget_s, repeats = (0.02, 2) if args.quick else (0.25, 5)
+    results: dict = {"machine": machine()}
+    if args.suite in ("core", "all"):
+        results["core"] = core_suite(budget_s, repeats)
+    if args.suite in ("algorithms", "all"):
+        results["algorithms"] = algorithms_suite(budget_s, repeats)
+    m = results["machine"]
+    print(f"\n{m['cpu']}, {m['cores']} cores, {m['system']}, Python {m['python']}; "
+          f"best of {repeats} repeats, one thread, batch 1, {VOCAB}-symbol one-hot input, UORO + Adam "
+          "unless named otherwise\n")
+    if "core" in results:
+        print(core_table(results["core"]) + "\n")
+    if "algorithms" in results:
+        print("µs per sample inside `fit` (ratio to the forward-only step), float32:\n")
+        print(algorithms_table(results["algorithms"]))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine, "results": rows}, f, indent=2)
+            json.dump(results, f, indent=2)
 
 
 if __name__ == "__main__":

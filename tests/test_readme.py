@@ -1,0 +1,24 @@
+"""The README's example runs as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_example_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    assert blocks, "the README has a Python example"
+    exec(compile(blocks[0], "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "next-character probabilities" in out and "bits/char" in out
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = README.read_text(encoding="utf-8")
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+    assert "python -m pytest" in readme
+    assert ci.strip().splitlines()[-1] == "python -m pytest"
+    assert 'pip install ".[test]"' in readme and 'pip install ".[test]"' in ci
