@@ -181,7 +181,12 @@ struct PyLearner {
       else
         s.x_token = x.tokens[t];
       s.y = y.target(t);
-      out[t] = fn(t, s);
+      try {
+        out[t] = fn(t, s);
+      } catch (const uoro::Divergence& e) {
+        throw uoro::Divergence("sample " + std::to_string(t) + " of the chunk (samples 0.." +
+                               std::to_string(t - 1) + " were applied): " + e.what());
+      }
     }
     return losses;
   }
@@ -310,6 +315,22 @@ void bind_learner(py::module_& m, const std::string& name) {
           [](P& p, std::int64_t t) { p.core.optimizer().set_steps(t); })
       .def_property_readonly("learning_rate", [](P& p) { return p.core.optimizer().learning_rate(); })
       .def_property(
+          "skipped_steps", [](P& p) { return p.core.skipped_steps(); },
+          [](P& p, std::int64_t n) { p.core.set_skipped_steps(n); })
+      .def_property(
+          "theta_tilde_norm2", [](P& p) { return to_numpy(p.core.theta_tilde_norm2()); },
+          [](P& p, py::handle a) { from_numpy(p.core.theta_tilde_norm2(), a, "theta_tilde_norm2"); })
+      .def_property(
+          "window", [](P& p) { return to_numpy(uoro::Mat<S>(p.core.window_data())); },
+          [](P& p, py::handle a) {
+            uoro::Mat<S> data(p.core.window_width(), p.core.window_data().cols());
+            from_numpy(data, a, "window");
+            p.core.set_window_data(data);
+          })
+      .def_property(
+          "window_counters", [](P& p) { return p.core.window_counters(); },
+          [](P& p, const std::array<Index, 3>& c) { p.core.set_window_counters(c); })
+      .def_property(
           "rng_state", [](P& p) { return p.core.rng().state(); },
           [](P& p, const std::array<std::uint64_t, 4>& s) { p.core.rng().set_state(s); });
 }
@@ -434,6 +455,10 @@ PYBIND11_MODULE(_core, m) {
       .value("rtrl", uoro::Algorithm::Rtrl)
       .value("tbptt", uoro::Algorithm::Tbptt)
       .value("tbptt_chunk", uoro::Algorithm::TbpttChunk);
+  py::register_exception<uoro::Divergence>(m, "DivergenceError", PyExc_ArithmeticError);
+  py::enum_<uoro::DivergencePolicy>(m, "DivergencePolicy")
+      .value("raise", uoro::DivergencePolicy::Raise)
+      .value("skip", uoro::DivergencePolicy::Skip);
   py::enum_<uoro::OptimizerKind>(m, "Optimizer")
       .value("sgd", uoro::OptimizerKind::Sgd)
       .value("adam", uoro::OptimizerKind::Adam);
@@ -460,6 +485,7 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("truncation", &uoro::LearnerConfig::truncation)
       .def_readwrite("uoro_eps", &uoro::LearnerConfig::uoro_eps)
       .def_readwrite("train_readout", &uoro::LearnerConfig::train_readout)
+      .def_readwrite("on_divergence", &uoro::LearnerConfig::on_divergence)
       .def_readwrite("optimizer", &uoro::LearnerConfig::optimizer)
       .def_readwrite("seed", &uoro::LearnerConfig::seed);
 

@@ -3,18 +3,24 @@ that learn online from one sample at a time."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from typing import Any
 
 import numpy as np
 
 from uoro import _core
 
+DivergenceError = _core.DivergenceError
+FORMAT_VERSION = 1
+
 CELLS = ("rnn", "gru", "lstm", "influence")
 LOSSES = ("cross_entropy", "squared_error")
 ALGORITHMS = ("uoro", "rtrl", "tbptt", "tbptt_chunk")
 OPTIMIZERS = ("sgd", "adam")
 DTYPES = ("float32", "float64")
+DIVERGENCE_POLICIES = ("raise", "skip")
 
 
 def _choice(name: str, value: Any, options: tuple[str, ...]) -> str:
@@ -82,6 +88,10 @@ class Learner:
         uoro_eps: ε of UORO's normalizers ρ0, ρ1.
         train_readout: if False, the readout's parameters keep the values they are given
             (the influence-balancing task reads a fixed unit).
+        on_divergence: what a step does when it would write a non-finite (or exploding,
+            beyond 1e18 in float32 / 1e150 in float64) loss, state, gradient or
+            parameter: ``"raise"`` raises `DivergenceError`, ``"skip"`` drops the sample
+            and counts it in `skipped_steps`. Either way nothing in the learner changes.
         dtype: ``"float32"`` or ``"float64"``.
         seed: seeds the initialization and UORO's random signs; same seed, same run.
 
@@ -109,6 +119,7 @@ class Learner:
         adam_eps: float = 1e-8,
         uoro_eps: float = 1e-7,
         train_readout: bool = True,
+        on_divergence: str = "raise",
         dtype: str = "float32",
         seed: int = 0,
     ) -> None:
@@ -133,6 +144,7 @@ class Learner:
             adam_eps=_non_negative("adam_eps", adam_eps, strict=True),
             uoro_eps=_non_negative("uoro_eps", uoro_eps, strict=True),
             train_readout=bool(train_readout),
+            on_divergence=_choice("on_divergence", on_divergence, DIVERGENCE_POLICIES),
             dtype=_choice("dtype", dtype, DTYPES),
             seed=int(seed),
         )
@@ -251,6 +263,11 @@ class Learner:
         return int(self._core.steps)
 
     @property
+    def skipped_steps(self) -> int:
+        """Samples dropped by the ``on_divergence="skip"`` policy."""
+        return int(self._core.skipped_steps)
+
+    @property
     def learning_rate(self) -> float:
         """The learning rate the next update will use."""
         return float(self._core.learning_rate)
@@ -290,6 +307,93 @@ class Learner:
             else:
                 matrix[:, columns] = value
         self.theta = theta
+
+    # ---- checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the learner is, as plain numpy arrays and scalars: configuration,
+        parameters, recurrent state, the estimator's state (UORO's s̃ and θ̃, RTRL's
+        Jacobian, the window of truncated BPTT / memory-T UORO), optimizer moments, step
+        counters and the random generator. `load_state_dict` of it resumes bit-exactly."""
+        core = self._core
+        return {
+            "format_version": FORMAT_VERSION,
+            "config": self.config,
+            **{name: getattr(core, name) for name in _ARRAY_STATE},
+            "steps": int(core.steps),
+            "skipped_steps": int(core.skipped_steps),
+            "rng_state": np.array(core.rng_state, dtype=np.uint64),
+            "window_counters": np.array(core.window_counters, dtype=np.int64),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores a `state_dict` of a learner with the same configuration. Everything is
+        checked before anything is written: a mismatch raises and changes nothing."""
+        version = state.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"unsupported checkpoint format_version {version!r}; "
+                             f"this version of uoro reads {FORMAT_VERSION}")
+        config = dict(state.get("config", {}))
+        if config != self._options:
+            differing = sorted(k for k in set(config) | set(self._options)
+                               if config.get(k) != self._options.get(k))
+            raise ValueError(f"checkpoint configuration differs from this learner's in "
+                             f"{differing}; build the learner with Learner.from_state_dict")
+        current = self.state_dict()
+        checked = {}
+        for name in (*_ARRAY_STATE, "rng_state", "window_counters"):
+            if name not in state:
+                raise KeyError(f"checkpoint lacks {name!r}")
+            value = np.asarray(state[name])
+            expected = current[name]
+            if value.dtype != expected.dtype or value.shape != expected.shape:
+                raise ValueError(f"checkpoint {name!r} must be {expected.dtype} of shape "
+                                 f"{expected.shape}; got {value.dtype} of shape {value.shape}")
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise ValueError(f"checkpoint {name!r} contains NaN or inf")
+            checked[name] = np.ascontiguousarray(value)
+        counts = {}
+        for name in ("steps", "skipped_steps"):
+            counts[name] = int(state[name])
+            if counts[name] < 0:
+                raise ValueError(f"checkpoint {name!r} must be >= 0; got {counts[name]}")
+        if not checked["rng_state"].any():
+            raise ValueError("checkpoint 'rng_state' must not be all zeros")
+        window = len(checked["window"])
+        head, count, pending = (int(c) for c in checked["window_counters"])
+        if not (0 <= count <= window and 0 <= pending <= window and 0 <= head < max(window, 1)):
+            raise ValueError(f"checkpoint 'window_counters' {checked['window_counters']} out of "
+                             f"range for a window of {window}")
+        core = self._core
+        for name in _ARRAY_STATE:
+            setattr(core, name, checked[name])
+        core.rng_state = [int(w) for w in checked["rng_state"]]
+        core.window_counters = [head, count, pending]
+        core.steps = counts["steps"]
+        core.skipped_steps = counts["skipped_steps"]
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> Learner:
+        """A learner built from a `state_dict`'s configuration and restored from it."""
+        learner = cls(**state["config"])
+        learner.load_state_dict(state)
+        return learner
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Writes the `state_dict` to one ``.npz`` file of plain arrays (no pickled
+        objects, so loading a file runs no code). Read it back with `uoro.load`."""
+        state = self.state_dict()
+        arrays = {k: np.asarray(v) for k, v in state.items() if k != "config"}
+        arrays["config"] = np.array(json.dumps(state["config"]))
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.state_dict()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state["config"])  # type: ignore[misc]
+        self.load_state_dict(state)
 
     # ---- descriptions
 
@@ -355,6 +459,25 @@ class Learner:
         return _chunk("xs", xs, self.dtype), _chunk("ys", ys, self.dtype)
 
 
+# The learner's array-valued state, by the core's attribute names.
+_ARRAY_STATE = ("theta", "state", "s_tilde", "theta_tilde", "theta_tilde_norm2", "jacobian",
+                "adam_m", "adam_v", "window")
+
+
+def load(path: str | os.PathLike[str]) -> Learner:
+    """Reads a learner written by `Learner.save`; refuses files of another format
+    version, configuration, shape or dtype with a clear error."""
+    with np.load(path, allow_pickle=False) as data:
+        missing = {"format_version", "config"} - set(data.files)
+        if missing:
+            raise ValueError(f"{os.fspath(path)!r} is not a uoro checkpoint: it lacks "
+                             f"{sorted(missing)}")
+        state: dict[str, Any] = {k: data[k] for k in data.files}
+    state["format_version"] = int(state["format_version"])
+    state["config"] = json.loads(str(state["config"]))
+    return Learner.from_state_dict(state)
+
+
 def _float_array(name: str, value: Any, dtype: np.dtype) -> np.ndarray:
     array = np.asarray(value)
     if array.dtype.kind not in "fiub":
@@ -390,6 +513,7 @@ def _make_core(o: dict[str, Any]) -> Any:
     config.truncation = o["truncation"] or 1
     config.uoro_eps = o["uoro_eps"]
     config.train_readout = o["train_readout"]
+    config.on_divergence = getattr(_core.DivergencePolicy, o["on_divergence"])
     config.optimizer = optimizer
     config.seed = o["seed"]
     suffix = "f32" if o["dtype"] == "float32" else "f64"

@@ -29,6 +29,7 @@ class RnnCell {
   struct Cache {
     std::array<Vec<S>, kBlocks> v;  // [x; tanh(s); 1]            (I + n + 1)
     Vec<S> dtanh;                   // 1 - tanh(s)^2               (n)
+    std::array<Vec<S>*, 2> fields() { return {&v[0], &dtanh}; }  // for checkpoints
   };
 
   RnnCell(Index input_size, Index hidden_size)
@@ -107,6 +108,7 @@ class GruCell {
     std::array<Vec<S>, kBlocks> v;  // [x; 1] (I + 1), [h; 1] (n + 1)
     Vec<S> r, z, n;                 // gates                      (n each)
     Vec<S> hn;                      // W_hn h + b_hn              (n)
+    std::array<Vec<S>*, 6> fields() { return {&v[0], &v[1], &r, &z, &n, &hn}; }
   };
 
   GruCell(Index input_size, Index hidden_size)
@@ -204,6 +206,7 @@ class LstmCell {
     Vec<S> gates;                   // i, f, g, o after activation (4n)
     Vec<S> c;                       // previous cell state          (n)
     Vec<S> tanh_c;                  // tanh(c')                     (n)
+    std::array<Vec<S>*, 5> fields() { return {&v[0], &v[1], &gates, &c, &tanh_c}; }
   };
 
   LstmCell(Index input_size, Index hidden_size)
@@ -318,6 +321,7 @@ class InfluenceCell {
   struct Cache {
     std::array<Vec<S>, kBlocks> v;  // [1]
     Vec<S> x;                       // the input (n)
+    std::array<Vec<S>*, 2> fields() { return {&v[0], &x}; }
   };
 
   InfluenceCell(Index input_size, Index hidden_size) : n_(hidden_size) {

@@ -18,10 +18,15 @@
 // The backpropagation through a window reads the activations stored at forward time
 // and the current θ (θ only changes between steps, and not at all inside a window of the
 // chunked forms, where the result is exact).
+//
+// Every step either commits completely or changes nothing: all values a step would write
+// are checked to be finite (and bounded) before the first write, otherwise the step is
+// refused (see DivergencePolicy).
 #pragma once
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -34,17 +39,26 @@ namespace uoro {
 
 enum class Algorithm { Uoro, Rtrl, Tbptt, TbpttChunk };
 
+// What a step that would write a non-finite value does: throw Divergence, or drop the
+// sample (counted in skipped_steps()). Either way the learner is left as it was.
+enum class DivergencePolicy { Raise, Skip };
+
+struct Divergence : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 struct LearnerConfig {
   Index input_size = 1;
   Index hidden_size = 1;
   Index output_size = 1;
   Loss loss = Loss::CrossEntropy;
   Algorithm algorithm = Algorithm::Uoro;
-  Index rank = 1;         // UORO: number of (s̃, θ̃) pairs
-  Index memory = 1;       // UORO: steps of exact backpropagation per update (memory-T)
-  Index truncation = 1;   // truncated BPTT: the window T
-  double uoro_eps = 1e-7;  // ε of the normalizers ρ0, ρ1
+  Index rank = 1;             // UORO: number of (s̃, θ̃) pairs
+  Index memory = 1;           // UORO: steps of exact backpropagation per update (memory-T)
+  Index truncation = 1;       // truncated BPTT: the window T
+  double uoro_eps = 1e-7;     // ε of the normalizers ρ0, ρ1
   bool train_readout = true;  // false: the readout's parameters stay as set
+  DivergencePolicy on_divergence = DivergencePolicy::Raise;
   OptimizerConfig optimizer;
   std::uint64_t seed = 0;
 };
@@ -83,14 +97,14 @@ class Learner {
     for (Index k = 0; k < Cell::kBlocks; ++k) u_c_[k] = Vec<S>::Zero(cell_.blocks()[k].rows);
     grad_ = Vec<S>::Zero(n_params());
 
-    const Index window = window_length();
-    if (window > 1 || config.algorithm == Algorithm::Tbptt || config.algorithm == Algorithm::TbpttChunk) {
+    if (windowed()) {
+      const Index window = window_length();
       window_.reserve(window);
-      for (Index i = 0; i < window; ++i) window_.push_back({cell_.make_cache(), Vec<S>::Zero(n_state)});
+      for (Index i = 0; i < window; ++i) window_.push_back(make_window_step());
+      spare_ = make_window_step();
       delta_ = delta_next_ = Vec<S>::Zero(n_state);
     }
     if (config.algorithm == Algorithm::Uoro) {
-      if (config.memory > 1) a_ = Vec<S>::Zero(n_cell);
       s_tilde_ = s_tilde_next_ = Mat<S>::Zero(n_state, rank);
       theta_tilde_ = Mat<S>::Zero(n_cell, rank);
       theta_tilde_norm2_ = coef_ = inv_rho0_ = inv_rho1_ = norm_acc_ = Vec<S>::Zero(rank);
@@ -98,7 +112,11 @@ class Learner {
       u_nu_.resize(rank);
       for (auto& u : u_nu_)
         for (Index k = 0; k < Cell::kBlocks; ++k) u[k] = Vec<S>::Zero(cell_.blocks()[k].rows);
-    } else {
+      if (config.memory > 1) {
+        a_ = Vec<S>::Zero(n_cell);
+        theta_tilde_next_ = Mat<S>::Zero(n_cell, rank);
+      }
+    } else if (config.algorithm == Algorithm::Rtrl) {
       jac_ = jac_next_ = Mat<S>::Zero(n_state, n_cell);
       dfds_ = Mat<S>::Zero(n_state, n_state);
       unit_ = Vec<S>::Zero(n_state);
@@ -125,21 +143,21 @@ class Learner {
     cell_.hidden(next_state_, h_);
     const S loss = readout_.loss_and_grad(theta_.data(), h_, sample.y, dh_);
     cell_.hidden_vjp(h_, dh_, c_);
+    if (!std::isfinite(loss) || !bounded(next_state_) || !bounded(c_)) return refuse(loss, "loss or state");
+    bool committed = false;
     switch (config_.algorithm) {
       case Algorithm::Uoro:
-        if (config_.memory > 1)
-          windowed_update(grad_out, update);
-        else
-          uoro_update(grad_out, update);
+        committed = config_.memory > 1 ? windowed_update(grad_out, update) : uoro_update(grad_out, update);
         break;
       case Algorithm::Rtrl:
-        rtrl_update(grad_out, update);
+        committed = rtrl_update(grad_out, update);
         break;
       case Algorithm::Tbptt:
       case Algorithm::TbpttChunk:
-        windowed_update(grad_out, update);
+        committed = windowed_update(grad_out, update);
         break;
     }
+    if (!committed) return refuse(loss, "gradient estimate");
     std::swap(state_, next_state_);
     return loss;
   }
@@ -159,39 +177,91 @@ class Learner {
   // A window in progress (chunked algorithms) is dropped with its samples.
   void reset_state() {
     state_.setZero();
-    window_count_ = 0;
-    window_pending_ = 0;
+    window_head_ = window_count_ = window_pending_ = 0;
     if (config_.algorithm == Algorithm::Uoro) {
       s_tilde_.setZero();
       theta_tilde_.setZero();
       theta_tilde_norm2_.setZero();
-    } else {
+    } else if (config_.algorithm == Algorithm::Rtrl) {
       jac_.setZero();
     }
   }
 
   // Class probabilities or predicted values of the last step.
   const Vec<S>& prediction() const { return readout_.output(); }
+  std::int64_t skipped_steps() const { return skipped_; }
 
-  // ---- state, for inspection and checkpoints
+  // ---- state, for inspection and checkpoints. Writers must keep shapes and finiteness
+  // (the binding checks both).
   Vec<S>& theta() { return theta_; }
   Vec<S>& state() { return state_; }
   Mat<S>& s_tilde() { return s_tilde_; }
   Mat<S>& theta_tilde() { return theta_tilde_; }
+  // ‖θ̃_r‖², carried from step to step (summed column by column: saved, not recomputed,
+  // so a resumed run is bit-identical).
+  Vec<S>& theta_tilde_norm2() { return theta_tilde_norm2_; }
+  // After θ̃ is written from outside, without its carried norms.
+  void refresh_theta_tilde_norms() {
+    for (Index r = 0; r < theta_tilde_.cols(); ++r) theta_tilde_norm2_(r) = theta_tilde_.col(r).squaredNorm();
+  }
   Mat<S>& jacobian() { return jac_; }
   Optimizer<S>& optimizer() { return optimizer_; }
   Rng& rng() { return rng_; }
-  // After θ̃ is written from outside, its cached norms must be recomputed.
-  void refresh_theta_tilde_norms() {
-    for (Index j = 0; j < theta_tilde_.cols(); ++j)
-      theta_tilde_norm2_(j) = theta_tilde_.col(j).squaredNorm();
+  void set_skipped_steps(std::int64_t n) { skipped_ = n; }
+
+  // The window of the windowed algorithms as one (T, width) matrix (row-major rows in a
+  // column-major matrix: width × T), with its head, count and pending counters.
+  Index window_width() {
+    Index width = 0;
+    if (!window_.empty()) window_[0].for_each_field([&](Vec<S>& f) { width += f.size(); });
+    return width;
+  }
+  Mat<S> window_data() {
+    Mat<S> out(window_width(), Index(window_.size()));
+    for (Index t = 0; t < Index(window_.size()); ++t) {
+      Index row = 0;
+      window_[t].for_each_field([&](Vec<S>& f) {
+        out.col(t).segment(row, f.size()) = f;
+        row += f.size();
+      });
+    }
+    return out;
+  }
+  void set_window_data(const Mat<S>& data) {
+    if (data.rows() != window_width() || data.cols() != Index(window_.size()))
+      throw std::invalid_argument("window data has the wrong shape");
+    for (Index t = 0; t < Index(window_.size()); ++t) {
+      Index row = 0;
+      window_[t].for_each_field([&](Vec<S>& f) {
+        f = data.col(t).segment(row, f.size());
+        row += f.size();
+      });
+    }
+  }
+  std::array<Index, 3> window_counters() const { return {window_head_, window_count_, window_pending_}; }
+  void set_window_counters(const std::array<Index, 3>& c) {
+    const Index t = Index(window_.size());
+    if (c[0] < 0 || c[1] < 0 || c[2] < 0 || (t == 0 && (c[0] || c[1] || c[2])) ||
+        (t > 0 && (c[0] >= t || c[1] > t || c[2] > t)))
+      throw std::invalid_argument("window counters out of range");
+    window_head_ = c[0];
+    window_count_ = c[1];
+    window_pending_ = c[2];
   }
 
  private:
-  // One step of a windowed algorithm's history: its activations and loss cotangent.
+  // One step of a windowed algorithm's history: activations, loss cotangent on the
+  // state, and the readout's gradient factors d_out ⊗ [h; 1].
   struct WindowStep {
     typename Cell::Cache cache;
-    Vec<S> c;
+    Vec<S> c, d_out, readout_v;
+    template <class F>
+    void for_each_field(F&& f) {
+      for (Vec<S>* p : cache.fields()) f(*p);
+      f(c);
+      f(d_out);
+      f(readout_v);
+    }
   };
 
   static LearnerConfig validated(const LearnerConfig& c) {
@@ -213,17 +283,36 @@ class Learner {
 
   double uniform() { return double(rng_.next() >> 11) * 0x1.0p-53; }
 
-  // Steps of history an algorithm stores: memory-T UORO and truncated BPTT keep T.
-  Index window_length() const {
-    switch (config_.algorithm) {
-      case Algorithm::Uoro:
-        return config_.memory;
-      case Algorithm::Tbptt:
-      case Algorithm::TbpttChunk:
-        return config_.truncation;
-      default:
-        return 1;
+  // Values past √max would overflow when squared (Adam's second moment, norms): a
+  // learner that reaches them has diverged.
+  static constexpr S bound_value() { return std::numeric_limits<S>::max() > S(1e300) ? S(1e150) : S(1e18); }
+  template <class Derived>
+  static bool bounded(const Eigen::DenseBase<Derived>& x) {
+    return x.derived().array().abs().maxCoeff() <= bound_value();  // false for NaN too
+  }
+  static bool bounded(S x) { return std::abs(x) <= bound_value(); }
+
+  S refuse(S loss, const char* what) {
+    if (config_.on_divergence == DivergencePolicy::Skip) {
+      ++skipped_;
+      return loss;
     }
+    throw Divergence(std::string("non-finite or exploding ") + what +
+                     " (loss " + std::to_string(double(loss)) +
+                     "); the step was refused and the learner left as it was. A smaller learning "
+                     "rate or clip_norm usually helps");
+  }
+
+  bool windowed() const {
+    return (config_.algorithm == Algorithm::Uoro && config_.memory > 1) ||
+           config_.algorithm == Algorithm::Tbptt || config_.algorithm == Algorithm::TbpttChunk;
+  }
+  Index window_length() const {
+    return config_.algorithm == Algorithm::Uoro ? config_.memory : config_.truncation;
+  }
+  WindowStep make_window_step() const {
+    return {cell_.make_cache(), Vec<S>::Zero(cell_.state_size()), Vec<S>::Zero(readout_.output_size()),
+            Vec<S>::Zero(readout_.hidden_size() + 1)};
   }
 
   void load_input(const Sample<S>& sample) {
@@ -236,7 +325,7 @@ class Learner {
     }
   }
 
-  // Calls fn(offset, rows, v_j, k, j) for column j of every cell block k.
+  // Calls fn(offset, rows, v_j, k) for column j of every cell block k.
   template <class Fn>
   void for_each_cell_column(Fn&& fn) {
     for (Index k = 0; k < Cell::kBlocks; ++k) {
@@ -245,36 +334,52 @@ class Learner {
     }
   }
 
-  // The readout's exact gradient d_out ⊗ [h; 1], column by column.
-  template <class Fn>
-  void for_each_readout_column(Fn&& fn) {
+  // Adds the readout's exact gradient d_out ⊗ v into grad (its block).
+  void add_readout_gradient(const Vec<S>& d_out, const Vec<S>& v, S* grad) {
     const Block& b = readout_.block();
-    for (Index j = 0; j < b.cols; ++j) fn(b.offset + j * b.rows, readout_.d_out() * readout_.v()(j));
+    MatMap<S>(grad + b.offset, b.rows, b.cols).noalias() += d_out * v.transpose();
   }
 
   // ---- UORO
 
-  void uoro_update(S* grad_out, bool update) {
+  bool uoro_update(S* grad_out, bool update) {
     const Index rank = config_.rank;
     const S eps = S(config_.uoro_eps);
     const S nu_norm = std::sqrt(S(state_size()));  // ‖ν‖ for ±1 signs
+    const auto rng_before = rng_.state();
     cell_.param_cotangents(cache_, c_, u_c_);
+    S grad_bound = 0, tilde_bound = 0;  // bounds on |g| and |new θ̃| of the coming pass
+    S v_max[Cell::kBlocks];
+    for (Index k = 0; k < Cell::kBlocks; ++k) {
+      v_max[k] = cache_.v[k].cwiseAbs().maxCoeff();
+      grad_bound = std::max(grad_bound, u_c_[k].cwiseAbs().maxCoeff() * v_max[k]);
+    }
     for (Index r = 0; r < rank; ++r) {
       // Tangent forward propagation; c · (∂F/∂s s̃) is the paper's δs · s̃.
-      cell_.jvp_state(theta_.data(), cache_, s_tilde_.col(r), s_tilde_next_.col(r));
-      coef_(r) = c_.dot(s_tilde_next_.col(r)) / S(rank);
+      auto s_next = s_tilde_next_.col(r);
+      cell_.jvp_state(theta_.data(), cache_, s_tilde_.col(r), s_next);
+      coef_(r) = c_.dot(s_next) / S(rank);
       rng_.fill_signs(nu_);
       cell_.param_cotangents(cache_, nu_, u_nu_[r]);
       // ‖νᵀ ∂F/∂θ‖ from the outer-product factors: Σ_k ‖u_k‖² ‖v_k‖².
-      S a_norm2 = 0;
-      for (Index k = 0; k < Cell::kBlocks; ++k)
+      S a_norm2 = 0, a_max = 0;
+      for (Index k = 0; k < Cell::kBlocks; ++k) {
         a_norm2 += u_nu_[r][k].squaredNorm() * cache_.v[k].squaredNorm();
-      const S rho0 =
-          std::sqrt(std::sqrt(theta_tilde_norm2_(r)) / (s_tilde_next_.col(r).norm() + eps)) + eps;
+        a_max = std::max(a_max, u_nu_[r][k].cwiseAbs().maxCoeff() * v_max[k]);
+      }
+      const S tt_norm = std::sqrt(theta_tilde_norm2_(r));
+      const S rho0 = std::sqrt(tt_norm / (s_next.norm() + eps)) + eps;
       const S rho1 = std::sqrt(std::sqrt(a_norm2) / (nu_norm + eps)) + eps;
-      s_tilde_.col(r) = rho0 * s_tilde_next_.col(r) + rho1 * nu_;
+      s_next = rho0 * s_next + rho1 * nu_;  // the new s̃, committed below
       inv_rho0_(r) = S(1) / rho0;
       inv_rho1_(r) = S(1) / rho1;
+      grad_bound += std::abs(coef_(r)) * tt_norm;
+      tilde_bound = std::max(tilde_bound, tt_norm * inv_rho0_(r) + a_max * inv_rho1_(r));
+    }
+    if (!bounded(grad_bound) || !bounded(tilde_bound) || !bounded(s_tilde_next_) ||
+        !bounded(S(optimizer_.learning_rate() * double(grad_bound)))) {
+      rng_.set_state(rng_before);
+      return false;
     }
     const bool adam = optimizer_.is_adam();
     if (update) optimizer_.begin(optimizer_.config().clip_norm > 0 ? uoro_gradient_norm() : 0.0);
@@ -283,6 +388,8 @@ class Learner {
     else
       uoro_pass<false>(grad_out, update);
     if (update) optimizer_.end();
+    std::swap(s_tilde_, s_tilde_next_);
+    return true;
   }
 
   // ‖g‖ of the coming step, for clipping: one read-only pass before the fused one.
@@ -321,12 +428,13 @@ class Learner {
       if (update) optimizer_.template apply<kAdam>(theta_.data(), off, g, rows);
     });
     theta_tilde_norm2_ = norm_acc_;
-    for_each_readout_column([&](Index off, const auto& col) {
-      auto gr = column_.head(col.size());
-      gr = col;
-      if (grad_out) std::copy(gr.data(), gr.data() + gr.size(), grad_out + off);
-      if (update && config_.train_readout) optimizer_.template apply<kAdam>(theta_.data(), off, gr.data(), gr.size());
-    });
+    const Block& b = readout_.block();
+    for (Index j = 0; j < b.cols; ++j) {
+      const Index off = b.offset + j * b.rows;
+      column_.head(b.rows) = readout_.d_out() * readout_.v()(j);
+      if (grad_out) std::copy(g, g + b.rows, grad_out + off);
+      if (update && config_.train_readout) optimizer_.template apply<kAdam>(theta_.data(), off, g, b.rows);
+    }
   }
 
   // ---- windowed algorithms: memory-T UORO and truncated BPTT
@@ -355,41 +463,60 @@ class Learner {
     }
   }
 
-  void windowed_update(S* grad_out, bool update) {
-    // Store this step's activations and loss cotangent.
+  bool windowed_update(S* grad_out, bool update) {
+    // Store this step; the slot's previous content is kept in spare_ for a rollback.
+    const auto counters = window_counters();
+    std::swap(spare_, window_[window_head_]);
     WindowStep& slot = window_[window_head_];
     slot.cache = cache_;
     slot.c = c_;
-    window_head_ = (window_head_ + 1) % Index(window_.size());
-    window_count_ = std::min(window_count_ + 1, Index(window_.size()));
-    ++window_pending_;
-
+    slot.d_out = readout_.d_out();
+    slot.readout_v = readout_.v();
+    const Index len = Index(window_.size());
+    window_head_ = (window_head_ + 1) % len;
+    window_count_ = std::min(window_count_ + 1, len);
     const bool every_step = config_.algorithm == Algorithm::Tbptt;
-    if (every_step || window_pending_ == 1) grad_.setZero();
-    // The readout's exact gradient: this step's, or summed over the window.
-    for_each_readout_column([&](Index off, const auto& g) { grad_.segment(off, g.size()) += g; });
+    window_pending_ = every_step ? 0 : window_pending_ + 1;
 
+    if (!every_step && window_pending_ < len) {  // mid-window: nothing to apply yet
+      if (grad_out) Eigen::Map<Vec<S>>(grad_out, n_params()).setZero();
+      return true;
+    }
+    const auto rng_before = rng_.state();
+    grad_.setZero();
     if (every_step) {
-      window_pending_ = 0;
+      add_readout_gradient(slot.d_out, slot.readout_v, grad_.data());
       delta_ = c_;
       backprop_window(window_count_, /*losses=*/false, grad_.data());
-    } else if (window_pending_ == Index(window_.size())) {
-      delta_.setZero();
-      backprop_window(window_pending_, /*losses=*/true, grad_.data());
-      if (config_.algorithm == Algorithm::Uoro) uoro_window_update();
-      window_pending_ = 0;
     } else {
-      // Mid-window: nothing to apply yet.
-      if (grad_out) Eigen::Map<Vec<S>>(grad_out, n_params()).setZero();
-      return;
+      for (Index i = 0; i < len; ++i) add_readout_gradient(window_step(i).d_out, window_step(i).readout_v, grad_.data());
+      delta_.setZero();
+      backprop_window(len, /*losses=*/true, grad_.data());
     }
+    const bool memory_uoro = config_.algorithm == Algorithm::Uoro;
+    if (memory_uoro) uoro_window_candidates();
+    if (!bounded(grad_) || (memory_uoro && (!bounded(s_tilde_next_) || !bounded(theta_tilde_next_)))) {
+      std::swap(spare_, window_[counters[0]]);
+      set_window_counters(counters);
+      rng_.set_state(rng_before);
+      return false;
+    }
+    if (memory_uoro) {
+      std::swap(s_tilde_, s_tilde_next_);
+      std::swap(theta_tilde_, theta_tilde_next_);
+      refresh_theta_tilde_norms();
+    }
+    window_pending_ = 0;
     if (grad_out) Eigen::Map<Vec<S>>(grad_out, n_params()) = grad_;
     if (update) apply_gradient();
+    return true;
   }
 
   // Memory-T UORO at the end of a window, with grad_ holding the window's exact
-  // in-window gradient and delta_ the cotangent on the state entering the window.
-  void uoro_window_update() {
+  // in-window gradient and delta_ the cotangent on the state entering the window: adds
+  // the rank-one term to grad_ and writes the new (s̃, θ̃) to s_tilde_next_ and
+  // theta_tilde_next_ (committed by the caller).
+  void uoro_window_candidates() {
     const Index rank = config_.rank, len = Index(window_.size());
     const S eps = S(config_.uoro_eps);
     const S nu_norm = std::sqrt(S(state_size()));
@@ -403,18 +530,17 @@ class Learner {
         cell_.jvp_state(theta_.data(), window_step(i).cache, delta_, delta_next_);
         std::swap(delta_, delta_next_);
       }
-      s_tilde_next_.col(r) = delta_;
       // a = νᵀ ∂F^T/∂θ: backpropagate the signs from the window's last state.
       rng_.fill_signs(nu_);
       a_.setZero();
+      const S tangent_norm = delta_.norm();
+      s_tilde_next_.col(r) = delta_;
       delta_ = nu_;
       backprop_window(len, /*losses=*/false, a_.data());
-      const S rho0 =
-          std::sqrt(std::sqrt(theta_tilde_norm2_(r)) / (s_tilde_next_.col(r).norm() + eps)) + eps;
+      const S rho0 = std::sqrt(std::sqrt(theta_tilde_norm2_(r)) / (tangent_norm + eps)) + eps;
       const S rho1 = std::sqrt(a_.norm() / (nu_norm + eps)) + eps;
-      s_tilde_.col(r) = rho0 * s_tilde_next_.col(r) + rho1 * nu_;
-      theta_tilde_.col(r) = theta_tilde_.col(r) / rho0 + a_ / rho1;
-      theta_tilde_norm2_(r) = theta_tilde_.col(r).squaredNorm();
+      s_tilde_next_.col(r) = rho0 * s_tilde_next_.col(r) + rho1 * nu_;
+      theta_tilde_next_.col(r) = theta_tilde_.col(r) / rho0 + a_ / rho1;
     }
   }
 
@@ -428,7 +554,7 @@ class Learner {
   // ---- RTRL
 
   // J ← (∂F/∂s) J + ∂F/∂θ, then g = cᵀ J (+ the readout's exact gradient).
-  void rtrl_update(S* grad_out, bool update) {
+  bool rtrl_update(S* grad_out, bool update) {
     const Index n_state = state_size();
     for (Index i = 0; i < n_state; ++i) {
       unit_.setZero();
@@ -442,11 +568,14 @@ class Learner {
     for_each_cell_column([&](Index off, Index rows, S vj, Index k) {
       jac_next_.middleCols(off, rows).noalias() += vj * u_unit_[k].transpose();
     });
+    grad_.setZero();
+    grad_.head(n_cell_params()).noalias() = jac_next_.transpose() * c_;
+    add_readout_gradient(readout_.d_out(), readout_.v(), grad_.data());
+    if (!bounded(grad_) || !bounded(jac_next_)) return false;
     std::swap(jac_, jac_next_);
-    grad_.head(n_cell_params()).noalias() = jac_.transpose() * c_;
-    for_each_readout_column([&](Index off, const auto& g) { grad_.segment(off, g.size()) = g; });
     if (grad_out) Eigen::Map<Vec<S>>(grad_out, n_params()) = grad_;
     if (update) apply_gradient();
+    return true;
   }
 
   LearnerConfig config_;
@@ -455,6 +584,7 @@ class Learner {
   Readout<S> readout_;
   Optimizer<S> optimizer_;
   Rng rng_;
+  std::int64_t skipped_ = 0;
 
   Vec<S> theta_, state_, next_state_;
   Vec<S> h_, dh_, c_;  // hidden output, ∂ℓ/∂h, ∂ℓ/∂s'
@@ -463,11 +593,13 @@ class Learner {
   std::array<Vec<S>, Cell::kBlocks> u_c_;
 
   // UORO, one column per rank
-  Mat<S> s_tilde_, s_tilde_next_, theta_tilde_;
+  Mat<S> s_tilde_, s_tilde_next_, theta_tilde_, theta_tilde_next_;
   Vec<S> theta_tilde_norm2_, coef_, inv_rho0_, inv_rho1_, norm_acc_, nu_;
   std::vector<std::array<Vec<S>, Cell::kBlocks>> u_nu_;
 
-  std::vector<WindowStep> window_;  // a ring of the last T steps
+  // Windowed algorithms: a ring of the last T steps.
+  std::vector<WindowStep> window_;
+  WindowStep spare_;
   Index window_head_ = 0;     // next slot to write
   Index window_count_ = 0;    // valid steps in the ring
   Index window_pending_ = 0;  // steps since the last update (chunked forms)
