@@ -162,8 +162,10 @@ struct PyLearner {
     return s;
   }
 
+  // Runs fn over a validated chunk with the GIL released. With keep_state, the recurrent
+  // state is restored afterwards (also when fn throws).
   template <class Fn>
-  Array<S> run_chunk(py::handle xs, py::handle ys, Fn&& fn) {
+  Array<S> run_chunk(py::handle xs, py::handle ys, Fn&& fn, bool keep_state = false) {
     const auto& c = core.config();
     auto x = column<S>(xs, c.input_size, true, true, "xs");
     auto y = column<S>(ys, c.output_size, categorical(), !categorical(), "ys");
@@ -174,6 +176,14 @@ struct PyLearner {
     S* out = losses.mutable_data();
     BusyGuard guard(busy);
     py::gil_scoped_release release;
+    struct StateKeeper {
+      uoro::Vec<S>& state;
+      uoro::Vec<S> saved;
+      bool active;
+      ~StateKeeper() {
+        if (active) state = saved;
+      }
+    } keeper{core.state(), keep_state ? core.state() : uoro::Vec<S>(), keep_state};
     for (Index t = 0; t < x.length; ++t) {
       uoro::Sample<S> s;
       if (x.values)
@@ -230,11 +240,29 @@ py::list block_list(const uoro::Block* blocks, int count) {
   return out;
 }
 
+// A property of the learner's state; getter and setter (if any) hold its busy lock, so
+// reading or writing it while another thread runs a chunk is an error, not a race.
+template <class P, class Get, class Set>
+void state_property(py::class_<P>& cls, const char* name, Get get, Set set) {
+  auto guarded_get = [get](P& p) {
+    BusyGuard guard(p.busy);
+    return get(p);
+  };
+  if constexpr (std::is_same_v<Set, std::nullptr_t>) {
+    cls.def_property_readonly(name, guarded_get);
+  } else {
+    cls.def_property(name, guarded_get, [set](P& p, py::handle value) {
+      BusyGuard guard(p.busy);
+      set(p, value);
+    });
+  }
+}
+
 template <class S, class Cell>
 void bind_learner(py::module_& m, const std::string& name) {
   using P = PyLearner<S, Cell>;
-  py::class_<P>(m, name.c_str())
-      .def(py::init<const uoro::LearnerConfig&>())
+  py::class_<P> cls(m, name.c_str());
+  cls.def(py::init<const uoro::LearnerConfig&>())
       .def_property_readonly("n_params", [](P& p) { return p.core.n_params(); })
       .def_property_readonly("n_cell_params", [](P& p) { return p.core.n_cell_params(); })
       .def_property_readonly("state_size", [](P& p) { return p.core.state_size(); })
@@ -266,12 +294,9 @@ void bind_learner(py::module_& m, const std::string& name) {
            })
       .def("evaluate",
            [](P& p, py::handle xs, py::handle ys) {
-             const uoro::Vec<S> saved = p.core.state();
-             auto losses = p.run_chunk(xs, ys, [&](Index, const uoro::Sample<S>& s) {
-               return p.core.forward_only(s, /*advance=*/true);
-             });
-             p.core.state() = saved;
-             return losses;
+             return p.run_chunk(
+                 xs, ys, [&](Index, const uoro::Sample<S>& s) { return p.core.forward_only(s, /*advance=*/true); },
+                 /*keep_state=*/true);
            })
       .def("predict",
            [](P& p, py::handle x) {
@@ -280,59 +305,59 @@ void bind_learner(py::module_& m, const std::string& name) {
              p.core.forward_only(s, /*advance=*/false);
              return to_numpy(p.core.prediction());
            })
-      .def_property_readonly("prediction", [](P& p) { return to_numpy(p.core.prediction()); })
       .def("reset_state",
            [](P& p) {
              BusyGuard guard(p.busy);
              p.core.reset_state();
-           })
-      .def_property(
-          "theta", [](P& p) { return to_numpy(p.core.theta()); },
-          [](P& p, py::handle a) { from_numpy(p.core.theta(), a, "theta"); })
-      .def_property(
-          "state", [](P& p) { return to_numpy(p.core.state()); },
-          [](P& p, py::handle a) { from_numpy(p.core.state(), a, "state"); })
-      .def_property(
-          "s_tilde", [](P& p) { return to_numpy(p.core.s_tilde()); },
-          [](P& p, py::handle a) { from_numpy(p.core.s_tilde(), a, "s_tilde"); })
-      .def_property(
-          "theta_tilde", [](P& p) { return to_numpy(p.core.theta_tilde()); },
-          [](P& p, py::handle a) {
-            from_numpy(p.core.theta_tilde(), a, "theta_tilde");
-            p.core.refresh_theta_tilde_norms();
-          })
-      .def_property(
-          "jacobian", [](P& p) { return to_numpy(p.core.jacobian()); },
-          [](P& p, py::handle a) { from_numpy(p.core.jacobian(), a, "jacobian"); })
-      .def_property(
-          "adam_m", [](P& p) { return to_numpy(p.core.optimizer().first_moment()); },
-          [](P& p, py::handle a) { from_numpy(p.core.optimizer().first_moment(), a, "adam_m"); })
-      .def_property(
-          "adam_v", [](P& p) { return to_numpy(p.core.optimizer().second_moment()); },
-          [](P& p, py::handle a) { from_numpy(p.core.optimizer().second_moment(), a, "adam_v"); })
-      .def_property(
-          "steps", [](P& p) { return p.core.optimizer().steps(); },
-          [](P& p, std::int64_t t) { p.core.optimizer().set_steps(t); })
-      .def_property_readonly("learning_rate", [](P& p) { return p.core.optimizer().learning_rate(); })
-      .def_property(
-          "skipped_steps", [](P& p) { return p.core.skipped_steps(); },
-          [](P& p, std::int64_t n) { p.core.set_skipped_steps(n); })
-      .def_property(
-          "theta_tilde_norm2", [](P& p) { return to_numpy(p.core.theta_tilde_norm2()); },
-          [](P& p, py::handle a) { from_numpy(p.core.theta_tilde_norm2(), a, "theta_tilde_norm2"); })
-      .def_property(
-          "window", [](P& p) { return to_numpy(uoro::Mat<S>(p.core.window_data())); },
-          [](P& p, py::handle a) {
-            uoro::Mat<S> data(p.core.window_width(), p.core.window_data().cols());
-            from_numpy(data, a, "window");
-            p.core.set_window_data(data);
-          })
-      .def_property(
-          "window_counters", [](P& p) { return p.core.window_counters(); },
-          [](P& p, const std::array<Index, 3>& c) { p.core.set_window_counters(c); })
-      .def_property(
-          "rng_state", [](P& p) { return p.core.rng().state(); },
-          [](P& p, const std::array<std::uint64_t, 4>& s) { p.core.rng().set_state(s); });
+           });
+  state_property(cls, "prediction", [](P& p) { return to_numpy(p.core.prediction()); }, nullptr);
+  state_property(cls, "learning_rate", [](P& p) { return p.core.optimizer().learning_rate(); }, nullptr);
+  state_property(
+      cls, "theta", [](P& p) { return to_numpy(p.core.theta()); },
+      [](P& p, py::handle a) { from_numpy(p.core.theta(), a, "theta"); });
+  state_property(
+      cls, "state", [](P& p) { return to_numpy(p.core.state()); },
+      [](P& p, py::handle a) { from_numpy(p.core.state(), a, "state"); });
+  state_property(
+      cls, "s_tilde", [](P& p) { return to_numpy(p.core.s_tilde()); },
+      [](P& p, py::handle a) { from_numpy(p.core.s_tilde(), a, "s_tilde"); });
+  state_property(
+      cls, "theta_tilde", [](P& p) { return to_numpy(p.core.theta_tilde()); },
+      [](P& p, py::handle a) {
+        from_numpy(p.core.theta_tilde(), a, "theta_tilde");
+        p.core.refresh_theta_tilde_norms();
+      });
+  state_property(
+      cls, "theta_tilde_norm2", [](P& p) { return to_numpy(p.core.theta_tilde_norm2()); },
+      [](P& p, py::handle a) { from_numpy(p.core.theta_tilde_norm2(), a, "theta_tilde_norm2"); });
+  state_property(
+      cls, "jacobian", [](P& p) { return to_numpy(p.core.jacobian()); },
+      [](P& p, py::handle a) { from_numpy(p.core.jacobian(), a, "jacobian"); });
+  state_property(
+      cls, "adam_m", [](P& p) { return to_numpy(p.core.optimizer().first_moment()); },
+      [](P& p, py::handle a) { from_numpy(p.core.optimizer().first_moment(), a, "adam_m"); });
+  state_property(
+      cls, "adam_v", [](P& p) { return to_numpy(p.core.optimizer().second_moment()); },
+      [](P& p, py::handle a) { from_numpy(p.core.optimizer().second_moment(), a, "adam_v"); });
+  state_property(
+      cls, "window", [](P& p) { return to_numpy(uoro::Mat<S>(p.core.window_data())); },
+      [](P& p, py::handle a) {
+        uoro::Mat<S> data(p.core.window_width(), p.core.window_data().cols());
+        from_numpy(data, a, "window");
+        p.core.set_window_data(data);
+      });
+  state_property(
+      cls, "window_counters", [](P& p) { return p.core.window_counters(); },
+      [](P& p, py::handle a) { p.core.set_window_counters(a.cast<std::array<Index, 3>>()); });
+  state_property(
+      cls, "steps", [](P& p) { return p.core.optimizer().steps(); },
+      [](P& p, py::handle a) { p.core.optimizer().set_steps(a.cast<std::int64_t>()); });
+  state_property(
+      cls, "skipped_steps", [](P& p) { return p.core.skipped_steps(); },
+      [](P& p, py::handle a) { p.core.set_skipped_steps(a.cast<std::int64_t>()); });
+  state_property(
+      cls, "rng_state", [](P& p) { return p.core.rng().state(); },
+      [](P& p, py::handle a) { p.core.rng().set_state(a.cast<std::array<std::uint64_t, 4>>()); });
 }
 
 // Cell kernels on explicit arguments, for tests against finite differences.

@@ -334,9 +334,10 @@ class Learner:
             raise ValueError(f"unsupported checkpoint format_version {version!r}; "
                              f"this version of uoro reads {FORMAT_VERSION}")
         config = dict(state.get("config", {}))
-        if config != self._options:
-            differing = sorted(k for k in set(config) | set(self._options)
-                               if config.get(k) != self._options.get(k))
+        # The seed only chose the initial θ and the random stream, both restored below.
+        differing = sorted(k for k in set(config) | set(self._options)
+                           if k != "seed" and config.get(k) != self._options.get(k))
+        if differing:
             raise ValueError(f"checkpoint configuration differs from this learner's in "
                              f"{differing}; build the learner with Learner.from_state_dict")
         current = self.state_dict()
@@ -371,6 +372,7 @@ class Learner:
         core.window_counters = [head, count, pending]
         core.steps = counts["steps"]
         core.skipped_steps = counts["skipped_steps"]
+        self._options["seed"] = config["seed"]
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> Learner:
