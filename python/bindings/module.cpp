@@ -62,10 +62,14 @@ const S* finite_vector(py::handle obj, Index size, const char* name) {
 }
 
 std::int64_t token(py::handle obj, Index vocab, const char* name) {
-  const auto t = obj.cast<std::int64_t>();
-  if (t < 0 || t >= vocab)
-    throw py::index_error(std::string(name) + " token " + std::to_string(t) + " is out of range [0, " +
-                          std::to_string(vocab) + ")");
+  const auto range = " is out of range [0, " + std::to_string(vocab) + ")";
+  std::int64_t t;
+  try {
+    t = obj.cast<std::int64_t>();
+  } catch (const py::cast_error&) {  // beyond int64
+    throw py::index_error(std::string(name) + " token " + std::string(py::str(obj)) + range);
+  }
+  if (t < 0 || t >= vocab) throw py::index_error(std::string(name) + " token " + std::to_string(t) + range);
   return t;
 }
 

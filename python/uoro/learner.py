@@ -484,7 +484,8 @@ def _float_array(name: str, value: Any, dtype: np.dtype) -> np.ndarray:
     array = np.asarray(value)
     if array.dtype.kind not in "fiub":
         raise TypeError(f"{name} must hold real numbers; got dtype {array.dtype}")
-    return np.ascontiguousarray(array, dtype=dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # the core names non-finite values
+        return np.ascontiguousarray(array, dtype=dtype)
 
 
 def _chunk(name: str, value: Any, dtype: np.dtype) -> np.ndarray:

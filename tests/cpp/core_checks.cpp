@@ -1,0 +1,171 @@
+// Checks of the C++ core on its own, without Python: every cell's kernels against
+// central finite differences, and no heap allocation inside a learning step for any
+// cell and algorithm. Built and run by run_core_checks.py (also under AddressSanitizer
+// and UndefinedBehaviorSanitizer with --sanitize, where allocation counting is off).
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "uoro/learner.hpp"
+
+#ifndef UORO_SANITIZE
+static std::atomic<long> g_allocations{0};
+void* operator new(std::size_t size) {
+  ++g_allocations;
+  if (void* p = std::malloc(size ? size : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#endif
+
+using namespace uoro;
+static int g_failures = 0;
+
+static void check(bool ok, const std::string& what) {
+  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
+  if (!ok) ++g_failures;
+}
+
+template <class Cell>
+void kernels_match_finite_differences(const char* name) {
+  using V = Vec<double>;
+  const Index in = 3, hidden = 4;
+  Cell cell(name == std::string("influence") ? hidden : in, hidden);
+  auto cache = cell.make_cache();
+  Rng rng(7);
+  auto normal = [&](Index n) {
+    V v(n);
+    for (Index i = 0; i < n; ++i) v(i) = double(rng.next() >> 11) * 0x1.0p-53 * 1.6 - 0.8;
+    return v;
+  };
+  const Index S = cell.state_size(), P = cell.param_size();
+  V theta = normal(P), s = normal(S), x = normal(cell.input_size()), t = normal(S), c = normal(S);
+  auto forward = [&](const V& th, const V& st) {
+    V out(S);
+    Cell::input(cache, cell.input_size()) = x;
+    cell.forward(th.data(), st, cache, out);
+    return out;
+  };
+  const double h = 1e-6;
+  auto rel = [](const V& a, const V& b) { return (a - b).norm() / std::max(b.norm(), 1e-300); };
+
+  V jvp(S), vjp_s(S), fd_jvp = (forward(theta, s + h * t) - forward(theta, s - h * t)) / (2 * h);
+  forward(theta, s);
+  cell.jvp_state(theta.data(), cache, t, jvp);
+  cell.vjp_state(theta.data(), cache, c, vjp_s);
+  std::array<V, Cell::kBlocks> u;
+  for (Index k = 0; k < Cell::kBlocks; ++k) u[k] = V::Zero(cell.blocks()[k].rows);
+  cell.param_cotangents(cache, c, u);
+  V vjp_p(P);
+  for (Index k = 0; k < Cell::kBlocks; ++k) {
+    const Block& b = cell.blocks()[k];
+    MatMap<double>(vjp_p.data() + b.offset, b.rows, b.cols) = u[k] * cache.v[k].transpose();
+  }
+  V fd_vjp_s(S), fd_vjp_p(P);
+  for (Index i = 0; i < S; ++i) {
+    V e = V::Zero(S);
+    e(i) = h;
+    fd_vjp_s(i) = c.dot(forward(theta, s + e) - forward(theta, s - e)) / (2 * h);
+  }
+  for (Index p = 0; p < P; ++p) {
+    V e = V::Zero(P);
+    e(p) = h;
+    fd_vjp_p(p) = c.dot(forward(theta + e, s) - forward(theta - e, s)) / (2 * h);
+  }
+  check(rel(jvp, fd_jvp) < 1e-6, std::string(name) + " jvp_state vs finite differences");
+  check(rel(vjp_s, fd_vjp_s) < 1e-6, std::string(name) + " vjp_state vs finite differences");
+  check(rel(vjp_p, fd_vjp_p) < 1e-6, std::string(name) + " vjp_params vs finite differences");
+}
+
+static const char* algorithm_name(Algorithm a) {
+  switch (a) {
+    case Algorithm::Uoro: return "uoro";
+    case Algorithm::Rtrl: return "rtrl";
+    case Algorithm::Tbptt: return "tbptt";
+    default: return "tbptt_chunk";
+  }
+}
+
+template <class Cell>
+void steps_do_not_allocate(const char* name, LearnerConfig config, Index hidden) {
+  const bool influence = name == std::string("influence");
+  config.input_size = influence ? hidden : 5;
+  config.hidden_size = hidden;
+  config.output_size = influence ? 1 : 5;
+  config.loss = influence ? Loss::SquaredError : Loss::CrossEntropy;
+  config.optimizer.clip_norm = 10.0;
+  Learner<float, Cell> learner(config);
+  std::vector<float> x(hidden);
+  for (Index i = 0; i < hidden; ++i) x[i] = i % 3 ? 1.0f : -1.0f;
+  float y[1] = {1};
+  auto run = [&](int n) {
+    for (int t = 0; t < n; ++t) {
+      Sample<float> s;
+      if (influence) {
+        s.x = x.data();
+        s.y.values = y;
+      } else {
+        s.x_token = t % 5;
+        s.y.token = (t * 3 + 1) % 5;
+      }
+      learner.step(s);
+    }
+  };
+  run(40);  // past every window's first fill
+#ifndef UORO_SANITIZE
+  const long before = g_allocations.load();
+  run(200);
+  const long allocations = g_allocations.load() - before;
+  check(allocations == 0, std::string(name) + "-" + std::to_string(hidden) + " " +
+                              algorithm_name(config.algorithm) + " rank " + std::to_string(config.rank) +
+                              " memory " + std::to_string(config.memory) + " truncation " +
+                              std::to_string(config.truncation) + (config.optimizer.kind == OptimizerKind::Adam ? " adam" : " sgd") +
+                              ": " + std::to_string(allocations) + " allocations in 200 steps");
+#else
+  run(200);
+  check(learner.theta().allFinite(), std::string(name) + " steps run clean");
+#endif
+}
+
+template <class Cell>
+void all_algorithms(const char* name) {
+  for (Index hidden : {6, 48}) {
+    LearnerConfig c;
+    for (OptimizerKind k : {OptimizerKind::Sgd, OptimizerKind::Adam}) {
+      c.optimizer.kind = k;
+      for (Index rank : {1, 3}) {
+        c.algorithm = Algorithm::Uoro;
+        c.rank = rank;
+        steps_do_not_allocate<Cell>(name, c, hidden);
+      }
+      c.rank = 1;
+      c.memory = 4;
+      steps_do_not_allocate<Cell>(name, c, hidden);
+      c.memory = 1;
+      for (Algorithm a : {Algorithm::Rtrl, Algorithm::Tbptt, Algorithm::TbpttChunk}) {
+        if (a == Algorithm::Rtrl && hidden > 16) continue;  // S²·P per step: small nets only
+        c.algorithm = a;
+        c.truncation = 4;
+        steps_do_not_allocate<Cell>(name, c, hidden);
+      }
+    }
+  }
+}
+
+int main() {
+  kernels_match_finite_differences<RnnCell<double>>("rnn");
+  kernels_match_finite_differences<GruCell<double>>("gru");
+  kernels_match_finite_differences<LstmCell<double>>("lstm");
+  kernels_match_finite_differences<InfluenceCell<double>>("influence");
+  all_algorithms<RnnCell<float>>("rnn");
+  all_algorithms<GruCell<float>>("gru");
+  all_algorithms<LstmCell<float>>("lstm");
+  all_algorithms<InfluenceCell<float>>("influence");
+  std::printf("%d failed\n", g_failures);
+  return g_failures ? 1 : 0;
+}

@@ -1,0 +1,66 @@
+"""Builds and runs the C++ core checks (core_checks.cpp) with the system compiler.
+
+    python tests/cpp/run_core_checks.py             # optimized build, counts allocations
+    python tests/cpp/run_core_checks.py --sanitize  # AddressSanitizer + UBSan build
+
+Eigen's headers come from the `cmeel-eigen` package (a test dependency) or from
+EIGEN3_INCLUDE_DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+
+
+def eigen_include() -> Path:
+    candidates = [os.environ.get("EIGEN3_INCLUDE_DIR", "")]
+    for key in ("purelib", "platlib"):
+        candidates.append(str(Path(sysconfig.get_paths()[key]) / "cmeel.prefix" / "include" / "eigen3"))
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "Eigen" / "Core").is_file():
+            return Path(candidate)
+    raise FileNotFoundError("Eigen headers not found: pip install cmeel-eigen, or set EIGEN3_INCLUDE_DIR")
+
+
+def compiler() -> str:
+    for name in (os.environ.get("CXX", ""), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    raise FileNotFoundError("no C++ compiler found (set CXX)")
+
+
+def build_and_run(sanitize: bool = False) -> subprocess.CompletedProcess[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        binary = Path(tmp) / "core_checks"
+        flags = ["-std=c++17", "-I", str(ROOT / "cpp" / "include"), "-I", str(eigen_include())]
+        if sanitize:
+            flags += ["-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+                      "-fno-sanitize-recover=all", "-DUORO_SANITIZE"]
+        else:
+            flags += ["-O1", "-DNDEBUG"]
+        subprocess.run([compiler(), *flags, str(HERE / "core_checks.cpp"), "-o", str(binary)],
+                       check=True)
+        return subprocess.run([str(binary)], capture_output=True, text=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sanitize", action="store_true", help="AddressSanitizer + UBSan build")
+    result = build_and_run(parser.parse_args().sanitize)
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    sys.exit(result.returncode)
+
+
+if __name__ == "__main__":
+    main()

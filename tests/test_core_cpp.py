@@ -1,0 +1,19 @@
+"""The C++ core on its own: kernels against finite differences and no heap allocation
+inside any learning step (a counting allocator replaces operator new)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent / "cpp"))
+from run_core_checks import build_and_run  # noqa: E402
+
+
+def test_core_checks_pass():
+    result = build_and_run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "0 failed"
+    assert sum("0 allocations in 200 steps" in line for line in lines) >= 40
+    assert sum("vs finite differences" in line for line in lines) == 12
