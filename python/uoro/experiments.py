@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -59,7 +60,7 @@ INFLUENCE_LR_DECAY = 1.0
 #: same grid is run for every truncation (see docs/results.md for the search).
 INFLUENCE_LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 #: The η of a single influence run unless given: the search's choice for UORO.
-INFLUENCE_LR = 1e-3
+INFLUENCE_LR = 3e-4
 INFLUENCE_TRUNCATIONS = (1, 10, 100)
 
 #: Distant brackets (1, 5, 10), Fig. 1b: GRU and LSTM, 64 units, UORO vs 4-truncated BPTT,
@@ -170,7 +171,8 @@ class RunConfig:
         if self.experiment == "text":
             dataset = Path(str(data["path"])).stem
         else:
-            dataset = "".join(f"{name}{value}" for name, value in self.dataset)
+            dataset = "".join(f"{_SLUG_NAMES.get(name, name)}{value}"
+                              for name, value in self.dataset)
         algorithm = self.algorithm.replace("_", "-")
         if self.truncation is not None:
             algorithm += f"-T{self.truncation}"
@@ -181,6 +183,9 @@ class RunConfig:
         model = "" if self.experiment == "influence" else f"-{self.cell}{self.hidden}"
         return (f"{self.experiment}-{dataset}{model}-{algorithm}-lr{self.lr:g}"
                 f"-a{self.lr_decay:g}-seed{self.seed}")
+
+
+_SLUG_NAMES = {"n_minus": "minus"}
 
 
 def _config(experiment: str, dataset: dict[str, Any], **fields: Any) -> RunConfig:
@@ -257,8 +262,9 @@ class Curve:
     ``cumulative_loss`` (mean over all samples so far), ``theta`` at its end (influence
     balancing only) and the wall time since the start. ``recent_loss`` is the mean over the
     last ``recent_window`` samples (10⁵, or fewer in a shorter run). A run whose loss, its
-    running sum or θ stops being a finite number is stopped and reported as diverged at
-    sample ``diverged_at``; the rows then cover the samples before.
+    running sum or θ stops being a finite number, or whose step the learner refuses as
+    exploding, is stopped and reported as diverged at sample ``diverged_at`` (1-based); the
+    rows then cover the chunks before.
     """
 
     config: RunConfig
@@ -334,11 +340,17 @@ def make_stream(config: RunConfig) -> datasets.TokenStream:
 
 
 def _references(stream: datasets.TokenStream) -> dict[str, float]:
+    """Reference rates in bits/char: the optimum and, where known, the rate of a model
+    that does not remember what the task asks it to (the paper's "memoryless optimum")."""
     references = {}
     if hasattr(stream, "entropy_rate_bits"):
         references["entropy rate"] = float(stream.entropy_rate_bits())
     if hasattr(stream, "memoryless_entropy_bits"):
         references["memoryless"] = float(stream.memoryless_entropy_bits())
+    elif isinstance(stream, datasets.DistantBracketsStream):
+        # The s repeated letters then cost log2(a) bits each, like the fresh ones.
+        s, k, a = stream.s, stream.k, stream.a
+        references["memoryless"] = (2 * s + k) * math.log2(a) / (2 * s + k + 5)
     return references
 
 
@@ -369,7 +381,12 @@ def run(config: RunConfig, progress: Progress | None = None) -> Curve:
             xs, ys = next_chunk(min(config.chunk, config.steps - done))
             if len(xs) == 0:
                 break
-            losses = np.asarray(learner.fit(xs, ys), dtype=np.float64) * scale
+            try:
+                losses = np.asarray(learner.fit(xs, ys), dtype=np.float64) * scale
+            except ArithmeticError as error:
+                # The core refuses a step that would explode; the chunk's losses are lost.
+                diverged_at = done + _failed_sample(error, len(xs)) + 1
+                break
             finite = np.isfinite(losses)
             if not finite.all():
                 first_bad = int(np.argmin(finite))
@@ -407,6 +424,13 @@ def run(config: RunConfig, progress: Progress | None = None) -> Curve:
         theta=table[:, 3] if is_influence else None, recent_loss=recent_loss,
         recent_window=int(tail.size), diverged_at=diverged_at, references=references,
     )
+
+
+def _failed_sample(error: ArithmeticError, chunk_length: int) -> int:
+    """The index in its chunk of the sample the core refused, from the error's message
+    ("sample 7759 of the chunk ..."); the chunk's first sample if it does not say."""
+    match = re.search(r"sample (\d+) of the chunk", str(error))
+    return min(int(match[1]), chunk_length - 1) if match else 0
 
 
 def run_influence(progress: Progress | None = None, **fields: Any) -> Curve:
@@ -512,9 +536,11 @@ def _number(value: float) -> str:
 def plot_curves(curves: Sequence[Curve], path: str | Path, title: str | None = None) -> Path:
     """Draws the curves in one PNG: one panel per cell (token tasks: cumulative loss solid,
     per-chunk loss faint) or per estimator (influence balancing: per-chunk loss against
-    steps on a log scale, one line per η). Seeds of a configuration share a colour."""
+    steps, both on log scales, one line per η; × marks a divergence). Seeds of a
+    configuration share a colour."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     if not curves:
         raise ValueError("nothing to plot: no curves")
@@ -542,22 +568,27 @@ def plot_curves(curves: Sequence[Curve], path: str | Path, title: str | None = N
     for panel, axis in zip(panels, axes.ravel()):
         labelled: set[str] = set()
         members = [curve for curve in curves if panel_of(curve.config) == panel]
+        if is_influence:
+            # log10 on a linear axis: matplotlib's log scale overflows past 1e308 when
+            # placing ticks over the ~300 decades a diverging run spans.
+            axis.set_xscale("log")
+            axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"$10^{{{value:g}}}$"))
         for curve in members:
             line = line_of(curve.config)
             label = None if line in labelled else line
             labelled.add(line)
             colour = colours[line]
             if is_influence:
-                positive = np.where(curve.loss > 0, curve.loss, np.nan)
-                axis.plot(curve.steps, positive, color=colour, label=label, lw=1.2)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    decades = np.log10(np.where(curve.loss > 0, curve.loss, np.nan))
+                axis.plot(curve.steps, decades, color=colour, label=label, lw=1.2)
                 if curve.diverged and len(curve.steps):
-                    axis.plot(curve.steps[-1], positive[-1], "x", color=colour, ms=8)
+                    axis.plot(curve.steps[-1], decades[-1], "x", color=colour, ms=8)
             else:
                 axis.plot(curve.steps, curve.cumulative_loss, color=colour, label=label, lw=1.6)
                 axis.plot(curve.steps, curve.loss, color=colour, alpha=0.25, lw=0.8)
         if is_influence:
-            axis.set_yscale("log")
-            axis.set_ylabel("loss ½(s¹−1)² (per-chunk mean)")
+            axis.set_ylabel("loss ½(s¹−1)², per-chunk mean (log scale)")
         else:
             for (name, value), style in zip(members[0].references.items(), ("--", ":")):
                 axis.axhline(value, color="black", ls=style, lw=0.9, label=f"{name} {value:.3f}")
