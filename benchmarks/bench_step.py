@@ -103,6 +103,45 @@ def algorithms_suite(budget_s: float, repeats: int) -> list[dict]:
     return rows
 
 
+def scaling_suite(repeats: int, long_run: int) -> dict:
+    """UORO's cost per sample early and late in a long stream; truncated BPTT's cost per
+    sample against its window T (GRU-64, float32)."""
+    tokens = np.random.default_rng(2).integers(0, VOCAB, 10_001)
+    xs, ys = tokens[:-1], tokens[1:]
+    learner = uoro.Learner("gru", VOCAB, 64, seed=0)
+    early = min(per_sample_us(lambda: learner.fit(xs, ys), xs.size) for _ in range(repeats))
+    for _ in range(long_run // xs.size):
+        learner.fit(xs, ys)
+    late = min(per_sample_us(lambda: learner.fit(xs, ys), xs.size) for _ in range(repeats))
+    windows = [1, 2, 4, 8, 16, 32, 64]
+    tbptt = []
+    for window in windows:
+        model = uoro.Learner("gru", VOCAB, 64, algorithm="tbptt", truncation=window, seed=0)
+        n = 2_000
+        tbptt.append(min(per_sample_us(lambda: model.fit(xs[:n], ys[:n]), n) for _ in range(repeats)))
+    slope, intercept = np.polyfit(windows, tbptt, 1)
+    fitted = slope * np.array(windows) + intercept
+    r2 = 1 - ((np.array(tbptt) - fitted) ** 2).sum() / ((np.array(tbptt) - np.mean(tbptt)) ** 2).sum()
+    return {"uoro_early_us": early, "uoro_late_us": late, "uoro_late_after": learner.steps,
+            "tbptt_windows": windows, "tbptt_us": tbptt, "tbptt_slope_us": float(slope),
+            "tbptt_intercept_us": float(intercept), "tbptt_r2": float(r2)}
+
+
+def scaling_table(r: dict) -> str:
+    lines = [
+        f"UORO, GRU-64: {r['uoro_early_us']:.2f} µs/sample over the first 10⁴ samples, "
+        f"{r['uoro_late_us']:.2f} µs/sample after {r['uoro_late_after']:,} samples.",
+        "",
+        "| tBPTT window T | " + " | ".join(str(w) for w in r["tbptt_windows"]) + " |",
+        "|---|" + "---:|" * len(r["tbptt_windows"]),
+        "| µs/sample (GRU-64) | " + " | ".join(f"{t:.1f}" for t in r["tbptt_us"]) + " |",
+        "",
+        f"Least-squares line: {r['tbptt_intercept_us']:.1f} + {r['tbptt_slope_us']:.2f}·T µs "
+        f"(R² = {r['tbptt_r2']:.3f}).",
+    ]
+    return "\n".join(lines)
+
+
 def core_table(rows: list[dict]) -> str:
     lines = ["| cell | hidden | dtype | µs/sample in `fit` | µs per `step` call | µs forward-only "
              "| fit / forward | samples/s in `fit` |", "|---|---:|---|---:|---:|---:|---:|---:|"]
@@ -136,12 +175,13 @@ def machine() -> dict:
     except OSError:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform(),
-            "python": platform.python_version(), "numpy": np.__version__, "uoro": uoro.__version__}
+            "python": platform.python_version(), "numpy": np.__version__, "uoro": uoro.__version__,
+            "variant": uoro._core.VARIANT}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", choices=("core", "algorithms", "all"), default="all")
+    parser.add_argument("--suite", choices=("core", "algorithms", "scaling", "all"), default="all")
     parser.add_argument("--quick", action="store_true", help="shorter timings (a smoke run)")
     parser.add_argument("--json", help="also write the results and the machine here")
     args = parser.parse_args()
@@ -151,8 +191,11 @@ def main() -> None:
         results["core"] = core_suite(budget_s, repeats)
     if args.suite in ("algorithms", "all"):
         results["algorithms"] = algorithms_suite(budget_s, repeats)
+    if args.suite in ("scaling", "all"):
+        results["scaling"] = scaling_suite(repeats, 10_000 if args.quick else 1_000_000)
     m = results["machine"]
-    print(f"\n{m['cpu']}, {m['cores']} cores, {m['system']}, Python {m['python']}; "
+    print(f"\n{m['cpu']}, {m['cores']} cores, {m['system']}, Python {m['python']}, "
+          f"core variant {m['variant']}; "
           f"best of {repeats} repeats, one thread, batch 1, {VOCAB}-symbol one-hot input, UORO + Adam "
           "unless named otherwise\n")
     if "core" in results:
@@ -160,6 +203,9 @@ def main() -> None:
     if "algorithms" in results:
         print("µs per sample inside `fit` (ratio to the forward-only step), float32:\n")
         print(algorithms_table(results["algorithms"]))
+    if "scaling" in results:
+        print("\nCost against stream length and truncation window:\n")
+        print(scaling_table(results["scaling"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

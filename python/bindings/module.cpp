@@ -473,7 +473,11 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
 
 }  // namespace
 
-PYBIND11_MODULE(_core, m) {
+#ifndef UORO_MODULE_NAME
+#define UORO_MODULE_NAME _core_baseline
+#endif
+
+PYBIND11_MODULE(UORO_MODULE_NAME, m) {
   m.doc() = "uoro's compiled core (use the `uoro` package, not this module)";
 
   py::enum_<uoro::Loss>(m, "Loss")
