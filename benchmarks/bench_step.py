@@ -35,8 +35,11 @@ VOCAB = 13  # a 13-symbol one-hot stream, as in the distant-brackets task
 CELLS = ("rnn", "gru", "lstm")
 SIZES = (64, 256)
 ALGORITHMS = (
-    ("uoro", {}), ("uoro r=2", {"rank": 2}), ("uoro r=4", {"rank": 4}),
-    ("uoro memory=4", {"memory": 4}), ("uoro memory=16", {"memory": 16}),
+    ("uoro", {}),
+    ("uoro r=2", {"rank": 2}),
+    ("uoro r=4", {"rank": 4}),
+    ("uoro memory=4", {"memory": 4}),
+    ("uoro memory=16", {"memory": 16}),
     ("tbptt T=1", {"algorithm": "tbptt", "truncation": 1}),
     ("tbptt T=4", {"algorithm": "tbptt", "truncation": 4}),
     ("tbptt T=16", {"algorithm": "tbptt", "truncation": 16}),
@@ -51,8 +54,15 @@ def per_sample_us(fn, n: int) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
-def measure(cell: str, hidden: int, dtype: str, options: dict, budget_s: float, repeats: int,
-            python_loop: bool) -> dict:
+def measure(
+    cell: str,
+    hidden: int,
+    dtype: str,
+    options: dict,
+    budget_s: float,
+    repeats: int,
+    python_loop: bool,
+) -> dict:
     learner = uoro.Learner(cell, VOCAB, hidden, dtype=dtype, lr=1e-3, seed=0, **options)
     probe = np.random.default_rng(0).integers(0, VOCAB, 65)
     probe_us = per_sample_us(lambda: learner.fit(probe[:-1], probe[1:]), 64)
@@ -71,10 +81,16 @@ def measure(cell: str, hidden: int, dtype: str, options: dict, budget_s: float, 
         best["fit_us"] = min(best["fit_us"], per_sample_us(lambda: learner.fit(xs, ys), n))
         if python_loop:
             best["step_us"] = min(best["step_us"], per_sample_us(loop, n))
-        best["forward_us"] = min(best["forward_us"], per_sample_us(lambda: learner.evaluate(xs, ys), n))
+        best["forward_us"] = min(
+            best["forward_us"], per_sample_us(lambda: learner.evaluate(xs, ys), n)
+        )
     return {
-        "cell": cell, "hidden": hidden, "dtype": dtype, "params": learner.n_params,
-        "samples": n, **{k: float(v) for k, v in best.items()},
+        "cell": cell,
+        "hidden": hidden,
+        "dtype": dtype,
+        "params": learner.n_params,
+        "samples": n,
+        **{k: float(v) for k, v in best.items()},
         "fit_over_forward": float(best["fit_us"] / best["forward_us"]),
         "samples_per_s": float(1e6 / best["fit_us"]),
     }
@@ -97,7 +113,9 @@ def algorithms_suite(budget_s: float, repeats: int) -> list[dict]:
             for name, options in ALGORITHMS:
                 if options.get("algorithm") == "rtrl" and hidden > 64:
                     continue  # S²·|θ| per step: a reference for small networks only
-                row = measure(cell, hidden, "float32", options, budget_s, repeats, python_loop=False)
+                row = measure(
+                    cell, hidden, "float32", options, budget_s, repeats, python_loop=False
+                )
                 rows.append({"algorithm": name, **row})
                 print(f"  {cell}-{hidden} {name}: {row['fit_us']:.2f} µs", flush=True)
     return rows
@@ -117,14 +135,26 @@ def scaling_suite(repeats: int, long_run: int) -> dict:
     tbptt = []
     for window in windows:
         model = uoro.Learner("gru", VOCAB, 64, algorithm="tbptt", truncation=window, seed=0)
-        n = 2_000
-        tbptt.append(min(per_sample_us(lambda: model.fit(xs[:n], ys[:n]), n) for _ in range(repeats)))
+        chunk = (xs[:2_000], ys[:2_000])  # the same for every window
+        tbptt.append(
+            min(per_sample_us(lambda m=model, c=chunk: m.fit(*c), 2_000) for _ in range(repeats))
+        )
     slope, intercept = np.polyfit(windows, tbptt, 1)
     fitted = slope * np.array(windows) + intercept
-    r2 = 1 - ((np.array(tbptt) - fitted) ** 2).sum() / ((np.array(tbptt) - np.mean(tbptt)) ** 2).sum()
-    return {"uoro_early_us": early, "uoro_late_us": late, "uoro_late_after": learner.steps,
-            "tbptt_windows": windows, "tbptt_us": tbptt, "tbptt_slope_us": float(slope),
-            "tbptt_intercept_us": float(intercept), "tbptt_r2": float(r2)}
+    r2 = (
+        1
+        - ((np.array(tbptt) - fitted) ** 2).sum() / ((np.array(tbptt) - np.mean(tbptt)) ** 2).sum()
+    )
+    return {
+        "uoro_early_us": early,
+        "uoro_late_us": late,
+        "uoro_late_after": learner.steps,
+        "tbptt_windows": windows,
+        "tbptt_us": tbptt,
+        "tbptt_slope_us": float(slope),
+        "tbptt_intercept_us": float(intercept),
+        "tbptt_r2": float(r2),
+    }
 
 
 def scaling_table(r: dict) -> str:
@@ -143,17 +173,24 @@ def scaling_table(r: dict) -> str:
 
 
 def core_table(rows: list[dict]) -> str:
-    lines = ["| cell | hidden | dtype | µs/sample in `fit` | µs per `step` call | µs forward-only "
-             "| fit / forward | samples/s in `fit` |", "|---|---:|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['cell']} | {r['hidden']} | {r['dtype']} | {r['fit_us']:.2f} | {r['step_us']:.2f} "
-              f"| {r['forward_us']:.2f} | {r['fit_over_forward']:.1f}× | {r['samples_per_s']:,.0f} |"
-              for r in rows]
+    lines = [
+        "| cell | hidden | dtype | µs/sample in `fit` | µs per `step` call | µs forward-only "
+        "| fit / forward | samples/s in `fit` |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['cell']} | {r['hidden']} | {r['dtype']} | {r['fit_us']:.2f} | {r['step_us']:.2f} "
+        f"| {r['forward_us']:.2f} | {r['fit_over_forward']:.1f}× | {r['samples_per_s']:,.0f} |"
+        for r in rows
+    ]
     return "\n".join(lines)
 
 
 def algorithms_table(rows: list[dict]) -> str:
     names = [name for name, _ in ALGORITHMS]
-    configs = sorted({(r["cell"], r["hidden"]) for r in rows}, key=lambda c: (CELLS.index(c[0]), c[1]))
+    configs = sorted(
+        {(r["cell"], r["hidden"]) for r in rows}, key=lambda c: (CELLS.index(c[0]), c[1])
+    )
     header = "| algorithm | " + " | ".join(f"{c}-{h}" for c, h in configs) + " |"
     lines = [header, "|---|" + "---:|" * len(configs)]
     forward = {(r["cell"], r["hidden"]): r["forward_us"] for r in rows if r["algorithm"] == "uoro"}
@@ -162,7 +199,9 @@ def algorithms_table(rows: list[dict]) -> str:
         cells = []
         for c in configs:
             match = [r for r in rows if r["algorithm"] == name and (r["cell"], r["hidden"]) == c]
-            cells.append(f"{match[0]['fit_us']:.1f} ({match[0]['fit_over_forward']:.0f}×)" if match else "–")
+            cells.append(
+                f"{match[0]['fit_us']:.1f} ({match[0]['fit_over_forward']:.0f}×)" if match else "–"
+            )
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -171,16 +210,26 @@ def machine() -> dict:
     cpu = platform.processor()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+            cpu = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu
+            )
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform(),
-            "python": platform.python_version(), "numpy": np.__version__, "uoro": uoro.__version__,
-            "variant": uoro._core.VARIANT}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "system": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "uoro": uoro.__version__,
+        "variant": uoro._core.VARIANT,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--suite", choices=("core", "algorithms", "scaling", "all"), default="all")
     parser.add_argument("--quick", action="store_true", help="shorter timings (a smoke run)")
     parser.add_argument("--json", help="also write the results and the machine here")
@@ -194,10 +243,12 @@ def main() -> None:
     if args.suite in ("scaling", "all"):
         results["scaling"] = scaling_suite(repeats, 10_000 if args.quick else 1_000_000)
     m = results["machine"]
-    print(f"\n{m['cpu']}, {m['cores']} cores, {m['system']}, Python {m['python']}, "
-          f"core variant {m['variant']}; "
-          f"best of {repeats} repeats, one thread, batch 1, {VOCAB}-symbol one-hot input, UORO + Adam "
-          "unless named otherwise\n")
+    print(
+        f"\n{m['cpu']}, {m['cores']} cores, {m['system']}, Python {m['python']}, "
+        f"core variant {m['variant']}; "
+        f"best of {repeats} repeats, one thread, batch 1, {VOCAB}-symbol one-hot input, "
+        "UORO + Adam unless named otherwise\n"
+    )
     if "core" in results:
         print(core_table(results["core"]) + "\n")
     if "algorithms" in results:

@@ -49,10 +49,14 @@ def cell_estimates(cell: str, n: int, **options) -> np.ndarray:
     xs, ys = sequence()
     theta = nonlinear_theta(cell)
     n_cell = frozen(cell, "rtrl")._core.n_cell_params
-    return np.stack([
-        frozen(cell, "uoro", seed=1 + i, theta=theta, **options).gradients(xs, ys)[1][-1][:n_cell]
-        for i in range(n)
-    ])
+    return np.stack(
+        [
+            frozen(cell, "uoro", seed=1 + i, theta=theta, **options).gradients(xs, ys)[1][-1][
+                :n_cell
+            ]
+            for i in range(n)
+        ]
+    )
 
 
 def exact_cell_gradients(cell: str) -> np.ndarray:
@@ -121,8 +125,13 @@ def test_influence_kernels_match_finite_differences():
     step = 1e-6
     fd_jvp = (k.forward(theta, x, s + step * v) - k.forward(theta, x, s - step * v)) / (2 * step)
     np.testing.assert_allclose(k.jvp_state(theta, x, s, v), fd_jvp, rtol=1e-8)
-    jac = np.stack([(k.forward(theta, x, s + step * e) - k.forward(theta, x, s - step * e)) / (2 * step)
-                    for e in np.eye(6)], axis=1)
+    jac = np.stack(
+        [
+            (k.forward(theta, x, s + step * e) - k.forward(theta, x, s - step * e)) / (2 * step)
+            for e in np.eye(6)
+        ],
+        axis=1,
+    )
     np.testing.assert_allclose(k.vjp_state(theta, x, s, v), v @ jac, rtol=1e-8)
     d_theta = (k.forward(theta + step, x, s) - k.forward(theta - step, x, s)) / (2 * step)
     np.testing.assert_allclose(k.vjp_params(theta, x, s, v), [v @ d_theta], rtol=1e-8)

@@ -15,8 +15,17 @@ VOCAB, HIDDEN, LENGTH = 3, 4, 12
 
 def frozen(cell: str, algorithm: str, seed: int = 0, theta=None, **options) -> uoro.Learner:
     """A float64 learner whose parameters never move (lr = 0)."""
-    learner = uoro.Learner(cell, VOCAB, HIDDEN, algorithm=algorithm, optimizer="sgd", lr=0.0,
-                           dtype="float64", seed=seed, **options)
+    learner = uoro.Learner(
+        cell,
+        VOCAB,
+        HIDDEN,
+        algorithm=algorithm,
+        optimizer="sgd",
+        lr=0.0,
+        dtype="float64",
+        seed=seed,
+        **options,
+    )
     if theta is not None:
         learner.theta = theta
     return learner
@@ -58,8 +67,17 @@ def test_rtrl_gradient_with_dense_inputs(cell):
     """Dense float inputs and a squared-error readout take the same exact path."""
     rng = np.random.default_rng(1)
     xs, ys = rng.normal(size=(6, VOCAB)), rng.normal(size=(6, 2))
-    make = lambda: uoro.Learner(cell, VOCAB, HIDDEN, 2, loss="squared_error", algorithm="rtrl",
-                                optimizer="sgd", lr=0.0, dtype="float64")  # noqa: E731
+    make = lambda: uoro.Learner(
+        cell,
+        VOCAB,
+        HIDDEN,
+        2,
+        loss="squared_error",
+        algorithm="rtrl",
+        optimizer="sgd",
+        lr=0.0,
+        dtype="float64",
+    )  # noqa: E731
     learner = make()
     theta = learner.theta
     g = learner.gradients(xs, ys)[1][-1]
@@ -82,10 +100,14 @@ def uoro_estimates(cell: str, n: int, **options) -> tuple[np.ndarray, np.ndarray
     reference = frozen(cell, "rtrl", theta=theta)
     n_cell = reference._core.n_cell_params
     exact = reference.gradients(xs, ys)[1][-1][:n_cell]
-    estimates = np.stack([
-        frozen(cell, "uoro", seed=1 + i, theta=theta, **options).gradients(xs, ys)[1][-1][:n_cell]
-        for i in range(n)
-    ])
+    estimates = np.stack(
+        [
+            frozen(cell, "uoro", seed=1 + i, theta=theta, **options).gradients(xs, ys)[1][-1][
+                :n_cell
+            ]
+            for i in range(n)
+        ]
+    )
     return estimates, exact
 
 

@@ -11,8 +11,13 @@ from hypothesis import strategies as st
 import uoro
 
 CLEAN = (ValueError, TypeError, IndexError, KeyError, uoro.DivergenceError)
-FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 numbers = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
@@ -57,11 +62,19 @@ def filled(shape: tuple[int, ...], dtype: type, fill: float) -> np.ndarray:
 def arrays(max_side: int = 7):
     dtypes = st.sampled_from([np.float32, np.float64, np.int64, np.int8, np.bool_, np.complex64])
     shapes = st.lists(st.integers(0, max_side), min_size=0, max_size=3).map(tuple)
-    return st.builds(filled, shapes, dtypes, st.floats(allow_nan=True, allow_infinity=True, width=32))
+    return st.builds(
+        filled, shapes, dtypes, st.floats(allow_nan=True, allow_infinity=True, width=32)
+    )
 
 
-samples = st.one_of(st.integers(-(2**70), 2**70), arrays(), st.floats(), st.none(), st.text(max_size=2),
-                    st.lists(st.floats(-2, 2), max_size=6))
+samples = st.one_of(
+    st.integers(-(2**70), 2**70),
+    arrays(),
+    st.floats(),
+    st.none(),
+    st.text(max_size=2),
+    st.lists(st.floats(-2, 2), max_size=6),
+)
 
 
 def assert_finite(learner: uoro.Learner) -> None:
@@ -71,7 +84,9 @@ def assert_finite(learner: uoro.Learner) -> None:
 
 
 def same_state(a: dict, b: dict) -> bool:
-    return all(np.array_equal(a[k], b[k]) if isinstance(a[k], np.ndarray) else a[k] == b[k] for k in a)
+    return all(
+        np.array_equal(a[k], b[k]) if isinstance(a[k], np.ndarray) else a[k] == b[k] for k in a
+    )
 
 
 @FUZZ
@@ -80,8 +95,11 @@ def same_state(a: dict, b: dict) -> bool:
     loss=st.sampled_from(["cross_entropy", "squared_error"]),
     algorithm=st.sampled_from([{}, {"algorithm": "tbptt", "truncation": 2}, {"memory": 2}]),
     dtype=st.sampled_from(["float32", "float64"]),
-    calls=st.lists(st.tuples(st.sampled_from(["step", "fit", "predict", "evaluate"]), samples, samples),
-                   min_size=1, max_size=6),
+    calls=st.lists(
+        st.tuples(st.sampled_from(["step", "fit", "predict", "evaluate"]), samples, samples),
+        min_size=1,
+        max_size=6,
+    ),
 )
 def test_any_inputs_are_learned_or_refused_cleanly(cell, loss, algorithm, dtype, calls):
     learner = uoro.Learner(cell, 4, 3, 2, loss=loss, dtype=dtype, lr=0.5, **algorithm)

@@ -72,8 +72,9 @@ def warmed_up_pair(optimizer: str, **options):
     the next sample and the gradient estimate that sample will produce."""
     rng = np.random.default_rng(0)
     xs, ys = rng.integers(0, 4, 6), rng.integers(0, 4, 6)
-    make = lambda: uoro.Learner("gru", 4, 6, optimizer=optimizer, dtype="float64", seed=5,
-                                **options)  # noqa: E731
+    make = lambda: uoro.Learner(
+        "gru", 4, 6, optimizer=optimizer, dtype="float64", seed=5, **options
+    )  # noqa: E731
     a, b = make(), make()
     a.gradients(xs[:5], ys[:5])
     grad = b.gradients(xs, ys)[1][-1]
@@ -95,8 +96,9 @@ def test_gradient_clipping_rescales_to_the_norm():
     assert np.linalg.norm(grad) > 1e-3
     before = learner.theta
     learner.step(*sample)
-    np.testing.assert_allclose(learner.theta - before, -1e-3 * grad / np.linalg.norm(grad),
-                               rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(
+        learner.theta - before, -1e-3 * grad / np.linalg.norm(grad), rtol=1e-9, atol=1e-15
+    )
 
 
 def test_adam_first_and_second_updates():
@@ -125,7 +127,8 @@ def test_rtrl_learner_with_adam_follows_numpy_adam():
         v = 0.999 * v + 0.001 * g**2
         lr = 0.05 / (1 + 0.3 * np.sqrt(t))
         theta = theta - lr * (m / (1 - 0.9 ** (t + 1))) / (
-            np.sqrt(v) / np.sqrt(1 - 0.999 ** (t + 1)) + 1e-8)
+            np.sqrt(v) / np.sqrt(1 - 0.999 ** (t + 1)) + 1e-8
+        )
         learner.step(int(xs[t]), int(ys[t]))
         np.testing.assert_allclose(learner.theta, theta, rtol=1e-10, atol=1e-14)
 
@@ -171,8 +174,13 @@ def test_parameters_round_trip_and_layout():
     learner = uoro.Learner("gru", 4, 8, 5)
     params = learner.parameters()
     assert {k: v.shape for k, v in params.items()} == {
-        "weight_ih": (24, 4), "bias_ih": (24,), "weight_hh": (24, 8), "bias_hh": (24,),
-        "readout.weight": (5, 8), "readout.bias": (5,)}
+        "weight_ih": (24, 4),
+        "bias_ih": (24,),
+        "weight_hh": (24, 8),
+        "bias_hh": (24,),
+        "readout.weight": (5, 8),
+        "readout.bias": (5,),
+    }
     assert sum(v.size for v in params.values()) == learner.n_params
     bound = 1 / np.sqrt(8)  # PyTorch's default init
     assert np.abs(learner.theta).max() <= bound
@@ -181,13 +189,20 @@ def test_parameters_round_trip_and_layout():
     np.testing.assert_array_equal(other.theta, learner.theta)
     rnn = uoro.Learner("rnn", 4, 8).parameters()
     assert {k: v.shape for k, v in rnn.items()} == {
-        "weight_ih": (8, 4), "weight_hh": (8, 8), "bias": (8,),
-        "readout.weight": (4, 8), "readout.bias": (4,)}
+        "weight_ih": (8, 4),
+        "weight_hh": (8, 8),
+        "bias": (8,),
+        "readout.weight": (4, 8),
+        "readout.bias": (4,),
+    }
 
 
 def test_repr_config_and_clone():
     learner = uoro.Learner("lstm", 4, 8, lr=0.01, seed=3)
-    assert repr(learner) == "Learner(cell='lstm', input_size=4, hidden_size=8, output_size=4, lr=0.01, seed=3)"
+    assert (
+        repr(learner)
+        == "Learner(cell='lstm', input_size=4, hidden_size=8, output_size=4, lr=0.01, seed=3)"
+    )
     clone = learner.clone()
     assert clone.config == learner.config
     np.testing.assert_array_equal(clone.theta, learner.theta)
@@ -196,7 +211,11 @@ def test_repr_config_and_clone():
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        ({"cell": "transformer"}, ValueError, "cell must be one of 'rnn', 'gru', 'lstm', 'influence'; got 'transformer'"),
+        (
+            {"cell": "transformer"},
+            ValueError,
+            "cell must be one of 'rnn', 'gru', 'lstm', 'influence'; got 'transformer'",
+        ),
         ({"hidden_size": 0}, ValueError, "hidden_size must be an integer >= 1; got 0"),
         ({"algorithm": "bptt"}, ValueError, "algorithm must be one of"),
         ({"lr": -1}, ValueError, "lr must be a finite number >= 0; got -1"),

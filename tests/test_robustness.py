@@ -42,8 +42,9 @@ def assert_same_state(a: dict, b: dict) -> None:
 
 
 def diverging_influence(policy: str) -> uoro.Learner:
-    return influence.learner(theta=0.0, algorithm="rtrl", lr=1e6, lr_decay=0.0,
-                             on_divergence=policy)
+    return influence.learner(
+        theta=0.0, algorithm="rtrl", lr=1e6, lr_decay=0.0, on_divergence=policy
+    )
 
 
 def test_divergence_raises_and_leaves_the_learner_as_it_was():
@@ -132,8 +133,17 @@ def test_checkpoint_resumes_bit_exactly(cell, options, tmp_path):
 def test_checkpoint_float64_dense_squared_error(tmp_path):
     rng = np.random.default_rng(0)
     xs, ys = rng.normal(size=(50, 2)), rng.normal(size=(50, 1))
-    make = lambda: uoro.Learner("rnn", 2, 5, 1, loss="squared_error", dtype="float64",  # noqa: E731
-                                optimizer="sgd", lr=1e-2, clip_norm=1.0)
+    make = lambda: uoro.Learner(
+        "rnn",
+        2,
+        5,
+        1,
+        loss="squared_error",
+        dtype="float64",  # noqa: E731
+        optimizer="sgd",
+        lr=1e-2,
+        clip_norm=1.0,
+    )
     straight, first = make(), make()
     straight.fit(xs, ys)
     first.fit(xs[:20], ys[:20])
@@ -191,8 +201,11 @@ def test_learners_train_in_parallel_threads_with_speedup():
         sequential_times.append(time.perf_counter() - start)
 
         learners, results = [make(0), make(1)], {}
-        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, learners[i].fit(xs, ys)))
-                   for i in range(2)]
+
+        def train(i: int, learners=learners, results=results) -> None:
+            results[i] = learners[i].fit(xs, ys)
+
+        threads = [threading.Thread(target=train, args=(i,)) for i in range(2)]
         start = time.perf_counter()
         for thread in threads:
             thread.start()

@@ -23,8 +23,9 @@ print(json.dumps({"variant": uoro._core.VARIANT, "losses": losses.tolist()}))
 
 def run(cpu: str) -> dict:
     env = {**os.environ, "UORO_CPU": cpu}
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True
+    ).stdout
     return json.loads(out)
 
 

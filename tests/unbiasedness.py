@@ -27,7 +27,9 @@ def noise_ratios(estimates: np.ndarray, reference: np.ndarray, splits=(16, 4, 1)
 def projection_z(estimates: np.ndarray, reference: np.ndarray) -> float:
     direction = reference / np.linalg.norm(reference)
     along = estimates @ direction
-    return float((along.mean() - np.linalg.norm(reference)) / (along.std(ddof=1) / np.sqrt(along.size)))
+    return float(
+        (along.mean() - np.linalg.norm(reference)) / (along.std(ddof=1) / np.sqrt(along.size))
+    )
 
 
 def assert_unbiased(estimates: np.ndarray, reference: np.ndarray) -> None:

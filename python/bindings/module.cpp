@@ -40,12 +40,11 @@ Array<S> exact_array(py::handle obj, const char* name) {
     std::string given = py::isinstance<py::array>(obj)
                             ? std::string(py::str(obj.attr("dtype"))) + " array"
                             : std::string(py::str(py::type::of(obj).attr("__name__")));
-    throw py::type_error(std::string(name) + " must be a numpy array of dtype " + dtype_name<S>() +
-                         ", got " + given);
+    throw py::type_error(std::string(name) + " must be a numpy array of dtype " + dtype_name<S>() + ", got " +
+                         given);
   }
   auto a = py::reinterpret_borrow<py::array>(obj);
-  if (!(a.flags() & py::array::c_style))
-    throw py::value_error(std::string(name) + " must be C-contiguous");
+  if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + " must be C-contiguous");
   return py::reinterpret_borrow<Array<S>>(obj);
 }
 
@@ -53,8 +52,8 @@ template <class S>
 const S* finite_vector(py::handle obj, Index size, const char* name) {
   auto a = exact_array<S>(obj, name);
   if (a.ndim() != 1 || a.shape(0) != size)
-    throw py::value_error(std::string(name) + " must have shape (" + std::to_string(size) +
-                          ",), got " + shape_of(a));
+    throw py::value_error(std::string(name) + " must have shape (" + std::to_string(size) + ",), got " +
+                          shape_of(a));
   const S* p = a.data();
   if (!Eigen::Map<const uoro::Vec<S>>(p, size).allFinite())
     throw py::value_error(std::string(name) + " contains NaN or inf");
@@ -100,22 +99,24 @@ Column<S> column(py::handle obj, Index width, bool tokens_allowed, bool dense_al
   if (tokens_allowed && py::isinstance<py::array_t<std::int64_t>>(obj) &&
       py::reinterpret_borrow<py::array>(obj).dtype().is(py::dtype::of<std::int64_t>())) {
     auto a = py::reinterpret_borrow<py::array_t<std::int64_t, py::array::c_style>>(obj);
-    if (a.ndim() != 1) throw py::value_error(std::string(name) + " of tokens must be 1-D, got shape " + shape_of(a));
+    if (a.ndim() != 1)
+      throw py::value_error(std::string(name) + " of tokens must be 1-D, got shape " + shape_of(a));
     if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + " must be C-contiguous");
     col.tokens = a.data();
     col.length = a.shape(0);
     for (Index t = 0; t < col.length; ++t)
       if (col.tokens[t] < 0 || col.tokens[t] >= width)
-        throw py::index_error(std::string(name) + "[" + std::to_string(t) + "] = " + std::to_string(col.tokens[t]) +
-                              " is out of range [0, " + std::to_string(width) + ")");
+        throw py::index_error(std::string(name) + "[" + std::to_string(t) +
+                              "] = " + std::to_string(col.tokens[t]) + " is out of range [0, " +
+                              std::to_string(width) + ")");
     col.keep = a;
     return col;
   }
-  if (!dense_allowed)
-    throw py::type_error(std::string(name) + " must be an int64 array of class indices");
+  if (!dense_allowed) throw py::type_error(std::string(name) + " must be an int64 array of class indices");
   auto a = exact_array<S>(obj, name);
   if (a.ndim() != 2 || a.shape(1) != width)
-    throw py::value_error(std::string(name) + " must have shape (T, " + std::to_string(width) + "), got " + shape_of(a));
+    throw py::value_error(std::string(name) + " must have shape (T, " + std::to_string(width) + "), got " +
+                          shape_of(a));
   col.values = a.data();
   col.length = a.shape(0);
   const auto all = Eigen::Map<const uoro::Vec<S>>(col.values, col.length * width);
@@ -240,7 +241,8 @@ void from_numpy(uoro::Mat<S>& m, py::handle obj, const char* name) {
 
 py::list block_list(const uoro::Block* blocks, int count) {
   py::list out;
-  for (int k = 0; k < count; ++k) out.append(py::make_tuple(blocks[k].offset, blocks[k].rows, blocks[k].cols));
+  for (int k = 0; k < count; ++k)
+    out.append(py::make_tuple(blocks[k].offset, blocks[k].rows, blocks[k].cols));
   return out;
 }
 
@@ -265,7 +267,7 @@ void state_property(py::class_<P>& cls, const char* name, Get get, Set set) {
 template <class S, class Cell>
 void bind_learner(py::module_& m, const std::string& name) {
   using P = PyLearner<S, Cell>;
-  py::class_<P> cls(m, name.c_str());
+  py::class_<P> cls(m, name.c_str(), py::module_local());
   cls.def(py::init<const uoro::LearnerConfig&>())
       .def_property_readonly("n_params", [](P& p) { return p.core.n_params(); })
       .def_property_readonly("n_cell_params", [](P& p) { return p.core.n_cell_params(); })
@@ -299,7 +301,8 @@ void bind_learner(py::module_& m, const std::string& name) {
       .def("evaluate",
            [](P& p, py::handle xs, py::handle ys) {
              return p.run_chunk(
-                 xs, ys, [&](Index, const uoro::Sample<S>& s) { return p.core.forward_only(s, /*advance=*/true); },
+                 xs, ys,
+                 [&](Index, const uoro::Sample<S>& s) { return p.core.forward_only(s, /*advance=*/true); },
                  /*keep_state=*/true);
            })
       .def("predict",
@@ -309,11 +312,10 @@ void bind_learner(py::module_& m, const std::string& name) {
              p.core.forward_only(s, /*advance=*/false);
              return to_numpy(p.core.prediction());
            })
-      .def("reset_state",
-           [](P& p) {
-             BusyGuard guard(p.busy);
-             p.core.reset_state();
-           });
+      .def("reset_state", [](P& p) {
+        BusyGuard guard(p.busy);
+        p.core.reset_state();
+      });
   state_property(cls, "prediction", [](P& p) { return to_numpy(p.core.prediction()); }, nullptr);
   state_property(cls, "learning_rate", [](P& p) { return p.core.optimizer().learning_rate(); }, nullptr);
   state_property(
@@ -377,8 +379,9 @@ void bind_kernels(py::module_& m, const std::string& name) {
       Cell::input(cache, cell.input_size()) =
           Eigen::Map<const uoro::Vec<S>>(finite_vector<S>(x, cell.input_size(), "x"), cell.input_size());
       s_next.resize(cell.state_size());
-      cell.forward(th, Eigen::Map<const uoro::Vec<S>>(finite_vector<S>(s, cell.state_size(), "s"), cell.state_size()),
-                   cache, s_next);
+      cell.forward(
+          th, Eigen::Map<const uoro::Vec<S>>(finite_vector<S>(s, cell.state_size(), "s"), cell.state_size()),
+          cache, s_next);
     }
   };
   using K = Kernels;
@@ -386,7 +389,7 @@ void bind_kernels(py::module_& m, const std::string& name) {
   auto vec = [](py::handle a, Index n, const char* name) {
     return Eigen::Map<const V>(finite_vector<S>(a, n, name), n);
   };
-  py::class_<K>(m, name.c_str())
+  py::class_<K>(m, name.c_str(), py::module_local())
       .def(py::init<Index, Index>())
       .def_property_readonly("n_params", [](K& k) { return k.cell.param_size(); })
       .def_property_readonly("state_size", [](K& k) { return k.cell.state_size(); })
@@ -401,8 +404,7 @@ void bind_kernels(py::module_& m, const std::string& name) {
            [vec](K& k, py::handle theta, py::handle x, py::handle s, py::handle s_tilde) {
              V next, out(k.cell.state_size());
              k.run(theta, x, s, next);
-             k.cell.jvp_state(k.theta, k.cache, vec(s_tilde, k.cell.state_size(), "s_tilde"),
-                              out);
+             k.cell.jvp_state(k.theta, k.cache, vec(s_tilde, k.cell.state_size(), "s_tilde"), out);
              return to_numpy(out);
            })
       .def("vjp_state",
@@ -480,23 +482,23 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
 PYBIND11_MODULE(UORO_MODULE_NAME, m) {
   m.doc() = "uoro's compiled core (use the `uoro` package, not this module)";
 
-  py::enum_<uoro::Loss>(m, "Loss")
+  py::enum_<uoro::Loss>(m, "Loss", py::module_local())
       .value("cross_entropy", uoro::Loss::CrossEntropy)
       .value("squared_error", uoro::Loss::SquaredError);
-  py::enum_<uoro::Algorithm>(m, "Algorithm")
+  py::enum_<uoro::Algorithm>(m, "Algorithm", py::module_local())
       .value("uoro", uoro::Algorithm::Uoro)
       .value("rtrl", uoro::Algorithm::Rtrl)
       .value("tbptt", uoro::Algorithm::Tbptt)
       .value("tbptt_chunk", uoro::Algorithm::TbpttChunk);
-  py::register_exception<uoro::Divergence>(m, "DivergenceError", PyExc_ArithmeticError);
-  py::enum_<uoro::DivergencePolicy>(m, "DivergencePolicy")
+  py::register_local_exception<uoro::Divergence>(m, "DivergenceError", PyExc_ArithmeticError);
+  py::enum_<uoro::DivergencePolicy>(m, "DivergencePolicy", py::module_local())
       .value("raise", uoro::DivergencePolicy::Raise)
       .value("skip", uoro::DivergencePolicy::Skip);
-  py::enum_<uoro::OptimizerKind>(m, "Optimizer")
+  py::enum_<uoro::OptimizerKind>(m, "Optimizer", py::module_local())
       .value("sgd", uoro::OptimizerKind::Sgd)
       .value("adam", uoro::OptimizerKind::Adam);
 
-  py::class_<uoro::OptimizerConfig>(m, "OptimizerConfig")
+  py::class_<uoro::OptimizerConfig>(m, "OptimizerConfig", py::module_local())
       .def(py::init<>())
       .def_readwrite("kind", &uoro::OptimizerConfig::kind)
       .def_readwrite("lr", &uoro::OptimizerConfig::lr)
@@ -506,7 +508,7 @@ PYBIND11_MODULE(UORO_MODULE_NAME, m) {
       .def_readwrite("eps", &uoro::OptimizerConfig::eps)
       .def_readwrite("clip_norm", &uoro::OptimizerConfig::clip_norm);
 
-  py::class_<uoro::LearnerConfig>(m, "LearnerConfig")
+  py::class_<uoro::LearnerConfig>(m, "LearnerConfig", py::module_local())
       .def(py::init<>())
       .def_readwrite("input_size", &uoro::LearnerConfig::input_size)
       .def_readwrite("hidden_size", &uoro::LearnerConfig::hidden_size)

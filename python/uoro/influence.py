@@ -23,24 +23,45 @@ def signs(n: int = 23, n_minus: int = 13) -> np.ndarray:
     return np.concatenate([np.ones(n - n_minus), -np.ones(n_minus)])
 
 
-def learner(n: int = 23, n_minus: int = 13, theta: float = 0.0, *, algorithm: str = "uoro",
-            lr: float = 1e-3, lr_decay: float = 1.0, dtype: str = "float64",
-            **options: Any) -> Learner:
+def learner(
+    n: int = 23,
+    n_minus: int = 13,
+    theta: float = 0.0,
+    *,
+    algorithm: str = "uoro",
+    lr: float = 1e-3,
+    lr_decay: float = 1.0,
+    dtype: str = "float64",
+    **options: Any,
+) -> Learner:
     """A learner of the influence-balancing task: one scalar parameter θ (starting at
     ``theta``), a fixed readout of unit 1, squared error, SGD with the paper's schedule
     ``η_t = η / (1 + √t)`` (``lr_decay=1``)."""
-    model = Learner("influence", n, n, 1, loss="squared_error", algorithm=algorithm,
-                    optimizer="sgd", lr=lr, lr_decay=lr_decay, train_readout=False,
-                    dtype=dtype, **options)
+    model = Learner(
+        "influence",
+        n,
+        n,
+        1,
+        loss="squared_error",
+        algorithm=algorithm,
+        optimizer="sgd",
+        lr=lr,
+        lr_decay=lr_decay,
+        train_readout=False,
+        dtype=dtype,
+        **options,
+    )
     readout = np.zeros((1, n))
     readout[0, 0] = 1.0
-    model.set_parameters({"theta": np.array([theta]), "readout.weight": readout,
-                          "readout.bias": np.zeros(1)})
+    model.set_parameters(
+        {"theta": np.array([theta]), "readout.weight": readout, "readout.bias": np.zeros(1)}
+    )
     return model
 
 
-def stream(steps: int, n: int = 23, n_minus: int = 13,
-           dtype: str = "float64") -> tuple[np.ndarray, np.ndarray]:
+def stream(
+    steps: int, n: int = 23, n_minus: int = 13, dtype: str = "float64"
+) -> tuple[np.ndarray, np.ndarray]:
     """``steps`` samples of the task: the constant input and the target 1."""
     xs = np.tile(signs(n, n_minus), (steps, 1)).astype(dtype)
     return xs, np.ones((steps, 1), dtype=dtype)

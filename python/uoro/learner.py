@@ -138,7 +138,9 @@ class Learner:
             optimizer=_choice("optimizer", optimizer, OPTIMIZERS),
             lr=_non_negative("lr", lr),
             lr_decay=_non_negative("lr_decay", lr_decay),
-            clip_norm=None if clip_norm is None else _non_negative("clip_norm", clip_norm, strict=True),
+            clip_norm=None
+            if clip_norm is None
+            else _non_negative("clip_norm", clip_norm, strict=True),
             beta1=_non_negative("beta1", beta1),
             beta2=_non_negative("beta2", beta2),
             adam_eps=_non_negative("adam_eps", adam_eps, strict=True),
@@ -160,8 +162,10 @@ class Learner:
             if algo != "uoro" and self._options[name] != 1:
                 raise ValueError(f"{name} applies to algorithm 'uoro', not {algo!r}")
         if cell == "influence" and self._options["input_size"] != self._options["hidden_size"]:
-            raise ValueError("cell 'influence' needs input_size == hidden_size; got "
-                             f"{input_size} and {hidden_size}")
+            raise ValueError(
+                "cell 'influence' needs input_size == hidden_size; got "
+                f"{input_size} and {hidden_size}"
+            )
         if not 0 <= self._options["seed"] < 2**64:
             raise ValueError(f"seed must be in [0, 2**64); got {seed!r}")
         self._core = _make_core(self._options)
@@ -281,8 +285,11 @@ class Learner:
         named = {}
         for name, (offset, rows, cols), columns in self._layout():
             matrix = theta[offset : offset + rows * cols].reshape(cols, rows).T
-            named[name] = np.ascontiguousarray(matrix[:, columns].squeeze(axis=1) if
-                                               isinstance(columns, list) else matrix[:, columns])
+            named[name] = np.ascontiguousarray(
+                matrix[:, columns].squeeze(axis=1)
+                if isinstance(columns, list)
+                else matrix[:, columns]
+            )
         return named
 
     def set_parameters(self, params: dict[str, Any]) -> None:
@@ -293,14 +300,15 @@ class Learner:
         missing = sorted(set(current) - set(params))
         unknown = sorted(set(params) - set(current))
         if missing or unknown:
-            raise KeyError(f"parameters must be exactly {sorted(current)}; "
-                           f"missing {missing}, unknown {unknown}")
+            raise KeyError(
+                f"parameters must be exactly {sorted(current)}; "
+                f"missing {missing}, unknown {unknown}"
+            )
         theta = self.theta
         for name, (offset, rows, cols), columns in self._layout():
             value = np.asarray(params[name], dtype=self.dtype)
             if value.shape != current[name].shape:
-                raise ValueError(f"{name} must have shape {current[name].shape}; "
-                                 f"got {value.shape}")
+                raise ValueError(f"{name} must have shape {current[name].shape}; got {value.shape}")
             matrix = theta[offset : offset + rows * cols].reshape(cols, rows).T
             if isinstance(columns, list):
                 matrix[:, columns[0]] = value
@@ -331,15 +339,22 @@ class Learner:
         checked before anything is written: a mismatch raises and changes nothing."""
         version = state.get("format_version")
         if version != FORMAT_VERSION:
-            raise ValueError(f"unsupported checkpoint format_version {version!r}; "
-                             f"this version of uoro reads {FORMAT_VERSION}")
+            raise ValueError(
+                f"unsupported checkpoint format_version {version!r}; "
+                f"this version of uoro reads {FORMAT_VERSION}"
+            )
         config = dict(state.get("config", {}))
         # The seed only chose the initial θ and the random stream, both restored below.
-        differing = sorted(k for k in set(config) | set(self._options)
-                           if k != "seed" and config.get(k) != self._options.get(k))
+        differing = sorted(
+            k
+            for k in set(config) | set(self._options)
+            if k != "seed" and config.get(k) != self._options.get(k)
+        )
         if differing:
-            raise ValueError(f"checkpoint configuration differs from this learner's in "
-                             f"{differing}; build the learner with Learner.from_state_dict")
+            raise ValueError(
+                f"checkpoint configuration differs from this learner's in "
+                f"{differing}; build the learner with Learner.from_state_dict"
+            )
         current = self.state_dict()
         checked = {}
         for name in (*_ARRAY_STATE, "rng_state", "window_counters"):
@@ -348,8 +363,10 @@ class Learner:
             value = np.asarray(state[name])
             expected = current[name]
             if value.dtype != expected.dtype or value.shape != expected.shape:
-                raise ValueError(f"checkpoint {name!r} must be {expected.dtype} of shape "
-                                 f"{expected.shape}; got {value.dtype} of shape {value.shape}")
+                raise ValueError(
+                    f"checkpoint {name!r} must be {expected.dtype} of shape "
+                    f"{expected.shape}; got {value.dtype} of shape {value.shape}"
+                )
             if value.dtype.kind == "f" and not np.isfinite(value).all():
                 raise ValueError(f"checkpoint {name!r} contains NaN or inf")
             checked[name] = np.ascontiguousarray(value)
@@ -363,8 +380,10 @@ class Learner:
         window = len(checked["window"])
         head, count, pending = (int(c) for c in checked["window_counters"])
         if not (0 <= count <= window and 0 <= pending <= window and 0 <= head < max(window, 1)):
-            raise ValueError(f"checkpoint 'window_counters' {checked['window_counters']} out of "
-                             f"range for a window of {window}")
+            raise ValueError(
+                f"checkpoint 'window_counters' {checked['window_counters']} out of "
+                f"range for a window of {window}"
+            )
         core = self._core
         for name in _ARRAY_STATE:
             setattr(core, name, checked[name])
@@ -411,9 +430,12 @@ class Learner:
 
     def __repr__(self) -> str:
         defaults = Learner.__init__.__kwdefaults__ or {}
-        shown = [f"{k}={v!r}" for k, v in self._options.items()
-                 if k in ("cell", "input_size", "hidden_size", "output_size")
-                 or defaults.get(k, object()) != v]
+        shown = [
+            f"{k}={v!r}"
+            for k, v in self._options.items()
+            if k in ("cell", "input_size", "hidden_size", "output_size")
+            or defaults.get(k, object()) != v
+        ]
         return f"Learner({', '.join(shown)})"
 
     # ---- helpers
@@ -462,8 +484,17 @@ class Learner:
 
 
 # The learner's array-valued state, by the core's attribute names.
-_ARRAY_STATE = ("theta", "state", "s_tilde", "theta_tilde", "theta_tilde_norm2", "jacobian",
-                "adam_m", "adam_v", "window")
+_ARRAY_STATE = (
+    "theta",
+    "state",
+    "s_tilde",
+    "theta_tilde",
+    "theta_tilde_norm2",
+    "jacobian",
+    "adam_m",
+    "adam_v",
+    "window",
+)
 
 
 def load(path: str | os.PathLike[str]) -> Learner:
@@ -472,8 +503,9 @@ def load(path: str | os.PathLike[str]) -> Learner:
     with np.load(path, allow_pickle=False) as data:
         missing = {"format_version", "config"} - set(data.files)
         if missing:
-            raise ValueError(f"{os.fspath(path)!r} is not a uoro checkpoint: it lacks "
-                             f"{sorted(missing)}")
+            raise ValueError(
+                f"{os.fspath(path)!r} is not a uoro checkpoint: it lacks {sorted(missing)}"
+            )
         state: dict[str, Any] = {k: data[k] for k in data.files}
     state["format_version"] = int(state["format_version"])
     state["config"] = json.loads(str(state["config"]))

@@ -84,10 +84,14 @@ void kernels_match_finite_differences(const char* name) {
 
 static const char* algorithm_name(Algorithm a) {
   switch (a) {
-    case Algorithm::Uoro: return "uoro";
-    case Algorithm::Rtrl: return "rtrl";
-    case Algorithm::Tbptt: return "tbptt";
-    default: return "tbptt_chunk";
+    case Algorithm::Uoro:
+      return "uoro";
+    case Algorithm::Rtrl:
+      return "rtrl";
+    case Algorithm::Tbptt:
+      return "tbptt";
+    default:
+      return "tbptt_chunk";
   }
 }
 
@@ -124,8 +128,9 @@ void steps_do_not_allocate(const char* name, LearnerConfig config, Index hidden)
   check(allocations == 0, std::string(name) + "-" + std::to_string(hidden) + " " +
                               algorithm_name(config.algorithm) + " rank " + std::to_string(config.rank) +
                               " memory " + std::to_string(config.memory) + " truncation " +
-                              std::to_string(config.truncation) + (config.optimizer.kind == OptimizerKind::Adam ? " adam" : " sgd") +
-                              ": " + std::to_string(allocations) + " allocations in 200 steps");
+                              std::to_string(config.truncation) +
+                              (config.optimizer.kind == OptimizerKind::Adam ? " adam" : " sgd") + ": " +
+                              std::to_string(allocations) + " allocations in 200 steps");
 #else
   run(200);
   check(learner.theta().allFinite(), std::string(name) + " steps run clean");

@@ -1,4 +1,5 @@
-"""Builds and runs the C++ core checks (core_checks.cpp) with the system compiler.
+"""Builds and runs the C++ core checks (core_checks.cpp) with the system compiler, with
+warnings as errors (-Wall -Wextra -Wpedantic -Werror).
 
     python tests/cpp/run_core_checks.py             # optimized build, counts allocations
     python tests/cpp/run_core_checks.py --sanitize  # AddressSanitizer + UBSan build
@@ -25,11 +26,15 @@ ROOT = HERE.parents[1]
 def eigen_include() -> Path:
     candidates = [os.environ.get("EIGEN3_INCLUDE_DIR", "")]
     for key in ("purelib", "platlib"):
-        candidates.append(str(Path(sysconfig.get_paths()[key]) / "cmeel.prefix" / "include" / "eigen3"))
+        candidates.append(
+            str(Path(sysconfig.get_paths()[key]) / "cmeel.prefix" / "include" / "eigen3")
+        )
     for candidate in candidates:
         if candidate and (Path(candidate) / "Eigen" / "Core").is_file():
             return Path(candidate)
-    raise FileNotFoundError("Eigen headers not found: pip install cmeel-eigen, or set EIGEN3_INCLUDE_DIR")
+    raise FileNotFoundError(
+        "Eigen headers not found: pip install cmeel-eigen, or set EIGEN3_INCLUDE_DIR"
+    )
 
 
 def compiler() -> str:
@@ -42,19 +47,38 @@ def compiler() -> str:
 def build_and_run(sanitize: bool = False) -> subprocess.CompletedProcess[str]:
     with tempfile.TemporaryDirectory() as tmp:
         binary = Path(tmp) / "core_checks"
-        flags = ["-std=c++17", "-I", str(ROOT / "cpp" / "include"), "-I", str(eigen_include())]
+        flags = [
+            "-std=c++17",
+            "-I",
+            str(ROOT / "cpp" / "include"),
+            "-isystem",
+            str(eigen_include()),
+            "-Wall",
+            "-Wextra",
+            "-Wpedantic",
+            "-Werror",
+        ]
         if sanitize:
-            flags += ["-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
-                      "-fno-sanitize-recover=all", "-DUORO_SANITIZE"]
+            flags += [
+                "-O1",
+                "-g",
+                "-fsanitize=address,undefined",
+                "-fno-omit-frame-pointer",
+                "-fno-sanitize-recover=all",
+                "-DUORO_SANITIZE",
+            ]
         else:
             flags += ["-O1", "-DNDEBUG"]
-        subprocess.run([compiler(), *flags, str(HERE / "core_checks.cpp"), "-o", str(binary)],
-                       check=True)
+        subprocess.run(
+            [compiler(), *flags, str(HERE / "core_checks.cpp"), "-o", str(binary)], check=True
+        )
         return subprocess.run([str(binary)], capture_output=True, text=True)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sanitize", action="store_true", help="AddressSanitizer + UBSan build")
     result = build_and_run(parser.parse_args().sanitize)
     sys.stdout.write(result.stdout)

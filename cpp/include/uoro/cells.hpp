@@ -29,11 +29,12 @@ class RnnCell {
   struct Cache {
     std::array<Vec<S>, kBlocks> v;  // [x; tanh(s); 1]            (I + n + 1)
     Vec<S> dtanh;                   // 1 - tanh(s)^2               (n)
-    std::array<Vec<S>*, 2> fields() { return {&v[0], &dtanh}; }  // for checkpoints
+
+    // Every member, for checkpoints of the windowed algorithms.
+    std::array<Vec<S>*, 2> fields() { return {&v[0], &dtanh}; }
   };
 
-  RnnCell(Index input_size, Index hidden_size)
-      : in_(input_size), n_(hidden_size), scratch_(hidden_size) {
+  RnnCell(Index input_size, Index hidden_size) : in_(input_size), n_(hidden_size), scratch_(hidden_size) {
     blocks_[0] = {0, n_, in_ + n_ + 1};
   }
 
@@ -74,9 +75,7 @@ class RnnCell {
   }
 
   // cᵀ ∂F/∂θ = c ⊗ v: the single block's cotangent factor is c itself.
-  void param_cotangents(const Cache&, ConstVecRef<S> c, std::array<Vec<S>, kBlocks>& u) const {
-    u[0] = c;
-  }
+  void param_cotangents(const Cache&, ConstVecRef<S> c, std::array<Vec<S>, kBlocks>& u) const { u[0] = c; }
 
   // The readout sees tanh(s') and sends its cotangent back through tanh.
   void hidden(ConstVecRef<S> s_next, VecRef<S> h) const { h = s_next.array().tanh().matrix(); }
@@ -85,9 +84,7 @@ class RnnCell {
   }
 
  private:
-  auto recurrent_weights(const S* theta) const {
-    return block_matrix(theta, blocks_[0]).middleCols(in_, n_);
-  }
+  auto recurrent_weights(const S* theta) const { return block_matrix(theta, blocks_[0]).middleCols(in_, n_); }
 
   Index in_, n_;
   std::array<Block, kBlocks> blocks_;
@@ -183,9 +180,7 @@ class GruCell {
     u.segment(n_, n_) = (c.array() * (h - n) * z * (S(1) - z)).matrix();
     u.tail(n_) = (dn * r).matrix();
   }
-  auto hidden_weights(const S* theta) const {
-    return block_matrix(theta, blocks_[1]).leftCols(n_);
-  }
+  auto hidden_weights(const S* theta) const { return block_matrix(theta, blocks_[1]).leftCols(n_); }
 
   Index in_, n_;
   std::array<Block, kBlocks> blocks_;
@@ -209,8 +204,7 @@ class LstmCell {
     std::array<Vec<S>*, 5> fields() { return {&v[0], &v[1], &gates, &c, &tanh_c}; }
   };
 
-  LstmCell(Index input_size, Index hidden_size)
-      : in_(input_size), n_(hidden_size), a_(4 * n_), dc_(n_) {
+  LstmCell(Index input_size, Index hidden_size) : in_(input_size), n_(hidden_size), a_(4 * n_), dc_(n_) {
     blocks_[0] = {0, 4 * n_, in_ + 1};
     blocks_[1] = {blocks_[0].size(), 4 * n_, n_ + 1};
   }
@@ -297,9 +291,7 @@ class LstmCell {
     da.segment(2 * n_, n_) = (dc * i * (S(1) - gg.square())).matrix();
     da.tail(n_) = (dh * tc * o * (S(1) - o)).matrix();
   }
-  auto hidden_weights(const S* theta) const {
-    return block_matrix(theta, blocks_[1]).leftCols(n_);
-  }
+  auto hidden_weights(const S* theta) const { return block_matrix(theta, blocks_[1]).leftCols(n_); }
 
   Index in_, n_;
   std::array<Block, kBlocks> blocks_;

@@ -2,7 +2,6 @@
 #pragma once
 
 #include <Eigen/Core>
-
 #include <array>
 #include <cstdint>
 #include <stdexcept>

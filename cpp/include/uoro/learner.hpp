@@ -120,8 +120,7 @@ class Learner {
       jac_ = jac_next_ = Mat<S>::Zero(n_state, n_cell);
       dfds_ = Mat<S>::Zero(n_state, n_state);
       unit_ = Vec<S>::Zero(n_state);
-      for (Index k = 0; k < Cell::kBlocks; ++k)
-        u_unit_[k] = Mat<S>::Zero(cell_.blocks()[k].rows, n_state);
+      for (Index k = 0; k < Cell::kBlocks; ++k) u_unit_[k] = Mat<S>::Zero(cell_.blocks()[k].rows, n_state);
     }
   }
 
@@ -297,8 +296,8 @@ class Learner {
       ++skipped_;
       return loss;
     }
-    throw Divergence(std::string("non-finite or exploding ") + what +
-                     " (loss " + std::to_string(double(loss)) +
+    throw Divergence(std::string("non-finite or exploding ") + what + " (loss " +
+                     std::to_string(double(loss)) +
                      "); the step was refused and the learner left as it was. A smaller learning "
                      "rate or clip_norm usually helps");
   }
@@ -489,7 +488,8 @@ class Learner {
       delta_ = c_;
       backprop_window(window_count_, /*losses=*/false, grad_.data());
     } else {
-      for (Index i = 0; i < len; ++i) add_readout_gradient(window_step(i).d_out, window_step(i).readout_v, grad_.data());
+      for (Index i = 0; i < len; ++i)
+        add_readout_gradient(window_step(i).d_out, window_step(i).readout_v, grad_.data());
       delta_.setZero();
       backprop_window(len, /*losses=*/true, grad_.data());
     }
