@@ -274,12 +274,14 @@ void bind_learner(py::module_& m, const std::string& name) {
       .def_property_readonly("state_size", [](P& p) { return p.core.state_size(); })
       .def_property_readonly("cell_blocks",
                              [](P& p) { return block_list(p.core.cell().blocks().data(), Cell::kBlocks); })
-      .def("step",
-           [](P& p, py::handle x, py::handle y) {
-             const auto s = p.sample(x, y);
-             BusyGuard guard(p.busy);
-             return double(p.core.step(s));
-           })
+      .def(
+          "step",
+          [](P& p, py::handle x, py::handle y) {
+            const auto s = p.sample(x, y);
+            BusyGuard guard(p.busy);
+            return double(p.core.step(s));
+          },
+          py::arg("x"), py::arg("y"))
       .def("fit",
            [](P& p, py::handle xs, py::handle ys) {
              return p.run_chunk(xs, ys, [&](Index, const uoro::Sample<S>& s) { return p.core.step(s); });
@@ -492,7 +494,7 @@ PYBIND11_MODULE(UORO_MODULE_NAME, m) {
       .value("tbptt_chunk", uoro::Algorithm::TbpttChunk);
   py::register_local_exception<uoro::Divergence>(m, "DivergenceError", PyExc_ArithmeticError);
   py::enum_<uoro::DivergencePolicy>(m, "DivergencePolicy", py::module_local())
-      .value("raise", uoro::DivergencePolicy::Raise)
+      .value("raise_error", uoro::DivergencePolicy::Raise)
       .value("skip", uoro::DivergencePolicy::Skip);
   py::enum_<uoro::OptimizerKind>(m, "Optimizer", py::module_local())
       .value("sgd", uoro::OptimizerKind::Sgd)

@@ -548,7 +548,11 @@ def _make_core(o: dict[str, Any]) -> Any:
     config.truncation = o["truncation"] or 1
     config.uoro_eps = o["uoro_eps"]
     config.train_readout = o["train_readout"]
-    config.on_divergence = getattr(_core.DivergencePolicy, o["on_divergence"])
+    config.on_divergence = (
+        _core.DivergencePolicy.skip
+        if o["on_divergence"] == "skip"
+        else _core.DivergencePolicy.raise_error
+    )
     config.optimizer = optimizer
     config.seed = o["seed"]
     suffix = "f32" if o["dtype"] == "float32" else "f64"
