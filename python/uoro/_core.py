@@ -7,18 +7,21 @@ about twice as fast). Set UORO_CPU=baseline to force the portable one.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 
 def _cpu_has_avx2_fma() -> bool:
     try:
-        from numpy._core._multiarray_umath import __cpu_features__ as features
+        from numpy._core._multiarray_umath import __cpu_features__ as features  # type: ignore
     except ImportError:  # numpy < 2
-        from numpy.core._multiarray_umath import __cpu_features__ as features
+        from numpy.core._multiarray_umath import __cpu_features__ as features  # type: ignore
     return bool(features.get("AVX2") and features.get("FMA3"))
 
 
 VARIANT = "baseline"
-if os.environ.get("UORO_CPU", "") != "baseline" and _cpu_has_avx2_fma():
+if TYPE_CHECKING:  # both variants have the same interface
+    from uoro._core_baseline import *  # noqa: F403
+elif os.environ.get("UORO_CPU", "") != "baseline" and _cpu_has_avx2_fma():
     try:
         from uoro._core_avx2 import *  # noqa: F403
         from uoro._core_avx2 import __doc__  # noqa: F401
@@ -26,5 +29,5 @@ if os.environ.get("UORO_CPU", "") != "baseline" and _cpu_has_avx2_fma():
         VARIANT = "avx2"
     except ImportError:  # not built for this platform
         pass
-if VARIANT == "baseline":
+if not TYPE_CHECKING and VARIANT == "baseline":
     from uoro._core_baseline import *  # noqa: F403

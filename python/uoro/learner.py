@@ -123,7 +123,7 @@ class Learner:
         dtype: str = "float32",
         seed: int = 0,
     ) -> None:
-        self._options = dict(
+        self._options: dict[str, Any] = dict(
             cell=_choice("cell", cell, CELLS),
             input_size=_positive_int("input_size", input_size),
             hidden_size=_positive_int("hidden_size", hidden_size),
@@ -404,7 +404,7 @@ class Learner:
         """Writes the `state_dict` to one ``.npz`` file of plain arrays (no pickled
         objects, so loading a file runs no code). Read it back with `uoro.load`."""
         state = self.state_dict()
-        arrays = {k: np.asarray(v) for k, v in state.items() if k != "config"}
+        arrays: dict[str, Any] = {k: np.asarray(v) for k, v in state.items() if k != "config"}
         arrays["config"] = np.array(json.dumps(state["config"]))
         with open(path, "wb") as f:
             np.savez(f, **arrays)
@@ -440,12 +440,13 @@ class Learner:
 
     # ---- helpers
 
-    def _layout(self) -> list[tuple[str, tuple[int, int, int], Any]]:
+    def _layout(self) -> list[tuple[str, tuple[int, ...], Any]]:
         """(name, block, column selection) for every named parameter."""
         o = self._options
         blocks = [tuple(b) for b in self._core.cell_blocks]
         readout = (self._core.n_cell_params, o["output_size"], o["hidden_size"] + 1)
         n_in = o["input_size"]
+        cell: list[tuple[str, tuple[int, ...], Any]]
         if o["cell"] == "influence":
             cell = [("theta", blocks[0], [0])]
         elif o["cell"] == "rnn":
