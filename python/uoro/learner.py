@@ -84,7 +84,9 @@ class Learner:
         lr: base learning rate η.
         lr_decay: α of the schedule ``η_t = η / (1 + α √t)``, t = updates done so far.
         clip_norm: if given, gradients are rescaled to at most this Euclidean norm.
-        beta1, beta2, adam_eps: Adam's constants.
+        beta1: Adam's β1.
+        beta2: Adam's β2.
+        adam_eps: Adam's ε.
         uoro_eps: ε of UORO's normalizers ρ0, ρ1.
         train_readout: if False, the readout's parameters keep the values they are given
             (the influence-balancing task reads a fixed unit).

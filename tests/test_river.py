@@ -1,0 +1,512 @@
+"""The River adapter (`uoro.river`) against River itself: progressive validation, River's
+own estimator checks, the predict/learn contract, feature and label mappings, clones."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from river import base as river_base
+from river import (
+    checks,
+    datasets,
+    dummy,
+    evaluate,
+    linear_model,
+    metrics,
+    multiclass,
+    preprocessing,
+    stats,
+)
+from river.time_series.base import Forecaster
+
+import uoro
+from uoro.river import RecurrentClassifier, RecurrentForecaster, RecurrentRegressor
+
+# ---- streams
+
+
+def noisy_sine(n: int, *, period: int = 20, noise: float = 0.1, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return np.sin(2 * np.pi * t / period) + noise * rng.standard_normal(n)
+
+
+def sine_pairs(n: int, **kwargs) -> list[tuple[dict, float]]:
+    """x = the previous value, y = the next one: a memoryless model sees half the story."""
+    s = noisy_sine(n + 1, **kwargs)
+    return [({"previous": float(s[i])}, float(s[i + 1])) for i in range(n)]
+
+
+def token_pairs(n: int, pattern: str = "aab") -> list[tuple[dict, str]]:
+    """x = the current token, y = the next one, of a periodic token stream. After an "a"
+    the next token depends on the token before it: only a model with memory gets it."""
+    text = pattern * (n // len(pattern) + 2)
+    return [({"token": text[i]}, text[i + 1]) for i in range(n)]
+
+
+def one_hot(symbols: str = "ab") -> preprocessing.OneHotEncoder:
+    return preprocessing.OneHotEncoder(categories={"token": set(symbols)})
+
+
+# ---- optional dependency
+
+
+def test_importing_without_river_says_how_to_install():
+    code = (
+        "import sys; sys.modules['river'] = None\n"
+        "import uoro\n"
+        "try:\n"
+        "    import uoro.river\n"
+        "except ImportError as e:\n"
+        "    print('ImportError:', e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert "ImportError:" in out
+    assert 'pip install "uoro[river]"' in out and "river" in out
+
+
+# ---- progressive validation against River's baselines
+
+
+def test_regressor_beats_river_baselines_in_progressive_validation():
+    stream = sine_pairs(2000)
+    model = RecurrentRegressor(hidden_size=16, lr=0.01, lr_decay=0.1, seed=0)
+    ours = evaluate.progressive_val_score(stream, model, metrics.MAE()).get()
+    mean = evaluate.progressive_val_score(
+        stream, dummy.StatisticRegressor(stats.Mean()), metrics.MAE()
+    ).get()
+    linear = evaluate.progressive_val_score(
+        stream, linear_model.LinearRegression(), metrics.MAE()
+    ).get()
+    assert mean > 0.6 and linear > 0.2
+    assert ours < 0.4 * mean, (ours, mean)
+    assert ours < 0.85 * linear, (ours, linear)  # memory beats the memoryless fit
+    assert model.learner.steps == 2000
+
+
+def test_classifier_beats_river_baselines_in_progressive_validation():
+    stream = token_pairs(2000)
+    model = one_hot() | RecurrentClassifier(hidden_size=16, lr=0.01, lr_decay=0.1, seed=0)
+    ours = evaluate.progressive_val_score(stream, model, metrics.Accuracy()).get()
+    prior = evaluate.progressive_val_score(
+        stream, dummy.PriorClassifier(), metrics.Accuracy()
+    ).get()
+    memoryless = evaluate.progressive_val_score(
+        stream,
+        one_hot() | multiclass.OneVsRestClassifier(linear_model.LogisticRegression()),
+        metrics.Accuracy(),
+    ).get()
+    assert prior < 0.7 and memoryless < 0.7  # "a" follows "a" two times out of three
+    assert ours > 0.85, (ours, prior, memoryless)
+
+
+def test_forecaster_beats_mean_and_last_value():
+    class Mean(Forecaster):
+        def __init__(self):
+            self.mean = stats.Mean()
+
+        def learn_one(self, y, x=None):
+            self.mean.update(y)
+
+        def forecast(self, horizon, xs=None):
+            return [self.mean.get()] * horizon
+
+    class LastValue(Forecaster):
+        def __init__(self):
+            self.last = 0.0
+
+        def learn_one(self, y, x=None):
+            self.last = y
+
+        def forecast(self, horizon, xs=None):
+            return [self.last] * horizon
+
+    series = 3 + 2 * noisy_sine(1500, period=25, noise=0.1, seed=1)
+    horizon = 5
+
+    def score(model):
+        errors = metrics.MAE()
+        for t, y in enumerate(series):
+            if t >= 50 and t + horizon <= len(series):
+                for predicted, actual in zip(model.forecast(horizon), series[t : t + horizon]):
+                    errors.update(float(actual), predicted)
+            model.learn_one(float(y))
+        return errors.get()
+
+    ours = score(RecurrentForecaster(hidden_size=16, seed=0))
+    assert ours < 0.5 * score(Mean()) and ours < 0.5 * score(LastValue()), ours
+
+
+# ---- the predict/learn contract
+
+
+def test_progressive_validation_scores_the_learners_own_online_predictions():
+    """Each prediction progressive validation scores is exactly what `Learner.step` predicts
+    for that sample when stepping the same stream: predict_one(x) then learn_one(x, y) is one
+    online step, and predicting changes nothing."""
+    stream = sine_pairs(300)
+    model = RecurrentRegressor(hidden_size=8, dtype="float64", seed=3)
+    scored = [
+        state["Prediction"]
+        for state in evaluate.iter_progressive_val_score(
+            stream, model, metrics.MAE(), step=1, yield_predictions=True
+        )
+    ]
+    reference = uoro.Learner(
+        "gru",
+        1,
+        8,
+        1,
+        loss="squared_error",
+        lr=model.lr,
+        lr_decay=model.lr_decay,
+        dtype="float64",
+        seed=3,
+    )
+    expected = []
+    for x, y in stream:
+        reference.step(np.array([x["previous"]]), np.array([y]))
+        expected.append(float(reference.prediction[0]))
+    assert scored == expected
+    np.testing.assert_array_equal(model.learner.theta, reference.theta)
+
+
+def test_predict_one_is_the_prediction_of_the_next_learn_one_and_changes_nothing():
+    model = RecurrentClassifier(classes=("a", "b"), hidden_size=8, seed=1)
+    for x, y in token_pairs(40):
+        x = {"a": float(x["token"] == "a"), "b": float(x["token"] == "b")}
+        before = pickle.dumps(model)
+        probabilities = model.predict_proba_one(x)
+        label = model.predict_one(x)
+        assert pickle.dumps(model) == before
+        model.learn_one(x, y)
+        assert [probabilities["a"], probabilities["b"]] == pytest.approx(
+            model.learner.prediction.tolist(), rel=1e-6
+        )
+        assert label == max(probabilities, key=probabilities.get)
+
+
+def test_predicting_before_learning_fixes_nothing():
+    model = RecurrentRegressor(hidden_size=4)
+    first = model.predict_one({"b": 1.0, "a": 2.0})
+    assert model.learner is None and model.feature_names is None
+    assert model.predict_one({"z": 1.0}) == model.predict_one({"z": 1.0})
+    model.learn_one({"b": 1.0, "a": 2.0}, 0.5)
+    assert model.feature_names == ("a", "b")
+    assert model.learner.prediction[0] == pytest.approx(first, rel=1e-6)
+
+
+def test_reset_state_starts_a_new_sequence():
+    model = RecurrentRegressor(hidden_size=8)
+    for x, y in sine_pairs(50):
+        model.learn_one(x, y)
+    assert np.any(model.learner.state != 0)
+    theta = model.learner.theta
+    model.reset_state()
+    assert not np.any(model.learner.state)
+    np.testing.assert_array_equal(model.learner.theta, theta)
+
+
+# ---- features
+
+
+def test_features_are_the_first_keys_sorted_and_the_dict_order_does_not_matter():
+    a, b = RecurrentRegressor(hidden_size=8), RecurrentRegressor(hidden_size=8)
+    for x, y in sine_pairs(30):
+        x = {"previous": x["previous"], "square": x["previous"] ** 2, "bias": 1}
+        shuffled = dict(reversed(list(x.items())))
+        assert a.predict_one(x) == b.predict_one(shuffled)
+        a.learn_one(x, y)
+        b.learn_one(shuffled, y)
+    assert a.feature_names == b.feature_names == ("bias", "previous", "square")
+
+
+def test_features_argument_fixes_names_and_order():
+    model = RecurrentRegressor(features=("y", "x"), hidden_size=4)
+    assert model.feature_names == ("y", "x")
+    model.learn_one({"x": 1.0, "y": 2.0}, 0.0)
+    learner = uoro.Learner(
+        "gru", 2, 4, 1, loss="squared_error", lr=model.lr, lr_decay=model.lr_decay
+    )
+    learner.step(np.array([2.0, 1.0], dtype=np.float32), np.array([0.0], dtype=np.float32))
+    np.testing.assert_array_equal(model.learner.theta, learner.theta)
+
+
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        ({"a": 1.0}, r"lacks \['b'\] and has unknown \[\]"),
+        ({"a": 1.0, "b": 2.0, "c": 3.0}, r"lacks \[\] and has unknown \['c'\]"),
+        ({"a": 1.0, "c": 3.0}, r"lacks \['b'\] and has unknown \['c'\]"),
+    ],
+)
+def test_missing_or_unknown_features_are_refused_and_change_nothing(x, message):
+    model = RecurrentRegressor(hidden_size=4)
+    model.learn_one({"a": 0.5, "b": 0.25}, 1.0)
+    before = pickle.dumps(model)
+    for call in (lambda: model.learn_one(x, 1.0), lambda: model.predict_one(x)):
+        with pytest.raises(ValueError, match=message) as error:
+            call()
+        assert "fixed at the first learn_one" in str(error.value)
+        assert pickle.dumps(model) == before
+
+
+def test_non_numeric_features_and_targets_are_refused():
+    model = RecurrentRegressor(hidden_size=4)
+    with pytest.raises(TypeError, match=r"feature 'colour' is 'red' \(str\).*OneHotEncoder"):
+        model.learn_one({"colour": "red"}, 1.0)
+    with pytest.raises(TypeError, match="x must be a dict"):
+        model.learn_one([1.0, 2.0], 1.0)
+    with pytest.raises(TypeError, match="y must be a real number"):
+        model.learn_one({"a": 1.0}, "1.0")
+    assert model.learner is None
+    model.learn_one({"a": np.float32(1), "b": np.int64(2), "c": True}, np.float64(0.5))
+    assert model.feature_names == ("a", "b", "c")
+
+
+def test_bad_options_fail_at_construction():
+    with pytest.raises(ValueError, match="cell must be one of"):
+        RecurrentRegressor(cell="transformer")
+    with pytest.raises(ValueError, match="needs truncation"):
+        RecurrentClassifier(algorithm="tbptt")
+    with pytest.raises(ValueError, match="repeat"):
+        RecurrentRegressor(features=("a", "a"))
+    with pytest.raises(TypeError, match="features must be a sequence"):
+        RecurrentRegressor(features="ab")
+    with pytest.raises(ValueError, match="at least two distinct labels"):
+        RecurrentClassifier(classes=("a", "a"))
+    with pytest.raises(ValueError, match="max_classes"):
+        RecurrentClassifier(max_classes=1)
+
+
+# ---- labels
+
+
+def test_fixed_classes_cover_all_labels_from_the_start():
+    model = RecurrentClassifier(classes=("x", "y", "z"), hidden_size=4)
+    probabilities = model.predict_proba_one({"a": 1.0})
+    assert list(probabilities) == ["x", "y", "z"]
+    assert sum(probabilities.values()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"label 'w' is not one of classes \('x', 'y', 'z'\)"):
+        model.learn_one({"a": 1.0}, "w")
+    model.learn_one({"a": 1.0}, "z")
+    assert model.learner.steps == 1
+
+
+def test_labels_learned_on_the_fly_up_to_max_classes():
+    model = RecurrentClassifier(max_classes=3, hidden_size=4)
+    assert model.predict_proba_one({"a": 1.0}) == {}
+    assert model.predict_one({"a": 1.0}) is None
+    for label in ["cat", "dog", "cat", 7]:
+        model.learn_one({"a": 1.0}, label)
+    assert model.labels == ("cat", "dog", 7)
+    assert model.learner.config["output_size"] == 3
+    probabilities = model.predict_proba_one({"a": 0.0})
+    assert list(probabilities) == ["cat", "dog", 7]
+    assert sum(probabilities.values()) == pytest.approx(1.0)
+    before = pickle.dumps(model)
+    with pytest.raises(
+        ValueError,
+        match=r"label 'eel' would be distinct label number 4, "
+        r"beyond max_classes=3",
+    ):
+        model.learn_one({"a": 1.0}, "eel")
+    assert pickle.dumps(model) == before
+
+
+def test_renormalized_over_seen_labels():
+    model = RecurrentClassifier(max_classes=5, hidden_size=4, seed=2)
+    model.learn_one({"a": 1.0}, True)
+    model.learn_one({"a": 0.0}, False)
+    raw = model.learner.predict(np.array([1.0], dtype=np.float32))
+    probabilities = model.predict_proba_one({"a": 1.0})
+    assert probabilities[True] == pytest.approx(raw[0] / raw[:2].sum(), rel=1e-6)
+    assert probabilities[np.bool_(False)] == pytest.approx(raw[1] / raw[:2].sum(), rel=1e-6)
+
+
+# ---- the forecaster
+
+
+def test_forecast_starts_with_the_next_learn_ones_prediction_and_changes_nothing():
+    model = RecurrentForecaster(hidden_size=8, dtype="float64", seed=4)
+    series = 10 + 5 * noisy_sine(120, seed=2)
+    for y in series[:100]:
+        model.learn_one(float(y))
+    before = pickle.dumps(model)
+    forecasts = model.forecast(horizon=6)
+    assert pickle.dumps(model) == before
+    assert len(forecasts) == 6 and model.forecast(6) == forecasts
+    assert model.forecast(1) == forecasts[:1]
+    mean, std = float(np.mean(series[:100])), float(np.std(series[:100], ddof=1))
+    model.learn_one(float(series[100]))
+    assert forecasts[0] == pytest.approx(mean + std * model.learner.prediction[0], rel=1e-9)
+
+
+def test_forecast_rolls_forward_by_feeding_forecasts_back():
+    model = RecurrentForecaster(
+        hidden_size=8, optimizer="sgd", lr=0.05, dtype="float64", standardize=False, seed=5
+    )
+    for y in noisy_sine(60):
+        model.learn_one(float(y))
+    forecasts = model.forecast(3)
+    # With SGD, learning a value with zero error leaves θ alone and just moves the state on:
+    # learning the forecasts one by one replays the forecast's roll-out.
+    rollout = copy.deepcopy(model)
+    for expected in forecasts:
+        assert rollout.forecast(1)[0] == pytest.approx(expected, rel=1e-12)
+        theta = rollout.learner.theta
+        rollout.learn_one(rollout.forecast(1)[0])
+        np.testing.assert_array_equal(rollout.learner.theta, theta)
+
+
+def test_forecaster_with_exogenous_features():
+    model = RecurrentForecaster(hidden_size=4)
+    for t in range(20):
+        model.learn_one(float(t % 3), {"phase": t % 3 / 3, "one": 1.0})
+    assert model.feature_names == ("one", "phase")
+    assert model.learner.config["input_size"] == 3
+    forecasts = model.forecast(2, xs=[{"phase": 0.0, "one": 1.0}, {"phase": 1 / 3, "one": 1.0}])
+    assert len(forecasts) == 2
+    with pytest.raises(ValueError, match="one dict per step"):
+        model.forecast(2, xs=[{"phase": 0.0, "one": 1.0}])
+    with pytest.raises(ValueError, match="lacks"):
+        model.forecast(1)
+    with pytest.raises(ValueError, match="horizon"):
+        model.forecast(0)
+
+
+# ---- River's conventions
+
+
+def _river_datasets(model, scale: int = 1):
+    """River's own check datasets for each kind of estimator, minus those needing
+    scikit-learn (multi-output), which these estimators are not."""
+    if isinstance(model, Forecaster):
+        yield [
+            ({"time": float(t), "period": float(t % 4)}, 10.0 + 2 * t + (t % 4))
+            for t in range(1, 9)
+        ]
+    elif isinstance(model, river_base.Regressor):
+        yield datasets.TrumpApproval().take(200 * scale)
+    elif isinstance(model, river_base.Classifier):
+        yield datasets.Phishing().take(200 * scale)
+        yield ((x, np.bool_(y)) for x, y in datasets.Phishing().take(200 * scale))
+        yield datasets.ImageSegments().take(200 * scale)
+
+
+@pytest.mark.parametrize(
+    "model", [RecurrentRegressor(), RecurrentClassifier(), RecurrentForecaster()], ids=type
+)
+def test_river_check_estimator(model, monkeypatch):
+    monkeypatch.setattr(checks, "_yield_datasets", _river_datasets)
+    ran = []
+    for check in checks.yield_checks(model):
+        if check.__name__ in model._unit_test_skips():
+            continue
+        check(model.clone())
+        ran.append(check.__name__)
+    assert "check_clone_is_idempotent" in ran and "check_pickling_supports_roundtrip" in ran
+    if isinstance(model, Forecaster):
+        assert "check_forecast" in ran
+    else:
+        assert "check_shuffle_features_no_impact" in ran and "check_pickling" in ran
+    assert model._unit_test_skips() == {
+        "check_emerging_features",
+        "check_disappearing_features",
+        "check_radically_disappearing_features",
+    }
+
+
+def test_river_pipeline_and_isinstance():
+    pipeline = preprocessing.StandardScaler() | RecurrentRegressor(hidden_size=4)
+    assert isinstance(pipeline, river_base.Regressor)
+    pipeline.learn_one({"a": 1.0, "b": 2.0}, 3.0)
+    assert isinstance(pipeline.predict_one({"a": 1.0, "b": 2.0}), float)
+    assert isinstance(RecurrentClassifier(), river_base.Classifier)
+    assert isinstance(RecurrentForecaster(), Forecaster)
+
+
+# ---- clone, repr, pickle, seeds
+
+
+def test_repr_lists_the_parameters_and_survives_clone():
+    model = RecurrentClassifier(classes=("a", "b"), cell="lstm", hidden_size=12, lr=0.005)
+    text = repr(model)
+    assert text.startswith("RecurrentClassifier (")
+    for part in (
+        'cell="lstm"',
+        "hidden_size=12",
+        "lr=0.005",
+        "classes=('a', 'b')",
+        'algorithm="uoro"',
+        "seed=0",
+    ):
+        assert part in text
+    assert repr(model.clone()) == text
+    assert str(model) == "RecurrentClassifier"
+
+
+def test_clone_is_fresh_and_takes_new_parameters():
+    model = RecurrentRegressor(hidden_size=8, seed=1)
+    fresh = model.predict_one({"a": 0.3})
+    for x, y in sine_pairs(100):
+        model.learn_one({"a": x["previous"]}, y)
+    assert model.predict_one({"a": 0.3}) != fresh
+    clone = model.clone()
+    assert clone.learner is None and clone.feature_names is None
+    assert clone.predict_one({"a": 0.3}) == fresh
+    other = model.clone({"hidden_size": 5, "algorithm": "tbptt", "truncation": 3})
+    other.learn_one({"a": 0.3}, 1.0)
+    assert other.learner.config["hidden_size"] == 5
+    assert other.learner.config["algorithm"] == "tbptt"
+    assert model.learner.config["hidden_size"] == 8
+
+
+def test_pickle_and_deepcopy_continue_bit_identically():
+    model = RecurrentRegressor(hidden_size=8)
+    stream = sine_pairs(200)
+    for x, y in stream[:100]:
+        model.learn_one(x, y)
+    copies = [
+        pickle.loads(pickle.dumps(model)),
+        copy.deepcopy(model),
+        model.clone(include_attributes=True),
+    ]
+    for x, y in stream[100:]:
+        expected = model.predict_one(x)
+        model.learn_one(x, y)
+        for other in copies:
+            assert other.predict_one(x) == expected
+            other.learn_one(x, y)
+    for other in copies:
+        np.testing.assert_array_equal(other.learner.theta, model.learner.theta)
+
+
+def test_seed_none_draws_a_fresh_seed_per_estimator():
+    a, b = RecurrentRegressor(seed=None), RecurrentRegressor(seed=None)
+    assert a._is_stochastic and not RecurrentRegressor()._is_stochastic
+    x = {"a": 1.0}
+    assert a.predict_one(x) != b.predict_one(x)
+    assert a.predict_one(x) == a.predict_one(x)
+    assert a.clone().seed is None
+
+
+def test_learning_is_fast_enough_for_a_stream():
+    """The adapter adds only dict handling to a learner step: thousands of samples per
+    second through a River pipeline, even on a slow shared machine."""
+    import time
+
+    stream = sine_pairs(3000)
+    model = RecurrentRegressor(hidden_size=16)
+    start = time.perf_counter()
+    for x, y in stream:
+        model.predict_one(x)
+        model.learn_one(x, y)
+    assert time.perf_counter() - start < 3.0
