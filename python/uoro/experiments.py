@@ -48,7 +48,7 @@ EXPERIMENTS = ("influence", "brackets", "anbn", "text")
 TOKEN_EXPERIMENTS = ("brackets", "anbn", "text")
 RECENT_WINDOW = 100_000
 DEFAULT_CHUNK = 10_000
-BITS_PER_NAT = 1.0 / math.log(2.0)
+BITS_PER_NAT = 1.0
 
 # ---- the paper's settings (Section 4) -----------------------------------------------------
 
@@ -193,8 +193,9 @@ def _config(experiment: str, dataset: dict[str, Any], **fields: Any) -> RunConfi
 
 
 def influence_config(**fields: Any) -> RunConfig:
-    """A influence-balancing run; ``fields`` override the paper's defaults."""
-    data = {"n": fields.pop("n", INFLUENCE_UNITS), "n_minus": fields.pop("n_minus", INFLUENCE_MINUS)}
+    """An influence-balancing run; ``fields`` override the paper's defaults."""
+    data = {"n": fields.pop("n", INFLUENCE_UNITS),
+            "n_minus": fields.pop("n_minus", INFLUENCE_MINUS)}
     fields = {"lr": INFLUENCE_LR, "lr_decay": INFLUENCE_LR_DECAY, "optimizer": "sgd", **fields}
     return _config("influence", data, **fields)
 
@@ -230,7 +231,7 @@ def paper_configs(experiment: str, *, steps: int, seeds: Sequence[int] = (0,),
       T ∈ {1, 2, 16}, Adam γ = 1e-3, α = 0.03.
     """
     common = {"steps": steps, "chunk": chunk}
-    configs: list[RunConfig] = []
+    algorithms: list[dict[str, Any]]
     if experiment == "influence":
         algorithms = [{"algorithm": "uoro"}] + [
             {"algorithm": "tbptt_chunk", "truncation": t} for t in INFLUENCE_TRUNCATIONS]
@@ -361,8 +362,11 @@ def run(config: RunConfig, progress: Progress | None = None) -> Curve:
     if is_influence:
         data = config.data
         inputs, targets = influence.stream(config.chunk, data["n"], data["n_minus"])
-        next_chunk: Callable[[int], tuple[np.ndarray, np.ndarray]] = (
-            lambda n: (inputs[:n], targets[:n]))
+
+        def constant_chunk(n: int) -> tuple[np.ndarray, np.ndarray]:
+            return inputs[:n], targets[:n]
+
+        next_chunk: Callable[[int], tuple[np.ndarray, np.ndarray]] = constant_chunk
         scale, unit, references = 1.0, "loss ½(s¹−1)²", {}
     else:
         stream = make_stream(config)
@@ -461,7 +465,7 @@ def curve_columns(curve: Curve) -> list[str]:
     columns = ["step", "loss", "cumulative_loss"]
     if curve.theta is not None:
         columns.append("theta")
-    return columns + ["elapsed_seconds"]
+    return [*columns, "elapsed_seconds"]
 
 
 def write_csv(curve: Curve, path: str | Path) -> Path:
