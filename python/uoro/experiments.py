@@ -48,7 +48,7 @@ EXPERIMENTS = ("influence", "brackets", "anbn", "text")
 TOKEN_EXPERIMENTS = ("brackets", "anbn", "text")
 RECENT_WINDOW = 100_000
 DEFAULT_CHUNK = 10_000
-BITS_PER_NAT = 1.0
+BITS_PER_NAT = 1.0 / math.log(2.0)
 
 # ---- the paper's settings (Section 4) -----------------------------------------------------
 
@@ -83,12 +83,18 @@ PAPER_HIDDEN = 64
 
 #: Table 1 of the paper: recent loss (bits/char, last 10⁵ characters) on aⁿbⁿ(1, 32).
 PAPER_TABLE1 = {
-    ("lstm", "UORO"): 0.147, ("gru", "UORO"): 0.155,
-    ("lstm", "UORO memory-2"): 0.149, ("gru", "UORO memory-2"): 0.174,
-    ("lstm", "UORO memory-16"): 0.154, ("gru", "UORO memory-16"): 0.149,
-    ("lstm", "tBPTT T=1"): 0.178, ("gru", "tBPTT T=1"): 0.231,
-    ("lstm", "tBPTT T=2"): 0.149, ("gru", "tBPTT T=2"): 0.285,
-    ("lstm", "tBPTT T=16"): 0.144, ("gru", "tBPTT T=16"): 0.207,
+    ("lstm", "UORO"): 0.147,
+    ("gru", "UORO"): 0.155,
+    ("lstm", "UORO memory-2"): 0.149,
+    ("gru", "UORO memory-2"): 0.174,
+    ("lstm", "UORO memory-16"): 0.154,
+    ("gru", "UORO memory-16"): 0.149,
+    ("lstm", "tBPTT T=1"): 0.178,
+    ("gru", "tBPTT T=1"): 0.231,
+    ("lstm", "tBPTT T=2"): 0.149,
+    ("gru", "tBPTT T=2"): 0.285,
+    ("lstm", "tBPTT T=16"): 0.144,
+    ("gru", "tBPTT T=16"): 0.207,
 }
 
 
@@ -171,8 +177,9 @@ class RunConfig:
         if self.experiment == "text":
             dataset = Path(str(data["path"])).stem
         else:
-            dataset = "".join(f"{_SLUG_NAMES.get(name, name)}{value}"
-                              for name, value in self.dataset)
+            dataset = "".join(
+                f"{_SLUG_NAMES.get(name, name)}{value}" for name, value in self.dataset
+            )
         algorithm = self.algorithm.replace("_", "-")
         if self.truncation is not None:
             algorithm += f"-T{self.truncation}"
@@ -181,8 +188,10 @@ class RunConfig:
         if self.rank > 1:
             algorithm += f"-r{self.rank}"
         model = "" if self.experiment == "influence" else f"-{self.cell}{self.hidden}"
-        return (f"{self.experiment}-{dataset}{model}-{algorithm}-lr{self.lr:g}"
-                f"-a{self.lr_decay:g}-seed{self.seed}")
+        return (
+            f"{self.experiment}-{dataset}{model}-{algorithm}-lr{self.lr:g}"
+            f"-a{self.lr_decay:g}-seed{self.seed}"
+        )
 
 
 _SLUG_NAMES = {"n_minus": "minus"}
@@ -194,8 +203,10 @@ def _config(experiment: str, dataset: dict[str, Any], **fields: Any) -> RunConfi
 
 def influence_config(**fields: Any) -> RunConfig:
     """An influence-balancing run; ``fields`` override the paper's defaults."""
-    data = {"n": fields.pop("n", INFLUENCE_UNITS),
-            "n_minus": fields.pop("n_minus", INFLUENCE_MINUS)}
+    data = {
+        "n": fields.pop("n", INFLUENCE_UNITS),
+        "n_minus": fields.pop("n_minus", INFLUENCE_MINUS),
+    }
     fields = {"lr": INFLUENCE_LR, "lr_decay": INFLUENCE_LR_DECAY, "optimizer": "sgd", **fields}
     return _config("influence", data, **fields)
 
@@ -220,8 +231,9 @@ def text_config(path: str | Path, **fields: Any) -> RunConfig:
     return _config("text", {"path": str(path)}, **fields)
 
 
-def paper_configs(experiment: str, *, steps: int, seeds: Sequence[int] = (0,),
-                  chunk: int = DEFAULT_CHUNK) -> list[RunConfig]:
+def paper_configs(
+    experiment: str, *, steps: int, seeds: Sequence[int] = (0,), chunk: int = DEFAULT_CHUNK
+) -> list[RunConfig]:
     """The paper's set of configurations for the figure of ``experiment``, for each seed.
 
     - influence (Fig. 1a): UORO and tBPTT T ∈ {1, 10, 100}, each over the η grid
@@ -234,19 +246,32 @@ def paper_configs(experiment: str, *, steps: int, seeds: Sequence[int] = (0,),
     algorithms: list[dict[str, Any]]
     if experiment == "influence":
         algorithms = [{"algorithm": "uoro"}] + [
-            {"algorithm": "tbptt_chunk", "truncation": t} for t in INFLUENCE_TRUNCATIONS]
-        configs = [influence_config(lr=lr, **algorithm, **common)
-                   for algorithm in algorithms for lr in INFLUENCE_LR_GRID]
+            {"algorithm": "tbptt_chunk", "truncation": t} for t in INFLUENCE_TRUNCATIONS
+        ]
+        configs = [
+            influence_config(lr=lr, **algorithm, **common)
+            for algorithm in algorithms
+            for lr in INFLUENCE_LR_GRID
+        ]
     elif experiment == "brackets":
-        algorithms = [{"algorithm": "uoro"},
-                      {"algorithm": "tbptt_chunk", "truncation": BRACKETS_TRUNCATION}]
-        configs = [brackets_config(cell=cell, **algorithm, **common)
-                   for cell in PAPER_CELLS for algorithm in algorithms]
+        algorithms = [
+            {"algorithm": "uoro"},
+            {"algorithm": "tbptt_chunk", "truncation": BRACKETS_TRUNCATION},
+        ]
+        configs = [
+            brackets_config(cell=cell, **algorithm, **common)
+            for cell in PAPER_CELLS
+            for algorithm in algorithms
+        ]
     elif experiment == "anbn":
         algorithms = [{"algorithm": "uoro", "memory": m} for m in ANBN_MEMORIES] + [
-            {"algorithm": "tbptt_chunk", "truncation": t} for t in ANBN_TRUNCATIONS]
-        configs = [anbn_config(cell=cell, **algorithm, **common)
-                   for cell in PAPER_CELLS for algorithm in algorithms]
+            {"algorithm": "tbptt_chunk", "truncation": t} for t in ANBN_TRUNCATIONS
+        ]
+        configs = [
+            anbn_config(cell=cell, **algorithm, **common)
+            for cell in PAPER_CELLS
+            for algorithm in algorithms
+        ]
     else:
         raise ValueError(f"no paper preset for {experiment!r}; presets: influence, brackets, anbn")
     return [replace(config, seed=seed) for seed in seeds for config in configs]
@@ -311,9 +336,12 @@ Progress = Callable[[int, float, float], None]
 
 def make_learner(config: RunConfig) -> Learner:
     """The learner of ``config``, its schedule converted to count samples (see module doc)."""
-    options: dict[str, Any] = {"algorithm": config.algorithm, "seed": config.seed,
-                               "lr": config.lr,
-                               "lr_decay": config.lr_decay * math.sqrt(config.window)}
+    options: dict[str, Any] = {
+        "algorithm": config.algorithm,
+        "seed": config.seed,
+        "lr": config.lr,
+        "lr_decay": config.lr_decay * math.sqrt(config.window),
+    }
     if config.truncation is not None:
         options["truncation"] = config.truncation
     if config.memory != 1:
@@ -324,8 +352,9 @@ def make_learner(config: RunConfig) -> Learner:
         data = config.data
         return influence.learner(n=data["n"], n_minus=data["n_minus"], **options)
     vocabulary_size = len(make_stream(config).vocabulary)
-    return Learner(config.cell, vocabulary_size, config.hidden, optimizer=config.optimizer,
-                   **options)
+    return Learner(
+        config.cell, vocabulary_size, config.hidden, optimizer=config.optimizer, **options
+    )
 
 
 def make_stream(config: RunConfig) -> datasets.TokenStream:
@@ -403,8 +432,7 @@ def run(config: RunConfig, progress: Progress | None = None) -> Curve:
                 total += float(losses.sum())
                 done += losses.size
                 cumulative = total / done
-                rows.append((done, chunk_mean, cumulative, theta,
-                             time.perf_counter() - start))
+                rows.append((done, chunk_mean, cumulative, theta, time.perf_counter() - start))
                 recent.append(losses)
                 recent_count += losses.size
                 while recent_count - len(recent[0]) >= RECENT_WINDOW:
@@ -412,8 +440,10 @@ def run(config: RunConfig, progress: Progress | None = None) -> Curve:
                 if progress is not None:
                     progress(losses.size, chunk_mean, cumulative)
                 if diverged_at is None and not (
-                        math.isfinite(chunk_mean) and math.isfinite(cumulative)
-                        and (math.isfinite(theta) or not is_influence)):
+                    math.isfinite(chunk_mean)
+                    and math.isfinite(cumulative)
+                    and (math.isfinite(theta) or not is_influence)
+                ):
                     diverged_at = done
             if diverged_at is not None:
                 break
@@ -423,10 +453,17 @@ def run(config: RunConfig, progress: Progress | None = None) -> Curve:
     with np.errstate(over="ignore", invalid="ignore"):
         recent_loss = float(tail.mean()) if tail.size else math.nan
     return Curve(
-        config=config, unit=unit, steps=table[:, 0].astype(np.int64), loss=table[:, 1],
-        cumulative_loss=table[:, 2], elapsed_seconds=table[:, 4],
-        theta=table[:, 3] if is_influence else None, recent_loss=recent_loss,
-        recent_window=int(tail.size), diverged_at=diverged_at, references=references,
+        config=config,
+        unit=unit,
+        steps=table[:, 0].astype(np.int64),
+        loss=table[:, 1],
+        cumulative_loss=table[:, 2],
+        elapsed_seconds=table[:, 4],
+        theta=table[:, 3] if is_influence else None,
+        recent_loss=recent_loss,
+        recent_window=int(tail.size),
+        diverged_at=diverged_at,
+        references=references,
     )
 
 
@@ -484,20 +521,37 @@ def write_csv(curve: Curve, path: str | Path) -> Path:
     return path
 
 
-SUMMARY_COLUMNS = ("configuration", "seed", "steps", "unit", "cumulative_loss", "recent_loss",
-                   "recent_window", "theta", "status", "wall_seconds")
+SUMMARY_COLUMNS = (
+    "configuration",
+    "seed",
+    "steps",
+    "unit",
+    "cumulative_loss",
+    "recent_loss",
+    "recent_window",
+    "theta",
+    "status",
+    "wall_seconds",
+)
 
 
 def summary_rows(curves: Sequence[Curve]) -> list[dict[str, Any]]:
     """One dict per run with the columns of ``SUMMARY_COLUMNS``."""
-    return [{
-        "configuration": curve.config.label, "seed": curve.config.seed,
-        "steps": curve.steps_done, "unit": curve.unit,
-        "cumulative_loss": curve.final_cumulative_loss, "recent_loss": curve.recent_loss,
-        "recent_window": curve.recent_window,
-        "theta": "" if curve.final_theta is None else curve.final_theta,
-        "status": curve.status, "wall_seconds": round(curve.wall_seconds, 2),
-    } for curve in curves]
+    return [
+        {
+            "configuration": curve.config.label,
+            "seed": curve.config.seed,
+            "steps": curve.steps_done,
+            "unit": curve.unit,
+            "cumulative_loss": curve.final_cumulative_loss,
+            "recent_loss": curve.recent_loss,
+            "recent_window": curve.recent_window,
+            "theta": "" if curve.final_theta is None else curve.final_theta,
+            "status": curve.status,
+            "wall_seconds": round(curve.wall_seconds, 2),
+        }
+        for curve in curves
+    ]
 
 
 def write_summary(curves: Sequence[Curve], path: str | Path) -> Path:
@@ -519,17 +573,23 @@ def format_summary(curves: Sequence[Curve]) -> str:
     header += ["status", "seconds"]
     lines = [header]
     for row in summary_rows(curves):
-        line = [row["configuration"], str(row["seed"]), str(row["steps"]),
-                _number(row["cumulative_loss"]), _number(row["recent_loss"]),
-                str(row["recent_window"])]
+        line = [
+            row["configuration"],
+            str(row["seed"]),
+            str(row["steps"]),
+            _number(row["cumulative_loss"]),
+            _number(row["recent_loss"]),
+            str(row["recent_window"]),
+        ]
         if show_theta:
             line.append("" if row["theta"] == "" else _number(row["theta"]))
         line += [row["status"], f"{row['wall_seconds']:.1f}"]
         lines.append(line)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     units = sorted({curve.unit for curve in curves})
-    text = "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip()
-                     for line in lines)
+    text = "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines
+    )
     return f"{text}\n(losses in {', '.join(units)})" if units else text
 
 
@@ -567,7 +627,7 @@ def plot_curves(curves: Sequence[Curve], path: str | Path, title: str | None = N
     figure = Figure(figsize=(6.0 * columns, 4.2 * rows), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(rows, columns, squeeze=False, sharey=is_influence)
-    for axis in axes.ravel()[len(panels):]:
+    for axis in axes.ravel()[len(panels) :]:
         axis.set_visible(False)
     for panel, axis in zip(panels, axes.ravel()):
         labelled: set[str] = set()
@@ -613,8 +673,15 @@ def plot_curves(curves: Sequence[Curve], path: str | Path, title: str | None = N
 def _token_limits(axis: Any, curves: Sequence[Curve]) -> None:
     """Bottom at 0, top above the curves once past their first 2 % (the initial loss
     of log2(vocabulary) bits would flatten everything else)."""
-    values = [np.concatenate([curve.cumulative_loss[len(curve.steps) // 50 + 1:],
-                              curve.loss[len(curve.steps) // 50 + 1:]]) for curve in curves]
+    values = [
+        np.concatenate(
+            [
+                curve.cumulative_loss[len(curve.steps) // 50 + 1 :],
+                curve.loss[len(curve.steps) // 50 + 1 :],
+            ]
+        )
+        for curve in curves
+    ]
     finite = np.concatenate(values) if values else np.empty(0)
     finite = finite[np.isfinite(finite)]
     references = [value for curve in curves for value in curve.references.values()]
