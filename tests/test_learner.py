@@ -251,3 +251,8 @@ def test_bad_samples_raise_and_change_nothing():
     after = (learner.theta, learner.state, learner._core.theta_tilde, learner._core.rng_state)
     for before, now in zip(snapshot, after):
         np.testing.assert_array_equal(before, now)
+
+
+def test_losses_convert_to_bits():
+    assert uoro.to_bits(np.log(2)) == pytest.approx(1.0)
+    np.testing.assert_allclose(uoro.to_bits(np.array([0.0, 2 * np.log(2)])), [0.0, 2.0])
