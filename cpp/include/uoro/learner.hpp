@@ -410,8 +410,16 @@ class Learner {
   void uoro_pass(S* grad_out, bool update) {
     norm_acc_.setZero();
     S* __restrict g = column_.data();
+    const bool fused = kAdam && update && !grad_out && config_.rank == 1;
+    const auto adam = optimizer_.adam_step();
     for_each_cell_column([&](Index off, Index rows, S vj, Index k) {
       const S* __restrict uc = u_c_[k].data();
+      if (fused) {  // the common case in one sweep: gradient, θ̃ and Adam per element
+        fused_adam_column(uc, u_nu_[0][k].data(), theta_tilde_.data() + off, theta_.data() + off,
+                          adam.m + off, adam.v + off, rows, vj, adam);
+        norm_acc_(0) += Eigen::Map<const Vec<S>>(theta_tilde_.data() + off, rows).squaredNorm();
+        return;
+      }
       for (Index i = 0; i < rows; ++i) g[i] = uc[i] * vj;
       for (Index r = 0; r < config_.rank; ++r) {
         S* __restrict tt = theta_tilde_.col(r).data() + off;
@@ -433,6 +441,19 @@ class Learner {
       column_.head(b.rows) = readout_.d_out() * readout_.v()(j);
       if (grad_out) std::copy(g, g + b.rows, grad_out + off);
       if (update && config_.train_readout) optimizer_.template apply<kAdam>(theta_.data(), off, g, b.rows);
+    }
+  }
+
+  template <class AdamStep>
+  void fused_adam_column(const S* __restrict uc, const S* __restrict un, S* __restrict tt, S* __restrict th,
+                         S* __restrict m, S* __restrict v, Index rows, S vj, const AdamStep& a) const {
+    const S coef = coef_(0), inv_rho0 = inv_rho0_(0), nu_scale = vj * inv_rho1_(0);
+    for (Index i = 0; i < rows; ++i) {
+      const S g = a.scale * (uc[i] * vj + coef * tt[i]);
+      tt[i] = tt[i] * inv_rho0 + un[i] * nu_scale;
+      m[i] = a.b1 * m[i] + a.c1 * g;
+      v[i] = a.b2 * v[i] + a.c2 * g * g;
+      th[i] -= a.step * m[i] / (std::sqrt(v[i]) * a.bias2 + a.eps);
     }
   }
 

@@ -76,6 +76,19 @@ class Optimizer {
     }
   }
 
+  // Adam's constants for the current update, for estimators that fuse Adam into their
+  // own per-element loop (see Learner::uoro_pass); same arithmetic as apply<true>.
+  struct AdamStep {
+    S b1, b2, c1, c2, scale, step, bias2, eps;
+    S* m;
+    S* v;
+  };
+  AdamStep adam_step() {
+    const S b1 = S(config_.beta1), b2 = S(config_.beta2);
+    return {b1,        b2,       S(1) - b1, S(1) - b2, grad_scale_, step_, inv_sqrt_bias2_, S(config_.eps),
+            m_.data(), v_.data()};
+  }
+
   // The same for a gradient held in an Eigen vector (contiguous).
   template <class G>
   void apply(S* theta, Index offset, const Eigen::DenseBase<G>& grad) {
