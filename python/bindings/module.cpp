@@ -350,7 +350,7 @@ void bind_learner(py::module_& m, const std::string& name) {
   state_property(
       cls, "window", [](P& p) { return to_numpy(uoro::Mat<S>(p.core.window_data())); },
       [](P& p, py::handle a) {
-        uoro::Mat<S> data(p.core.window_width(), p.core.window_data().cols());
+        uoro::Mat<S> data(p.core.window_width(), p.core.window_steps());
         from_numpy(data, a, "window");
         p.core.set_window_data(data);
       });

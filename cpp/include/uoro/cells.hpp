@@ -24,7 +24,6 @@ template <class S>
 class RnnCell {
  public:
   static constexpr int kBlocks = 1;
-  static constexpr const char* kName = "rnn";
 
   struct Cache {
     std::array<Vec<S>, kBlocks> v;  // [x; tanh(s); 1]            (I + n + 1)
@@ -99,7 +98,6 @@ template <class S>
 class GruCell {
  public:
   static constexpr int kBlocks = 2;
-  static constexpr const char* kName = "gru";
 
   struct Cache {
     std::array<Vec<S>, kBlocks> v;  // [x; 1] (I + 1), [h; 1] (n + 1)
@@ -194,7 +192,6 @@ template <class S>
 class LstmCell {
  public:
   static constexpr int kBlocks = 2;
-  static constexpr const char* kName = "lstm";
 
   struct Cache {
     std::array<Vec<S>, kBlocks> v;  // [x; 1] (I + 1), [h; 1] (n + 1)
@@ -308,7 +305,6 @@ template <class S>
 class InfluenceCell {
  public:
   static constexpr int kBlocks = 1;
-  static constexpr const char* kName = "influence";
 
   struct Cache {
     std::array<Vec<S>, kBlocks> v;  // [1]

@@ -215,6 +215,7 @@ class Learner {
     if (!window_.empty()) window_[0].for_each_field([&](Vec<S>& f) { width += f.size(); });
     return width;
   }
+  Index window_steps() const { return Index(window_.size()); }
   Mat<S> window_data() {
     Mat<S> out(window_width(), Index(window_.size()));
     for (Index t = 0; t < Index(window_.size()); ++t) {
