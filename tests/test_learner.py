@@ -256,3 +256,14 @@ def test_bad_samples_raise_and_change_nothing():
 def test_losses_convert_to_bits():
     assert uoro.to_bits(np.log(2)) == pytest.approx(1.0)
     np.testing.assert_allclose(uoro.to_bits(np.array([0.0, 2 * np.log(2)])), [0.0, 2.0])
+
+
+def test_learning_leaves_the_callers_subnormal_floats_alone():
+    # The core flushes subnormals to zero while it runs and must restore the mode after.
+    tiny = np.array([1e-300, 1e-30], dtype=np.float64)
+    learner = uoro.Learner("gru", 4, 8, seed=0)
+    learner.fit(PATTERN[:-1], PATTERN[1:])
+    learner.step(0, 1)
+    learner.evaluate(PATTERN[:-1], PATTERN[1:])
+    assert tiny[0] * 1e-10 != 0.0  # 1e-310: subnormal in float64
+    assert np.float32(tiny[1]) * np.float32(1e-15) != 0.0  # 1e-45: subnormal in float32

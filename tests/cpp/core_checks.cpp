@@ -162,7 +162,20 @@ void all_algorithms(const char* name) {
   }
 }
 
+// Inside a guard a subnormal result is flushed to zero; after it the caller's mode is back.
+void subnormals_are_flushed_only_inside_the_guard() {
+  volatile float tiny = 1e-30f, scale = 1e-15f;  // the product, 1e-45, is subnormal
+  {
+    const FlushSubnormals flush;
+#if defined(__SSE__) || defined(_M_X64)
+    check(tiny * scale == 0.0f, "a subnormal product is flushed to zero inside FlushSubnormals");
+#endif
+  }
+  check(tiny * scale != 0.0f, "the caller's floating-point mode is restored after FlushSubnormals");
+}
+
 int main() {
+  subnormals_are_flushed_only_inside_the_guard();
   kernels_match_finite_differences<RnnCell<double>>("rnn");
   kernels_match_finite_differences<GruCell<double>>("gru");
   kernels_match_finite_differences<LstmCell<double>>("lstm");

@@ -7,7 +7,32 @@
 #include <stdexcept>
 #include <string>
 
+#if defined(__SSE__) || defined(_M_X64)
+#include <xmmintrin.h>
+#endif
+
 namespace uoro {
+
+// Flushes subnormal floats to zero while it lives and restores the caller's
+// floating-point mode after. Saturated gates and decaying sensitivities produce values
+// below 1e-38 (float32) that the FPU handles in slow microcode: measured on a long GRU
+// stream, they made learning steps about 1.4× slower. As zeros they change nothing a
+// learner computes visibly. (x86 only; elsewhere the mode is left as it is.)
+class FlushSubnormals {
+ public:
+  FlushSubnormals(const FlushSubnormals&) = delete;
+  FlushSubnormals& operator=(const FlushSubnormals&) = delete;
+#if defined(__SSE__) || defined(_M_X64)
+  FlushSubnormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | kFlushToZero | kDenormalsAreZero); }
+  ~FlushSubnormals() { _mm_setcsr(saved_); }
+
+ private:
+  static constexpr unsigned kFlushToZero = 0x8000, kDenormalsAreZero = 0x0040;
+  unsigned saved_;
+#else
+  FlushSubnormals() = default;
+#endif
+};
 
 using Index = Eigen::Index;
 

@@ -137,6 +137,7 @@ class Learner {
   // With `grad_out` (n_params values) the gradient estimate is written there; with
   // update = false θ and the optimizer are left alone (the estimator still advances).
   S step(const Sample<S>& sample, S* grad_out = nullptr, bool update = true) {
+    const FlushSubnormals flush;
     load_input(sample);
     cell_.forward(theta_.data(), state_, cache_, next_state_);
     cell_.hidden(next_state_, h_);
@@ -164,6 +165,7 @@ class Learner {
   // The loss of a sample from the current state, without learning; the state advances
   // only when `advance` is set. The prediction is left in `prediction()`.
   S forward_only(const Sample<S>& sample, bool advance) {
+    const FlushSubnormals flush;
     load_input(sample);
     cell_.forward(theta_.data(), state_, cache_, next_state_);
     cell_.hidden(next_state_, h_);
