@@ -6,19 +6,22 @@ Per sample, for each configuration:
                (measured for plain UORO only);
   - `forward`: the forward-only step (cell + readout, no learning) inside a chunked
                call (`Learner.evaluate`): the floor a learning step is compared with.
-Every number is the best of several repeats, the three measurements interleaved, so the
-ratio of two numbers from the same row is what to trust on a noisy machine.
+and the heap memory one learner holds (`bytes_per_learner`, counted by the C allocator;
+where it cannot be read, "–"). Every time is the best of several repeats, the three
+measurements interleaved, so the ratio of two numbers from the same row is what to trust
+on a noisy machine.
 
 Two tables: `core` (UORO for every cell × hidden size × dtype) and `algorithms` (every
 estimator, float32). Prints markdown; `--json FILE` also writes the numbers and the
 machine they ran on.
 
-    python benchmarks/bench_step.py [--suite core|algorithms|all] [--quick] [--json FILE]
+    python benchmarks/bench_step.py [--suite core|algorithms|scaling|all] [--quick] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import platform
@@ -52,6 +55,40 @@ def per_sample_us(fn, n: int) -> float:
     start = time.perf_counter()
     fn()
     return (time.perf_counter() - start) / n * 1e6
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd",
+            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
+def heap_bytes_in_use() -> int | None:
+    """Bytes the C allocator has handed out and not taken back (glibc), or None."""
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return int(info.uordblks + info.hblkhd)
+
+
+def bytes_per_learner(cell: str, hidden: int, dtype: str, options: dict) -> float | None:
+    """Heap memory one learner holds (its arrays, the core object; glibc's count of bytes
+    in use), averaged over several learners alive at once."""
+    before = heap_bytes_in_use()
+    learners = []
+    for _ in range(8):
+        learner = uoro.Learner(cell, VOCAB, hidden, dtype=dtype, **options)
+        learner.step(0, 1)
+        learners.append(learner)
+    after = heap_bytes_in_use()
+    return None if before is None or after is None else (after - before) / len(learners)
 
 
 def measure(
@@ -109,6 +146,7 @@ def measure(
         "fit_over_forward": float(best["fit_us"] / best["forward_us"]),
         "skipped_steps": skipped,
         "samples_per_s": float(1e6 / best["fit_us"]),
+        "bytes_per_learner": bytes_per_learner(cell, hidden, dtype, options),
     }
 
 
@@ -191,15 +229,20 @@ def scaling_table(r: dict) -> str:
 def core_table(rows: list[dict]) -> str:
     lines = [
         "| cell | hidden | dtype | µs/sample in `fit` | µs per `step` call | µs forward-only "
-        "| fit / forward | samples/s in `fit` |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "| fit / forward | samples/s in `fit` | parameters | KiB per learner |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
         f"| {r['cell']} | {r['hidden']} | {r['dtype']} | {r['fit_us']:.2f} | {r['step_us']:.2f} "
-        f"| {r['forward_us']:.2f} | {r['fit_over_forward']:.1f}× | {r['samples_per_s']:,.0f} |"
+        f"| {r['forward_us']:.2f} | {r['fit_over_forward']:.1f}× | {r['samples_per_s']:,.0f} "
+        f"| {r['params']:,} | {kib(r['bytes_per_learner'])} |"
         for r in rows
     ]
     return "\n".join(lines)
+
+
+def kib(n: float | None) -> str:
+    return "–" if n is None else f"{n / 1024:,.0f}"
 
 
 def algorithms_table(rows: list[dict]) -> str:
@@ -218,6 +261,14 @@ def algorithms_table(rows: list[dict]) -> str:
             cells.append(
                 f"{match[0]['fit_us']:.1f} ({match[0]['fit_over_forward']:.0f}×)" if match else "–"
             )
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "KiB of heap per learner:", ""]
+    lines += [header, "|---|" + "---:|" * len(configs)]
+    for name in names:
+        cells = []
+        for c in configs:
+            match = [r for r in rows if r["algorithm"] == name and (r["cell"], r["hidden"]) == c]
+            cells.append(kib(match[0]["bytes_per_learner"]) if match else "–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -95,7 +95,8 @@ class Learner {
     for (const Block& b : cell_.blocks()) max_rows = std::max(max_rows, b.rows);
     column_ = Vec<S>::Zero(max_rows);
     for (Index k = 0; k < Cell::kBlocks; ++k) u_c_[k] = Vec<S>::Zero(cell_.blocks()[k].rows);
-    grad_ = Vec<S>::Zero(n_params());
+    // Plain UORO streams its gradient column by column and needs no θ-sized buffer.
+    if (config.algorithm != Algorithm::Uoro || config.memory > 1) grad_ = Vec<S>::Zero(n_params());
 
     if (windowed()) {
       const Index window = window_length();
