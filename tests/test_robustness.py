@@ -86,15 +86,21 @@ def test_exploding_input_is_refused_by_every_algorithm(options):
 def test_divergence_inside_a_chunk_names_the_sample_and_keeps_the_first_ones():
     xs, ys = influence.stream(300)
     reference = diverging_influence("raise")
+    losses = []
     for t in range(300):  # find where a step-by-step run diverges
         try:
-            reference.step(xs[t], ys[t])
-        except uoro.DivergenceError:
+            losses.append(reference.step(xs[t], ys[t]))
+        except uoro.DivergenceError as error:
+            assert error.index == 0 and error.losses.shape == (0,)
             break
+    assert 0 < t < 299
     learner = diverging_influence("raise")
-    with pytest.raises(uoro.DivergenceError, match=f"sample {t} of the chunk"):
+    with pytest.raises(uoro.DivergenceError, match=f"sample {t} of the chunk") as raised:
         learner.fit(xs, ys)
     assert_same_state(learner.state_dict(), reference.state_dict())
+    # The error says where the chunk stopped and keeps the losses of what was applied.
+    assert raised.value.index == t
+    np.testing.assert_array_equal(raised.value.losses, losses)
 
 
 def test_non_finite_values_are_refused_by_setters():

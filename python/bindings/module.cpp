@@ -9,6 +9,8 @@
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "uoro/learner.hpp"
 
@@ -19,6 +21,16 @@ namespace {
 
 template <class S>
 using Array = py::array_t<S, py::array::c_style>;
+
+PyObject* divergence_error_type = nullptr;
+
+// A divergence inside a chunk: where it happened and the losses of the samples before it.
+struct ChunkDivergence : uoro::Divergence {
+  ChunkDivergence(const std::string& what, Index at, std::vector<double> applied)
+      : uoro::Divergence(what), index(at), losses(std::move(applied)) {}
+  Index index;
+  std::vector<double> losses;
+};
 
 template <class S>
 constexpr const char* dtype_name() {
@@ -167,16 +179,27 @@ struct PyLearner {
     return s;
   }
 
-  // Runs fn over a validated chunk with the GIL released. With keep_state, the recurrent
-  // state is restored afterwards (also when fn throws).
-  template <class Fn>
-  Array<S> run_chunk(py::handle xs, py::handle ys, Fn&& fn, bool keep_state = false) {
+  struct Chunk {
+    Column<S> x, y;
+  };
+
+  // Checks a whole chunk before any of it is used.
+  Chunk chunk(py::handle xs, py::handle ys) {
     const auto& c = core.config();
-    auto x = column<S>(xs, c.input_size, true, true, "xs");
-    auto y = column<S>(ys, c.output_size, categorical(), !categorical(), "ys");
-    if (x.length != y.length)
-      throw py::value_error("xs and ys must have the same length, got " + std::to_string(x.length) + " and " +
-                            std::to_string(y.length));
+    Chunk chunk{column<S>(xs, c.input_size, true, true, "xs"),
+                column<S>(ys, c.output_size, categorical(), !categorical(), "ys")};
+    if (chunk.x.length != chunk.y.length)
+      throw py::value_error("xs and ys must have the same length, got " + std::to_string(chunk.x.length) +
+                            " and " + std::to_string(chunk.y.length));
+    return chunk;
+  }
+
+  // Runs fn over a validated chunk with the GIL released. With keep_state, the recurrent
+  // state is restored afterwards (also when fn throws). A divergence stops the chunk with
+  // the losses of the samples already applied.
+  template <class Fn>
+  Array<S> run_chunk(const Chunk& chunk, Fn&& fn, bool keep_state = false) {
+    const Column<S>& x = chunk.x;
     Array<S> losses(x.length);
     S* out = losses.mutable_data();
     BusyGuard guard(busy);
@@ -195,15 +218,20 @@ struct PyLearner {
         s.x = x.values + t * x.width;
       else
         s.x_token = x.tokens[t];
-      s.y = y.target(t);
+      s.y = chunk.y.target(t);
       try {
         out[t] = fn(t, s);
       } catch (const uoro::Divergence& e) {
-        throw uoro::Divergence("sample " + std::to_string(t) + " of the chunk (samples 0.." +
-                               std::to_string(t - 1) + " were applied): " + e.what());
+        throw ChunkDivergence("sample " + std::to_string(t) + " of the chunk (samples 0.." +
+                                  std::to_string(t - 1) + " were applied): " + e.what(),
+                              t, std::vector<double>(out, out + t));
       }
     }
     return losses;
+  }
+  template <class Fn>
+  Array<S> run_chunk(py::handle xs, py::handle ys, Fn&& fn, bool keep_state = false) {
+    return run_chunk(chunk(xs, ys), std::forward<Fn>(fn), keep_state);
   }
 };
 
@@ -288,14 +316,11 @@ void bind_learner(py::module_& m, const std::string& name) {
            })
       .def("gradients",
            [](P& p, py::handle xs, py::handle ys) {
-             Array<S> grads;
-             Array<S> losses;
+             const auto chunk = p.chunk(xs, ys);
              const Index n = p.core.n_params();
-             // Validated by run_chunk before anything runs; sized here once T is known.
-             auto x_len = column<S>(xs, p.core.config().input_size, true, true, "xs").length;
-             grads = Array<S>({x_len, n});
+             Array<S> grads({chunk.x.length, n});
              S* g = grads.mutable_data();
-             losses = p.run_chunk(xs, ys, [&](Index t, const uoro::Sample<S>& s) {
+             Array<S> losses = p.run_chunk(chunk, [&](Index t, const uoro::Sample<S>& s) {
                return p.core.step(s, g + t * n, /*update=*/false);
              });
              return py::make_tuple(losses, grads);
@@ -492,7 +517,24 @@ PYBIND11_MODULE(UORO_MODULE_NAME, m) {
       .value("rtrl", uoro::Algorithm::Rtrl)
       .value("tbptt", uoro::Algorithm::Tbptt)
       .value("tbptt_chunk", uoro::Algorithm::TbpttChunk);
-  py::register_local_exception<uoro::Divergence>(m, "DivergenceError", PyExc_ArithmeticError);
+  // DivergenceError carries `index` (the refused sample's position in the call: 0 for
+  // `step`) and `losses` (those of the samples applied before it). The module holds the
+  // type for as long as it is loaded.
+  divergence_error_type =
+      py::register_local_exception<uoro::Divergence>(m, "DivergenceError", PyExc_ArithmeticError).ptr();
+  py::register_local_exception_translator([](std::exception_ptr thrown) {
+    try {
+      if (thrown) std::rethrow_exception(thrown);
+    } catch (const uoro::Divergence& e) {
+      const auto* chunk = dynamic_cast<const ChunkDivergence*>(&e);
+      py::object error = py::handle(divergence_error_type)(e.what());
+      error.attr("index") = chunk ? chunk->index : Index(0);
+      error.attr("losses") =
+          chunk ? py::array_t<double>(py::ssize_t(chunk->losses.size()), chunk->losses.data())
+                : py::array_t<double>(0);
+      PyErr_SetObject(divergence_error_type, error.ptr());
+    }
+  });
   py::enum_<uoro::DivergencePolicy>(m, "DivergencePolicy", py::module_local())
       .value("raise_error", uoro::DivergencePolicy::Raise)
       .value("skip", uoro::DivergencePolicy::Skip);

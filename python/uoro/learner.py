@@ -195,7 +195,10 @@ class Learner:
         ``xs`` is an int array ``(T,)`` of tokens or a float array ``(T, input_size)``;
         ``ys`` is an int array ``(T,)`` or a float array ``(T, output_size)``. The whole
         chunk is checked before the first sample is used: a bad sample anywhere raises
-        (naming its index) and leaves the learner untouched.
+        (naming its index) and leaves the learner untouched. A step refused as diverging
+        (``on_divergence="raise"``) stops the chunk with `DivergenceError`: the samples
+        before it stay applied, and the error's ``index`` and ``losses`` give the refused
+        sample's position and the losses of those applied.
         """
         return self._core.fit(*self._convert_chunk(xs, ys))
 
