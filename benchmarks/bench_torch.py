@@ -24,12 +24,11 @@ import argparse
 import collections
 import json
 import os
-import platform
-import time
 
 # NumPy's BLAS threads spin after each call and would share the cores with the learner.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import bench_step  # noqa: E402  (beside this file: the timer and the machine line)
 import numpy as np  # noqa: E402
 
 import uoro  # noqa: E402
@@ -136,12 +135,6 @@ class TorchTbptt(TorchNet):
         return loss.item()
 
 
-def per_sample_us(fn, n: int) -> float:
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) / n * 1e6
-
-
 def losses_of(step, pairs: list[tuple[int, int]]) -> list[float]:
     return [step(x, y) for x, y in pairs]
 
@@ -180,13 +173,13 @@ def measure(n_torch: int, n_uoro: int, repeats: int) -> dict:
             losses_of(net.step, warm)
             losses: list[float] = []
             run = lambda step=net.step, out=losses: out.extend(losses_of(step, pairs[:n_torch]))
-            best[key] = min(best[key], per_sample_us(run, n_torch))
+            best[key] = min(best[key], bench_step.per_sample_us(run, n_torch))
             torch_finite = torch_finite and bool(np.isfinite(losses).all())
 
         learner = new_learner()
         learner.fit(xs[:64], ys[:64])  # warm caches
         best["uoro_fit_us"] = min(
-            best["uoro_fit_us"], per_sample_us(lambda m=learner: m.fit(xs, ys), n_uoro)
+            best["uoro_fit_us"], bench_step.per_sample_us(lambda m=learner: m.fit(xs, ys), n_uoro)
         )
         skipped += learner.skipped_steps
 
@@ -198,7 +191,7 @@ def measure(n_torch: int, n_uoro: int, repeats: int) -> dict:
             for x, y in pairs:
                 step(x, y)
 
-        best["uoro_step_us"] = min(best["uoro_step_us"], per_sample_us(loop, n_uoro))
+        best["uoro_step_us"] = min(best["uoro_step_us"], bench_step.per_sample_us(loop, n_uoro))
         skipped += stepper.skipped_steps
     result = {k: float(v) for k, v in best.items()}
     return {
@@ -232,24 +225,7 @@ def table(r: dict) -> str:
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(
-                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu
-            )
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "system": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "uoro": uoro.__version__,
-        "variant": uoro._core.VARIANT,
-    }
+    return {**bench_step.machine(), "torch": torch.__version__}
 
 
 def main() -> None:
