@@ -1,0 +1,49 @@
+"""The benchmark's own measurements: the heap a learner holds, and a quick timing row."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_step  # noqa: E402
+
+import uoro  # noqa: E402
+
+needs_heap_count = pytest.mark.skipif(
+    bench_step.heap_bytes_in_use() is None, reason="the C allocator's count needs glibc"
+)
+
+
+@needs_heap_count
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_uoro_learner_holds_four_parameter_sized_arrays(dtype):
+    # θ, θ̃ and Adam's two moments, plus O(|s|): nothing else of the parameters' size.
+    n_params = uoro.Learner("gru", bench_step.VOCAB, 64, dtype=dtype).n_params
+    per_array = n_params * (4 if dtype == "float32" else 8)
+    held = bench_step.bytes_per_learner("gru", 64, dtype, {})
+    assert 4 * per_array <= held < 4.3 * per_array
+
+
+@needs_heap_count
+def test_memory_grows_with_the_window_not_with_the_stream():
+    short = bench_step.bytes_per_learner("gru", 16, "float32", {"memory": 2})
+    long = bench_step.bytes_per_learner("gru", 16, "float32", {"memory": 32})
+    assert long > short  # the window's caches
+    before = bench_step.heap_bytes_in_use()
+    learner = uoro.Learner("gru", bench_step.VOCAB, 16, memory=32)
+    learner.step(0, 1)
+    grown = bench_step.heap_bytes_in_use() - before
+    tokens = [t % bench_step.VOCAB for t in range(20_001)]
+    learner.fit(tokens[:-1], tokens[1:])
+    del tokens
+    assert bench_step.heap_bytes_in_use() - before <= grown + 64 * 1024  # losses' array freed
+
+
+def test_a_timing_row_has_every_column():
+    row = bench_step.measure("rnn", 8, "float32", {}, budget_s=0.005, repeats=1, python_loop=True)
+    for key in ("fit_us", "step_us", "forward_us", "fit_over_forward", "bytes_per_learner"):
+        assert row[key] > 0
+    assert "| rnn | 8 | float32 |" in bench_step.core_table([row])
