@@ -39,6 +39,7 @@ CELLS = ("rnn", "gru", "lstm")
 SIZES = (64, 256)
 ALGORITHMS = (
     ("uoro", {}),
+    ("uoro with sgd", {"optimizer": "sgd"}),  # the difference to "uoro" is Adam's cost
     ("uoro r=2", {"rank": 2}),
     ("uoro r=4", {"rank": 4}),
     ("uoro memory=4", {"memory": 4}),
