@@ -15,9 +15,9 @@ namespace uoro {
 
 // Flushes subnormal floats to zero while it lives and restores the caller's
 // floating-point mode after. Saturated gates and decaying sensitivities produce values
-// below 1e-38 (float32) that the FPU handles in slow microcode: measured on a long GRU
-// stream, they made learning steps about 1.4× slower. As zeros they change nothing a
-// learner computes visibly. (x86 only; elsewhere the mode is left as it is.)
+// below 1e-38 (float32) that the FPU handles in slow microcode: late in a long GRU
+// stream they slowed learning steps markedly. As zeros they change nothing a learner
+// computes visibly. (x86 only; elsewhere the mode is left as it is.)
 class FlushSubnormals {
  public:
   FlushSubnormals(const FlushSubnormals&) = delete;
