@@ -11,8 +11,9 @@ where it cannot be read, "–"). Every time is the best of several repeats, the 
 measurements interleaved, so the ratio of two numbers from the same row is what to trust
 on a noisy machine.
 
-Two tables: `core` (UORO for every cell × hidden size × dtype) and `algorithms` (every
-estimator, float32). Prints markdown; `--json FILE` also writes the numbers and the
+Suites: `core` (UORO for every cell × hidden size × dtype), `algorithms` (every
+estimator, float32: times and heap), `scaling` (UORO early and late in a long stream,
+truncated BPTT against its window). Prints markdown; `--json FILE` also writes the numbers and the
 machine they ran on.
 
     python benchmarks/bench_step.py [--suite core|algorithms|scaling|all] [--quick] [--json FILE]
@@ -255,31 +256,29 @@ def kib(n: float | None) -> str:
 
 
 def algorithms_table(rows: list[dict]) -> str:
-    names = [name for name, _ in ALGORITHMS]
+    """Two tables, algorithm × configuration: time per sample (and ratio to the forward
+    step), then KiB of heap per learner."""
     configs = sorted(
         {(r["cell"], r["hidden"]) for r in rows}, key=lambda c: (CELLS.index(c[0]), c[1])
     )
-    header = "| algorithm | " + " | ".join(f"{c}-{h}" for c, h in configs) + " |"
-    lines = [header, "|---|" + "---:|" * len(configs)]
-    forward = {(r["cell"], r["hidden"]): r["forward_us"] for r in rows if r["algorithm"] == "uoro"}
-    lines.append("| forward only | " + " | ".join(f"{forward[c]:.2f}" for c in configs) + " |")
-    for name in names:
-        cells = []
-        for c in configs:
-            match = [r for r in rows if r["algorithm"] == name and (r["cell"], r["hidden"]) == c]
-            cells.append(
-                f"{match[0]['fit_us']:.1f} ({match[0]['fit_over_forward']:.0f}×)" if match else "–"
-            )
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "KiB of heap per learner:", ""]
-    lines += [header, "|---|" + "---:|" * len(configs)]
-    for name in names:
-        cells = []
-        for c in configs:
-            match = [r for r in rows if r["algorithm"] == name and (r["cell"], r["hidden"]) == c]
-            cells.append(kib(match[0]["bytes_per_learner"]) if match else "–")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    by_key = {(r["algorithm"], r["cell"], r["hidden"]): r for r in rows}
+    header = ["| algorithm | " + " | ".join(f"{c}-{h}" for c, h in configs) + " |"]
+    header.append("|---|" + "---:|" * len(configs))
+
+    def table(first_rows: list[str], show) -> list[str]:
+        lines = header + first_rows
+        for name, _ in ALGORITHMS:
+            cells = [show(by_key[(name, *c)]) if (name, *c) in by_key else "–" for c in configs]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        return lines
+
+    forward = " | ".join(f"{by_key[('uoro', *c)]['forward_us']:.2f}" for c in configs)
+    times = table(
+        [f"| forward only | {forward} |"],
+        lambda r: f"{r['fit_us']:.1f} ({r['fit_over_forward']:.0f}×)",
+    )
+    memory = table([], lambda r: kib(r["bytes_per_learner"]))
+    return "\n".join([*times, "", "KiB of heap per learner:", "", *memory])
 
 
 def machine() -> dict:
