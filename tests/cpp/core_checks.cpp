@@ -82,7 +82,7 @@ void kernels_match_finite_differences(const char* name) {
   check(rel(vjp_p, fd_vjp_p) < 1e-6, std::string(name) + " vjp_params vs finite differences");
 }
 
-static const char* algorithm_name(Algorithm a) {
+[[maybe_unused]] static const char* algorithm_name(Algorithm a) {
   switch (a) {
     case Algorithm::Uoro:
       return "uoro";
