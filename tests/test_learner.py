@@ -267,3 +267,14 @@ def test_learning_leaves_the_callers_subnormal_floats_alone():
     learner.evaluate(PATTERN[:-1], PATTERN[1:])
     assert tiny[0] * 1e-10 != 0.0  # 1e-310: subnormal in float64
     assert np.float32(tiny[1]) * np.float32(1e-15) != 0.0  # 1e-45: subnormal in float32
+
+
+def test_a_learning_step_without_a_target_is_refused():
+    # Regression: step(x, None) with the squared-error loss read through a null target.
+    learner = uoro.Learner("gru", 4, 3, 2, loss="squared_error", dtype="float64")
+    theta, state = learner.theta, learner.state
+    with pytest.raises(TypeError, match=r"y must be a numpy array of dtype float64"):
+        learner.step(1, None)
+    np.testing.assert_array_equal(learner.theta, theta)
+    np.testing.assert_array_equal(learner.state, state)
+    assert learner.predict(1).shape == (2,)  # predict needs no target

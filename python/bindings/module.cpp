@@ -163,7 +163,8 @@ struct PyLearner {
 
   bool categorical() const { return core.config().loss == uoro::Loss::CrossEntropy; }
 
-  uoro::Sample<S> sample(py::handle x, py::handle y) {
+  // One sample, checked. y = None (no target) only where nothing is learned: `predict`.
+  uoro::Sample<S> sample(py::handle x, py::handle y, bool target_required = true) {
     const auto& c = core.config();
     uoro::Sample<S> s;
     if (is_int(x))
@@ -173,7 +174,7 @@ struct PyLearner {
     if (categorical()) {
       if (!is_int(y)) throw py::type_error("y must be an int class index for the cross-entropy loss");
       s.y.token = token(y, c.output_size, "y");
-    } else if (!y.is_none()) {
+    } else if (!y.is_none() || target_required) {
       s.y.values = finite_vector<S>(y, c.output_size, "y");
     }
     return s;
@@ -334,7 +335,8 @@ void bind_learner(py::module_& m, const std::string& name) {
            })
       .def("predict",
            [](P& p, py::handle x) {
-             const auto s = p.sample(x, p.categorical() ? py::object(py::int_(0)) : py::object(py::none()));
+             const auto s = p.sample(x, p.categorical() ? py::object(py::int_(0)) : py::object(py::none()),
+                                     /*target_required=*/false);
              BusyGuard guard(p.busy);
              p.core.forward_only(s, /*advance=*/false);
              return to_numpy(p.core.prediction());
