@@ -179,6 +179,8 @@ def test_token_losses_are_bits_per_character(tmp_path):
             "100",
             "--lr",
             "1e-12",
+            "--input-std",
+            "library",  # small input weights: the untrained model predicts near uniformly
             "--out",
             str(out),
             "--no-progress",
@@ -265,6 +267,9 @@ def test_paper_preset_settings():
         assert config.data == {"s": 1, "k": 5, "a": 10}
     for config in experiments.paper_configs("influence", steps=10):
         assert config.lr_decay == 1.0 and config.data == {"n": 23, "n_minus": 13}
+    for name in ("anbn", "brackets"):
+        stds = {c.cell: c.input_std for c in experiments.paper_configs(name, steps=10)}
+        assert stds == {"gru": 1.0, "lstm": None}  # as the authors' code (see PAPER_INPUT_STD)
     with pytest.raises(ValueError, match="no paper preset"):
         experiments.paper_configs("text", steps=10)
 
@@ -288,6 +293,9 @@ def test_paper_preset_settings():
         (["anbn", "--min-n", "5", "--max-n", "2"], "'--min-n'"),
         (["anbn", "--preset", "paper", "--cell", "lstm"], "fixes --cell"),
         (["anbn", "--preset", "fig3"], "'--preset'"),
+        (["anbn", "--preset", "paper", "--input-std", "1"], "fixes --input-std"),
+        (["anbn", "--input-std", "0"], "not a standard deviation > 0"),
+        (["anbn", "--input-std", "wide"], "neither 'paper', 'library' nor a number"),
         (["influence", "--minus", "30"], "'--minus'"),
         (["influence", "--cell", "gru"], "No such option"),
         (["text", "no-such-file.txt"], "does not exist"),
@@ -310,7 +318,50 @@ def test_step_count_and_seeds_notation():
     assert SEEDS.convert("7,", None, None) == (7,)
 
 
+def test_input_std_option_resolves_per_cell(tmp_path):
+    for cell, option, expected in [
+        ("gru", "paper", "-gru64-in1-"),
+        ("rnn", "paper", "-rnn64-in1-"),
+        ("lstm", "paper", "-lstm64-uoro"),
+        ("gru", "library", "-gru64-uoro"),
+        ("lstm", "0.5", "-lstm64-in0.5-"),
+    ]:
+        out = tmp_path / f"{cell}-{option}"
+        result = invoke(
+            "anbn", "--cell", cell, "--input-std", option, "--steps", "100", "--chunk", "100",
+            "--hidden", "64", "--out", str(out), "--no-progress",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        [csv_file] = out.glob("*seed0.csv")
+        assert expected in csv_file.name
+
+
 # ---- the runs ----------------------------------------------------------------------------------
+
+
+def test_input_std_draws_only_the_input_weights():
+    """input_std replaces weight_ih by seeded N(0, σ²) draws and leaves every other
+    parameter at the learner's own seeded init."""
+    library = experiments.make_learner(experiments.anbn_config(cell="gru", input_std=None, seed=5))
+    drawn = experiments.make_learner(experiments.anbn_config(cell="gru", input_std=2.0, seed=5))
+    again = experiments.make_learner(experiments.anbn_config(cell="gru", seed=5, input_std=2.0))
+    other_seed = experiments.make_learner(experiments.anbn_config(cell="gru", input_std=2.0))
+    weights = drawn.parameters()["weight_ih"]
+    assert weights.shape == (192, 3)
+    # 576 draws: the sample std is within 10 % of σ with overwhelming probability.
+    assert weights.std() == pytest.approx(2.0, rel=0.1)
+    assert abs(weights.mean()) < 0.3
+    assert np.abs(library.parameters()["weight_ih"]).max() <= 1 / 8  # PyTorch: ±1/√64
+    np.testing.assert_array_equal(again.parameters()["weight_ih"], weights)
+    assert not np.array_equal(other_seed.parameters()["weight_ih"], weights)
+    for name, value in library.parameters().items():
+        if name != "weight_ih":
+            np.testing.assert_array_equal(drawn.parameters()[name], value)
+    assert experiments.anbn_config(cell="gru").input_std == 1.0
+    assert experiments.brackets_config(cell="lstm").input_std is None
+    assert experiments.influence_config().input_std is None
+    with pytest.raises(ValueError, match="input_std must be"):
+        experiments.anbn_config(input_std=0.0)
 
 
 def test_curve_matches_a_direct_run(monkeypatch):

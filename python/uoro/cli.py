@@ -33,6 +33,7 @@ PRESET_FIXED = (
     "lr",
     "lr_decay",
     "optimizer",
+    "input_std",
     "units",
     "minus",
     "repeat",
@@ -85,8 +86,28 @@ class Seeds(click.ParamType):  # type: ignore[type-arg]
         return seeds
 
 
+class InputStd(click.ParamType):  # type: ignore[type-arg]
+    """``paper``, ``library`` or a standard deviation > 0."""
+
+    name = "paper|library|STD"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> str | float:
+        if isinstance(value, float) or value in ("paper", "library"):
+            return value
+        try:
+            number = float(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is neither 'paper', 'library' nor a number", param, ctx)
+        if not (math.isfinite(number) and number > 0):
+            self.fail(f"{value!r} is not a standard deviation > 0", param, ctx)
+        return number
+
+
 STEP_COUNT = StepCount()
 SEEDS = Seeds()
+INPUT_STD = InputStd()
 POSITIVE = click.IntRange(min=1)
 
 
@@ -217,6 +238,15 @@ def _model_options() -> list[Callable[..., Any]]:
             default="adam",
             show_default=True,
             help="Optimizer (Adam with β1 = 0.9, β2 = 0.999).",
+        ),
+        click.option(
+            "--input-std",
+            type=INPUT_STD,
+            default="paper",
+            show_default=True,
+            help="Init of the cell's input weights: 'paper' = as the authors' code, N(0, 1) "
+            "for GRU and RNN, the library's default for LSTM; 'library' = the library's "
+            "default (PyTorch's uniform); a number σ = N(0, σ²).",
         ),
     ]
 
@@ -403,7 +433,12 @@ def _run_experiment(
             name, steps=options["steps"], seeds=seeds, chunk=options["chunk"]
         )
     else:
-        base = RunConfig(name, dataset=tuple(dataset.items()), **options)
+        input_std = options.pop("input_std", "library")  # influence has no cell options
+        if input_std == "paper":
+            input_std = experiments.PAPER_INPUT_STD[options["cell"]]
+        elif input_std == "library":
+            input_std = None
+        base = RunConfig(name, dataset=tuple(dataset.items()), input_std=input_std, **options)
         configs = [replace(base, seed=seed) for seed in seeds]
     for config in configs:
         _validate(ctx, config)

@@ -81,6 +81,16 @@ ANBN_TRUNCATIONS = (1, 2, 16)
 PAPER_CELLS = ("gru", "lstm")
 PAPER_HIDDEN = 64
 
+#: Standard deviation of the input weights in the authors' published code, by cell
+#: (``None``: this library's default, PyTorch's uniform init). There, each GRU and RNN
+#: gate reads the token through its own embedding table drawn from N(0, 1), which is
+#: exactly a one-hot input weight matrix with that law; their LSTM first embeds the token
+#: (N(0, 1)) and then maps it through one linear layer per gate, which this LSTM cell has
+#: no counterpart for, so it keeps the library's init. The token tasks use these unless
+#: told otherwise; PyTorch's init (input weights within ±1/√n) learns aⁿbⁿ with a GRU far
+#: more slowly (docs/results.md).
+PAPER_INPUT_STD: dict[str, float | None] = {"gru": 1.0, "rnn": 1.0, "lstm": None}
+
 #: Table 1 of the paper: recent loss (bits/char, last 10⁵ characters) on aⁿbⁿ(1, 32).
 PAPER_TABLE1 = {
     ("lstm", "UORO"): 0.147,
@@ -108,8 +118,10 @@ class RunConfig:
     ``dataset`` holds the task's parameters as (name, value) pairs: ``n``, ``n_minus``
     (influence), ``s``, ``k``, ``a`` (brackets), ``k``, ``l`` (aⁿbⁿ), ``path`` (text).
     ``lr_decay`` is α of ``η_t = lr / (1 + α√t)`` with t counted in samples.
-    ``cell``, ``hidden`` and ``optimizer`` are ignored by influence balancing (its own
-    dynamics, SGD). ``seed`` seeds the learner and the data stream.
+    ``input_std``: if set, the cell's input weights are drawn from N(0, input_std²) instead
+    of the library's default init (see ``PAPER_INPUT_STD``).
+    ``cell``, ``hidden``, ``input_std`` and ``optimizer`` are ignored by influence
+    balancing (its own dynamics, SGD). ``seed`` seeds the learner and the data stream.
     """
 
     experiment: str
@@ -124,6 +136,7 @@ class RunConfig:
     cell: str = "gru"
     hidden: int = PAPER_HIDDEN
     optimizer: str = "adam"
+    input_std: float | None = None
     dataset: tuple[tuple[str, Any], ...] = ()
     chunk: int = DEFAULT_CHUNK
 
@@ -133,6 +146,9 @@ class RunConfig:
         for name in ("steps", "chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
+        std = self.input_std
+        if std is not None and not (math.isfinite(std) and std > 0):
+            raise ValueError(f"input_std must be a finite number > 0 or None; got {self.input_std}")
 
     @property
     def data(self) -> dict[str, Any]:
@@ -188,6 +204,8 @@ class RunConfig:
         if self.rank > 1:
             algorithm += f"-r{self.rank}"
         model = "" if self.experiment == "influence" else f"-{self.cell}{self.hidden}"
+        if self.input_std is not None and self.experiment != "influence":
+            model += f"-in{self.input_std:g}"
         return (
             f"{self.experiment}-{dataset}{model}-{algorithm}-lr{self.lr:g}"
             f"-a{self.lr_decay:g}-seed{self.seed}"
@@ -198,6 +216,8 @@ _SLUG_NAMES = {"n_minus": "minus"}
 
 
 def _config(experiment: str, dataset: dict[str, Any], **fields: Any) -> RunConfig:
+    if experiment in TOKEN_EXPERIMENTS and "input_std" not in fields:
+        fields["input_std"] = PAPER_INPUT_STD[fields.get("cell", RunConfig.cell)]
     return RunConfig(experiment, dataset=tuple(dataset.items()), **fields)
 
 
@@ -352,9 +372,22 @@ def make_learner(config: RunConfig) -> Learner:
         data = config.data
         return influence.learner(n=data["n"], n_minus=data["n_minus"], **options)
     vocabulary_size = len(make_stream(config).vocabulary)
-    return Learner(
+    learner = Learner(
         config.cell, vocabulary_size, config.hidden, optimizer=config.optimizer, **options
     )
+    if config.input_std is not None:
+        params = learner.parameters()
+        weights = params["weight_ih"]
+        # Its own stream, so that the rest of the init stays the learner's seeded default.
+        rng = np.random.default_rng([config.seed, _INPUT_INIT_STREAM])
+        params["weight_ih"] = (config.input_std * rng.standard_normal(weights.shape)).astype(
+            weights.dtype
+        )
+        learner.set_parameters(params)
+    return learner
+
+
+_INPUT_INIT_STREAM = 0x1A7E
 
 
 def make_stream(config: RunConfig) -> datasets.TokenStream:
