@@ -179,7 +179,7 @@ def test_token_losses_are_bits_per_character(tmp_path):
             "100",
             "--lr",
             "1e-12",
-            "--input-std",
+            "--init",
             "library",  # small input weights: the untrained model predicts near uniformly
             "--out",
             str(out),
@@ -268,8 +268,11 @@ def test_paper_preset_settings():
     for config in experiments.paper_configs("influence", steps=10):
         assert config.lr_decay == 1.0 and config.data == {"n": 23, "n_minus": 13}
     for name in ("anbn", "brackets"):
-        stds = {c.cell: c.input_std for c in experiments.paper_configs(name, steps=10)}
-        assert stds == {"gru": 1.0, "lstm": None}  # as the authors' code (see PAPER_INPUT_STD)
+        inits = {
+            c.cell: (c.input_std, c.forget_bias) for c in experiments.paper_configs(name, steps=10)
+        }
+        # As the authors' code (see PAPER_INIT).
+        assert inits == {"gru": (1.0, 0.0), "lstm": (pytest.approx(3**-0.5), -0.3)}
     with pytest.raises(ValueError, match="no paper preset"):
         experiments.paper_configs("text", steps=10)
 
@@ -293,9 +296,8 @@ def test_paper_preset_settings():
         (["anbn", "--min-n", "5", "--max-n", "2"], "'--min-n'"),
         (["anbn", "--preset", "paper", "--cell", "lstm"], "fixes --cell"),
         (["anbn", "--preset", "fig3"], "'--preset'"),
-        (["anbn", "--preset", "paper", "--input-std", "1"], "fixes --input-std"),
-        (["anbn", "--input-std", "0"], "not a standard deviation > 0"),
-        (["anbn", "--input-std", "wide"], "neither 'paper', 'library' nor a number"),
+        (["anbn", "--preset", "paper", "--init", "library"], "fixes --init"),
+        (["anbn", "--init", "xavier"], "'--init'"),
         (["influence", "--minus", "30"], "'--minus'"),
         (["influence", "--cell", "gru"], "No such option"),
         (["text", "no-such-file.txt"], "does not exist"),
@@ -318,18 +320,18 @@ def test_step_count_and_seeds_notation():
     assert SEEDS.convert("7,", None, None) == (7,)
 
 
-def test_input_std_option_resolves_per_cell(tmp_path):
-    for cell, option, expected in [
-        ("gru", "paper", "-gru64-in1-"),
-        ("rnn", "paper", "-rnn64-in1-"),
-        ("lstm", "paper", "-lstm64-uoro"),
+def test_init_option_resolves_per_cell(tmp_path):
+    for cell, init, expected in [
+        ("gru", "paper", "-gru64-in1-uoro"),
+        ("rnn", "paper", "-rnn64-in1-uoro"),
+        ("lstm", "paper", "-lstm64-in0.577-fb-0.3-uoro"),
         ("gru", "library", "-gru64-uoro"),
-        ("lstm", "0.5", "-lstm64-in0.5-"),
+        ("lstm", "library", "-lstm64-uoro"),
     ]:
-        out = tmp_path / f"{cell}-{option}"
+        out = tmp_path / f"{cell}-{init}"
         result = invoke(
-            "anbn", "--cell", cell, "--input-std", option, "--steps", "100", "--chunk", "100",
-            "--hidden", "64", "--out", str(out), "--no-progress",
+            "anbn", "--cell", cell, "--init", init, "--steps", "100", "--chunk", "100",
+            "--out", str(out), "--no-progress",
         )  # fmt: skip
         assert result.exit_code == 0, result.output
         [csv_file] = out.glob("*seed0.csv")
@@ -339,36 +341,46 @@ def test_input_std_option_resolves_per_cell(tmp_path):
 # ---- the runs ----------------------------------------------------------------------------------
 
 
-def test_input_std_draws_only_the_input_weights():
-    """input_std replaces weight_ih by seeded N(0, σ²) draws and leaves every other
-    parameter at the learner's own seeded init."""
-    library = experiments.make_learner(experiments.anbn_config(cell="gru", input_std=None, seed=5))
-    drawn = experiments.make_learner(experiments.anbn_config(cell="gru", input_std=2.0, seed=5))
-    again = experiments.make_learner(experiments.anbn_config(cell="gru", seed=5, input_std=2.0))
-    other_seed = experiments.make_learner(experiments.anbn_config(cell="gru", input_std=2.0))
-    weights = drawn.parameters()["weight_ih"]
-    assert weights.shape == (192, 3)
-    # 576 draws: the sample std is within 10 % of σ with overwhelming probability.
-    assert weights.std() == pytest.approx(2.0, rel=0.1)
-    assert abs(weights.mean()) < 0.3
+def test_paper_init_changes_only_the_input_weights_and_the_forget_bias():
+    """input_std replaces weight_ih by seeded N(0, σ²) draws, forget_bias shifts the LSTM's
+    forget-gate bias, and every other parameter keeps the learner's own seeded init."""
+    library = experiments.make_learner(
+        experiments.anbn_config(cell="lstm", input_std=None, forget_bias=0.0, seed=5)
+    )
+    paper = experiments.make_learner(experiments.anbn_config(cell="lstm", seed=5))
+    again = experiments.make_learner(experiments.anbn_config(cell="lstm", seed=5))
+    other_seed = experiments.make_learner(experiments.anbn_config(cell="lstm", seed=6))
+    weights = paper.parameters()["weight_ih"]
+    assert weights.shape == (256, 3)
+    # 768 draws: the sample std is within 10 % of σ with overwhelming probability.
+    assert weights.std() == pytest.approx(3**-0.5, rel=0.1)
+    assert abs(weights.mean()) < 0.1
     assert np.abs(library.parameters()["weight_ih"]).max() <= 1 / 8  # PyTorch: ±1/√64
     np.testing.assert_array_equal(again.parameters()["weight_ih"], weights)
     assert not np.array_equal(other_seed.parameters()["weight_ih"], weights)
+    shift = paper.parameters()["bias_ih"] - library.parameters()["bias_ih"]
+    np.testing.assert_allclose(shift[64:128], -0.3, rtol=1e-6)  # forget gate: rows n..2n
+    np.testing.assert_array_equal(np.delete(shift, np.s_[64:128]), 0.0)
     for name, value in library.parameters().items():
-        if name != "weight_ih":
-            np.testing.assert_array_equal(drawn.parameters()[name], value)
-    assert experiments.anbn_config(cell="gru").input_std == 1.0
-    assert experiments.brackets_config(cell="lstm").input_std is None
+        if name not in ("weight_ih", "bias_ih"):
+            np.testing.assert_array_equal(paper.parameters()[name], value)
+    gru = experiments.make_learner(experiments.anbn_config(cell="gru", seed=5, hidden=16))
+    assert gru.parameters()["weight_ih"].std() == pytest.approx(1.0, rel=0.15)  # 144 draws
+    assert experiments.anbn_config(cell="gru").forget_bias == 0.0
     assert experiments.influence_config().input_std is None
     with pytest.raises(ValueError, match="input_std must be"):
         experiments.anbn_config(input_std=0.0)
+    with pytest.raises(ValueError, match="forget_bias applies to the lstm cell only"):
+        experiments.anbn_config(cell="gru", forget_bias=1.0)
 
 
 def test_curve_matches_a_direct_run(monkeypatch):
     """Chunk means, cumulative and recent losses are those of the same learner fed the
     same stream by hand, in bits per character."""
     monkeypatch.setattr(experiments, "RECENT_WINDOW", 1000)
-    curve = experiments.run_anbn(steps=3000, chunk=700, seed=3, hidden=16, cell="lstm")
+    curve = experiments.run_anbn(
+        steps=3000, chunk=700, seed=3, hidden=16, cell="lstm", input_std=None, forget_bias=0.0
+    )
     learner = uoro.Learner("lstm", 3, 16, lr=1e-3, lr_decay=0.03, seed=3)
     losses = learner.fit(*uoro.datasets.anbn(1, 32, seed=3).pairs(3000)) / math.log(2)
     np.testing.assert_array_equal(curve.steps, [700, 1400, 2100, 2800, 3000])

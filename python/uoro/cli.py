@@ -33,7 +33,7 @@ PRESET_FIXED = (
     "lr",
     "lr_decay",
     "optimizer",
-    "input_std",
+    "init",
     "units",
     "minus",
     "repeat",
@@ -86,28 +86,8 @@ class Seeds(click.ParamType):  # type: ignore[type-arg]
         return seeds
 
 
-class InputStd(click.ParamType):  # type: ignore[type-arg]
-    """``paper``, ``library`` or a standard deviation > 0."""
-
-    name = "paper|library|STD"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> str | float:
-        if isinstance(value, float) or value in ("paper", "library"):
-            return value
-        try:
-            number = float(str(value))
-        except ValueError:
-            self.fail(f"{value!r} is neither 'paper', 'library' nor a number", param, ctx)
-        if not (math.isfinite(number) and number > 0):
-            self.fail(f"{value!r} is not a standard deviation > 0", param, ctx)
-        return number
-
-
 STEP_COUNT = StepCount()
 SEEDS = Seeds()
-INPUT_STD = InputStd()
 POSITIVE = click.IntRange(min=1)
 
 
@@ -240,13 +220,13 @@ def _model_options() -> list[Callable[..., Any]]:
             help="Optimizer (Adam with β1 = 0.9, β2 = 0.999).",
         ),
         click.option(
-            "--input-std",
-            type=INPUT_STD,
+            "--init",
+            type=click.Choice(["paper", "library"]),
             default="paper",
             show_default=True,
-            help="Init of the cell's input weights: 'paper' = as the authors' code, N(0, 1) "
-            "for GRU and RNN, the library's default for LSTM; 'library' = the library's "
-            "default (PyTorch's uniform); a number σ = N(0, σ²).",
+            help="Initialization: 'paper' = as the authors' code (input weights from "
+            "N(0, 1) for GRU and RNN; N(0, 1/3) and −0.3 on the forget-gate bias for LSTM), the "
+            "rest as 'library' = PyTorch's uniform init U(±1/√hidden).",
         ),
     ]
 
@@ -433,12 +413,17 @@ def _run_experiment(
             name, steps=options["steps"], seeds=seeds, chunk=options["chunk"]
         )
     else:
-        input_std = options.pop("input_std", "library")  # influence has no cell options
-        if input_std == "paper":
-            input_std = experiments.PAPER_INPUT_STD[options["cell"]]
-        elif input_std == "library":
-            input_std = None
-        base = RunConfig(name, dataset=tuple(dataset.items()), input_std=input_std, **options)
+        init = options.pop("init", "library")  # influence has no cell options
+        input_std, forget_bias = (
+            experiments.PAPER_INIT[options["cell"]] if init == "paper" else (None, 0.0)
+        )
+        base = RunConfig(
+            name,
+            dataset=tuple(dataset.items()),
+            input_std=input_std,
+            forget_bias=forget_bias,
+            **options,
+        )
         configs = [replace(base, seed=seed) for seed in seeds]
     for config in configs:
         _validate(ctx, config)
