@@ -413,17 +413,9 @@ def _run_experiment(
             name, steps=options["steps"], seeds=seeds, chunk=options["chunk"]
         )
     else:
-        init = options.pop("init", "library")  # influence has no cell options
-        input_std, forget_bias = (
-            experiments.PAPER_INIT[options["cell"]] if init == "paper" else (None, 0.0)
-        )
-        base = RunConfig(
-            name,
-            dataset=tuple(dataset.items()),
-            input_std=input_std,
-            forget_bias=forget_bias,
-            **options,
-        )
+        if options.pop("init", "paper") == "library":  # influence has no --init
+            options.update(input_std=None, forget_bias=0.0)
+        base = experiments.make_config(name, dataset, **options)
         configs = [replace(base, seed=seed) for seed in seeds]
     for config in configs:
         _validate(ctx, config)

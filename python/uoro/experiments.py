@@ -95,6 +95,8 @@ PAPER_INIT: dict[str, tuple[float | None, float]] = {
     "rnn": (1.0, 0.0),
     "lstm": (1.0 / math.sqrt(3.0), -0.3),
 }
+#: Tag of the random stream the input weights are drawn from (besides the run's seed).
+_INPUT_INIT_STREAM = 0x1A7E
 
 #: Table 1 of the paper: recent loss (bits/char, last 10⁵ characters) on aⁿbⁿ(1, 32).
 PAPER_TABLE1 = {
@@ -229,7 +231,9 @@ class RunConfig:
 _SLUG_NAMES = {"n_minus": "minus"}
 
 
-def _config(experiment: str, dataset: dict[str, Any], **fields: Any) -> RunConfig:
+def make_config(experiment: str, dataset: dict[str, Any], **fields: Any) -> RunConfig:
+    """A run of ``experiment`` on ``dataset``; a token task gets the paper's init
+    (``PAPER_INIT``) for its cell unless ``input_std`` or ``forget_bias`` are given."""
     if experiment in TOKEN_EXPERIMENTS:
         input_std, forget_bias = PAPER_INIT[fields.get("cell", RunConfig.cell)]
         fields.setdefault("input_std", input_std)
@@ -244,27 +248,27 @@ def influence_config(**fields: Any) -> RunConfig:
         "n_minus": fields.pop("n_minus", INFLUENCE_MINUS),
     }
     fields = {"lr": INFLUENCE_LR, "lr_decay": INFLUENCE_LR_DECAY, "optimizer": "sgd", **fields}
-    return _config("influence", data, **fields)
+    return make_config("influence", data, **fields)
 
 
 def brackets_config(**fields: Any) -> RunConfig:
     """A distant-brackets run; ``fields`` override the paper's defaults (incl. s, k, a)."""
     data = {name: fields.pop(name, value) for name, value in BRACKETS.items()}
     fields = {"lr": BRACKETS_LR, "lr_decay": BRACKETS_LR_DECAY, **fields}
-    return _config("brackets", data, **fields)
+    return make_config("brackets", data, **fields)
 
 
 def anbn_config(**fields: Any) -> RunConfig:
     """An aⁿbⁿ run; ``fields`` override the paper's defaults (incl. k, l)."""
     data = {name: fields.pop(name, value) for name, value in ANBN.items()}
     fields = {"lr": ANBN_LR, "lr_decay": ANBN_LR_DECAY, **fields}
-    return _config("anbn", data, **fields)
+    return make_config("anbn", data, **fields)
 
 
 def text_config(path: str | Path, **fields: Any) -> RunConfig:
     """A next-character run on a UTF-8 text file (repeated endlessly)."""
     fields = {"lr": BRACKETS_LR, "lr_decay": BRACKETS_LR_DECAY, **fields}
-    return _config("text", {"path": str(path)}, **fields)
+    return make_config("text", {"path": str(path)}, **fields)
 
 
 def paper_configs(
@@ -405,9 +409,6 @@ def make_learner(config: RunConfig) -> Learner:
             params["bias_ih"][n : 2 * n] += params["bias_ih"].dtype.type(config.forget_bias)
         learner.set_parameters(params)
     return learner
-
-
-_INPUT_INIT_STREAM = 0x1A7E
 
 
 def make_stream(config: RunConfig) -> datasets.TokenStream:
