@@ -91,9 +91,10 @@ class Learner {
 
     state_ = next_state_ = c_ = Vec<S>::Zero(n_state);
     h_ = dh_ = Vec<S>::Zero(config.hidden_size);
-    Index max_rows = readout_.block().rows;
-    for (const Block& b : cell_.blocks()) max_rows = std::max(max_rows, b.rows);
-    column_ = Vec<S>::Zero(max_rows);
+    // One cell column, or the whole readout block (see uoro_pass).
+    Index scratch = readout_.block().size();
+    for (const Block& b : cell_.blocks()) scratch = std::max(scratch, b.rows);
+    column_ = Vec<S>::Zero(scratch);
     for (Index k = 0; k < Cell::kBlocks; ++k) u_c_[k] = Vec<S>::Zero(cell_.blocks()[k].rows);
     // Plain UORO streams its gradient column by column and needs no θ-sized buffer.
     if (config.algorithm != Algorithm::Uoro || config.memory > 1) grad_ = Vec<S>::Zero(n_params());
@@ -439,13 +440,17 @@ class Learner {
       if (update) optimizer_.template apply<kAdam>(theta_.data(), off, g, rows);
     });
     theta_tilde_norm2_ = norm_acc_;
+    // The readout's exact gradient as one contiguous block, so the optimizer runs over it
+    // in full vectors (its columns are short: output_size rows).
     const Block& b = readout_.block();
+    const S* __restrict d_out = readout_.d_out().data();
     for (Index j = 0; j < b.cols; ++j) {
-      const Index off = b.offset + j * b.rows;
-      column_.head(b.rows) = readout_.d_out() * readout_.v()(j);
-      if (grad_out) std::copy(g, g + b.rows, grad_out + off);
-      if (update && config_.train_readout) optimizer_.template apply<kAdam>(theta_.data(), off, g, b.rows);
+      const S vj = readout_.v()(j);
+      for (Index i = 0; i < b.rows; ++i) g[j * b.rows + i] = d_out[i] * vj;
     }
+    if (grad_out) std::copy(g, g + b.size(), grad_out + b.offset);
+    if (update && config_.train_readout)
+      optimizer_.template apply<kAdam>(theta_.data(), b.offset, g, b.size());
   }
 
   template <class AdamStep>
@@ -613,7 +618,7 @@ class Learner {
 
   Vec<S> theta_, state_, next_state_;
   Vec<S> h_, dh_, c_;  // hidden output, ∂ℓ/∂h, ∂ℓ/∂s'
-  Vec<S> column_;      // one column of the gradient in the fused pass
+  Vec<S> column_;      // gradient scratch: one cell column, or the readout block
   Vec<S> grad_;        // the full gradient, where an estimator materializes it
   std::array<Vec<S>, Cell::kBlocks> u_c_;
 
