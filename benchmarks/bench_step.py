@@ -13,10 +13,14 @@ on a noisy machine.
 
 Suites: `core` (UORO for every cell × hidden size × dtype), `algorithms` (every
 estimator, float32: times and heap), `scaling` (UORO early and late in a long stream,
-truncated BPTT against its window). Prints markdown; `--json FILE` also writes the numbers and the
-machine they ran on.
+truncated BPTT against its window), `reference` (the library against a straightforward
+hand-written UORO + Adam GRU step, `reference/gru_uoro_adam.cpp`, compiled here with
+`-O3 -march=native`; needs a C++ compiler and Eigen's headers, e.g. `pip install
+cmeel-eigen`). Prints markdown; `--json FILE` also writes the numbers and the machine
+they ran on.
 
-    python benchmarks/bench_step.py [--suite core|algorithms|scaling|all] [--quick] [--json FILE]
+    python benchmarks/bench_step.py [--suite core|algorithms|scaling|reference|all]
+                                    [--quick] [--json FILE]
 """
 
 from __future__ import annotations
@@ -26,7 +30,11 @@ import ctypes
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 # NumPy's BLAS threads spin after each call and would share the cores with the learner.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -34,6 +42,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 import uoro  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "cpp"))
+from run_core_checks import compiler, eigen_include  # noqa: E402
 
 VOCAB = 13  # a 13-symbol one-hot stream, as in the distant-brackets task
 CELLS = ("rnn", "gru", "lstm")
@@ -220,6 +232,81 @@ def scaling_suite(repeats: int, long_run: int) -> dict:
     }
 
 
+def build_reference(directory: Path) -> Path:
+    """Compiles the hand-written reference step for this machine."""
+    binary = directory / "gru_uoro_adam"
+    subprocess.run(
+        [
+            compiler(),
+            "-std=c++17",
+            "-O3",
+            "-march=native",
+            "-DNDEBUG",
+            "-fno-math-errno",
+            "-I",
+            str(HERE.parent / "cpp" / "include"),
+            "-isystem",
+            str(eigen_include()),
+            str(HERE / "reference" / "gru_uoro_adam.cpp"),
+            "-o",
+            str(binary),
+        ],
+        check=True,
+    )
+    return binary
+
+
+def reference_suite(budget_s: float, repeats: int) -> list[dict]:
+    """The library's UORO + Adam GRU step inside `fit` against the hand-written reference
+    (same model, same arithmetic, no checks), float32, repeats interleaved."""
+    with tempfile.TemporaryDirectory() as tmp:
+        binary = build_reference(Path(tmp))
+        return [against_reference(binary, hidden, budget_s, repeats) for hidden in SIZES]
+
+
+def against_reference(binary: Path, hidden: int, budget_s: float, repeats: int) -> dict:
+    def fresh() -> uoro.Learner:
+        learner = uoro.Learner("gru", VOCAB, hidden, lr=1e-3, seed=0)
+        learner.fit(probe[:-1], probe[1:])  # warm caches
+        return learner
+
+    def fit_us(xs: np.ndarray, ys: np.ndarray) -> float:
+        learner = fresh()
+        return per_sample_us(lambda: learner.fit(xs, ys), xs.size)
+
+    probe = np.random.default_rng(0).integers(0, VOCAB, 65)
+    n = int(np.clip(budget_s / (fit_us(probe[:-1], probe[1:]) * 1e-6), 64, 20_000))
+    tokens = np.random.default_rng(1).integers(0, VOCAB, n + 1)
+    run = [str(binary), "bench", str(hidden), str(n), "1"]
+    library = reference = np.inf
+    for _ in range(repeats):
+        library = min(library, fit_us(tokens[:-1], tokens[1:]))
+        timed = subprocess.run(run, capture_output=True, text=True, check=True)
+        reference = min(reference, float(timed.stdout))
+    print(f"  gru-{hidden}: library {library:.2f} µs, reference {reference:.2f} µs", flush=True)
+    return {
+        "hidden": hidden,
+        "samples": n,
+        "library_us": float(library),
+        "reference_us": float(reference),
+        "library_over_reference": float(library / reference),
+    }
+
+
+def reference_table(rows: list[dict]) -> str:
+    lines = [
+        "| GRU, float32, UORO + Adam | µs/sample, library (`fit`) | µs/sample, hand-written "
+        "reference | library / reference |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['hidden']} units | {r['library_us']:.2f} | {r['reference_us']:.2f} "
+        f"| {r['library_over_reference']:.2f} |"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
 def scaling_table(r: dict) -> str:
     lines = [
         f"UORO, GRU-64: {r['uoro_early_us']:.2f} µs/sample over a fresh learner's first 10⁴ "
@@ -305,7 +392,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--suite", choices=("core", "algorithms", "scaling", "all"), default="all")
+    parser.add_argument(
+        "--suite", choices=("core", "algorithms", "scaling", "reference", "all"), default="all"
+    )
     parser.add_argument("--quick", action="store_true", help="shorter timings (a smoke run)")
     parser.add_argument("--json", help="also write the results and the machine here")
     args = parser.parse_args()
@@ -317,6 +406,8 @@ def main() -> None:
         results["algorithms"] = algorithms_suite(budget_s, repeats)
     if args.suite in ("scaling", "all"):
         results["scaling"] = scaling_suite(repeats, 10_000 if args.quick else 1_000_000)
+    if args.suite in ("reference", "all"):
+        results["reference"] = reference_suite(budget_s, repeats)
     m = results["machine"]
     print(
         f"\n{m['cpu']}, {m['cores']} cores, {m['system']}, Python {m['python']}, "
@@ -332,6 +423,9 @@ def main() -> None:
     if "scaling" in results:
         print("\nCost against stream length and truncation window:\n")
         print(scaling_table(results["scaling"]))
+    if "reference" in results:
+        print("\nAgainst a straightforward hand-written step (same model and arithmetic):\n")
+        print(reference_table(results["reference"]))
     skipped = [
         f"{r['cell']}-{r['hidden']} {r.get('algorithm', 'uoro')} {r['dtype']}: {r['skipped_steps']}"
         for suite in ("core", "algorithms")
