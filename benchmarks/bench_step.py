@@ -20,7 +20,7 @@ cmeel-eigen`). Prints markdown; `--json FILE` also writes the numbers and the ma
 they ran on.
 
     python benchmarks/bench_step.py [--suite core|algorithms|scaling|reference|all]
-                                    [--quick] [--json FILE]
+                                    [--quick] [--repeats N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -258,50 +258,63 @@ def build_reference(directory: Path) -> Path:
 
 def reference_suite(budget_s: float, repeats: int) -> list[dict]:
     """The library's UORO + Adam GRU step inside `fit` against the hand-written reference
-    (same model, same arithmetic, no checks), float32, repeats interleaved."""
+    (same model, same arithmetic, no checks), float32. Timed in back-to-back pairs, 3 ×
+    `repeats` of them, the order swapped every pair; the ratio reported is the median of
+    the pairs' ratios, which a slow spell of the machine spanning a pair cancels out of."""
     with tempfile.TemporaryDirectory() as tmp:
         binary = build_reference(Path(tmp))
-        return [against_reference(binary, hidden, budget_s, repeats) for hidden in SIZES]
+        return [against_reference(binary, hidden, budget_s, 3 * repeats) for hidden in SIZES]
 
 
-def against_reference(binary: Path, hidden: int, budget_s: float, repeats: int) -> dict:
+def against_reference(binary: Path, hidden: int, budget_s: float, pairs: int) -> dict:
     def fresh() -> uoro.Learner:
         learner = uoro.Learner("gru", VOCAB, hidden, lr=1e-3, seed=0)
         learner.fit(probe[:-1], probe[1:])  # warm caches
         return learner
 
-    def fit_us(xs: np.ndarray, ys: np.ndarray) -> float:
+    def library_us(xs: np.ndarray, ys: np.ndarray) -> float:
         learner = fresh()
         return per_sample_us(lambda: learner.fit(xs, ys), xs.size)
 
+    def reference_us() -> float:
+        timed = subprocess.run(run, capture_output=True, text=True, check=True)
+        return float(timed.stdout)
+
     probe = np.random.default_rng(0).integers(0, VOCAB, 65)
-    n = int(np.clip(budget_s / (fit_us(probe[:-1], probe[1:]) * 1e-6), 64, 20_000))
+    n = int(np.clip(budget_s / (library_us(probe[:-1], probe[1:]) * 1e-6), 64, 20_000))
     tokens = np.random.default_rng(1).integers(0, VOCAB, n + 1)
     run = [str(binary), "bench", str(hidden), str(n), "1"]
-    library = reference = np.inf
-    for _ in range(repeats):
-        library = min(library, fit_us(tokens[:-1], tokens[1:]))
-        timed = subprocess.run(run, capture_output=True, text=True, check=True)
-        reference = min(reference, float(timed.stdout))
-    print(f"  gru-{hidden}: library {library:.2f} µs, reference {reference:.2f} µs", flush=True)
+    library, reference = [], []
+    for pair in range(pairs):
+        if pair % 2:
+            reference.append(reference_us())
+        library.append(library_us(tokens[:-1], tokens[1:]))
+        if not pair % 2:
+            reference.append(reference_us())
+    ratios = np.array(library) / np.array(reference)
+    quartiles = np.percentile(ratios, [25, 50, 75])
+    print(f"  gru-{hidden}: library / reference {quartiles[1]:.2f}", flush=True)
     return {
         "hidden": hidden,
         "samples": n,
-        "library_us": float(library),
-        "reference_us": float(reference),
-        "library_over_reference": float(library / reference),
+        "pairs": pairs,
+        "library_us": float(min(library)),
+        "reference_us": float(min(reference)),
+        "library_over_reference": float(quartiles[1]),
+        "ratio_quartiles": [float(q) for q in quartiles],
     }
 
 
 def reference_table(rows: list[dict]) -> str:
     lines = [
         "| GRU, float32, UORO + Adam | µs/sample, library (`fit`) | µs/sample, hand-written "
-        "reference | library / reference |",
+        "reference | library / reference, median of pairs (quartiles) |",
         "|---|---:|---:|---:|",
     ]
     lines += [
         f"| {r['hidden']} units | {r['library_us']:.2f} | {r['reference_us']:.2f} "
-        f"| {r['library_over_reference']:.2f} |"
+        f"| {r['library_over_reference']:.2f} ({r['ratio_quartiles'][0]:.2f}–"
+        f"{r['ratio_quartiles'][2]:.2f}) |"
         for r in rows
     ]
     return "\n".join(lines)
@@ -396,9 +409,13 @@ def main() -> None:
         "--suite", choices=("core", "algorithms", "scaling", "reference", "all"), default="all"
     )
     parser.add_argument("--quick", action="store_true", help="shorter timings (a smoke run)")
+    parser.add_argument(
+        "--repeats", type=int, help="timed repeats per measurement, best kept (default 5)"
+    )
     parser.add_argument("--json", help="also write the results and the machine here")
     args = parser.parse_args()
     budget_s, repeats = (0.02, 2) if args.quick else (0.25, 5)
+    repeats = args.repeats or repeats
     results: dict = {"machine": machine()}
     if args.suite in ("core", "all"):
         results["core"] = core_suite(budget_s, repeats)

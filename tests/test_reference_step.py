@@ -1,7 +1,8 @@
 """The hand-written reference step the benchmark times the library against
-(benchmarks/reference/gru_uoro_adam.cpp) must learn exactly as the library does, or the
-comparison is not like for like: from the same θ₀ and sign generator, on the same
-tokens, both give the same losses and the same final θ (float64, to rounding)."""
+(benchmarks/reference/gru_uoro_adam.cpp), built as the benchmark builds it, must learn
+exactly as the library does, or the comparison is not like for like: from the same θ₀
+and sign generator, on the same tokens, both give the same losses and the same final θ
+(float64, to rounding)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,20 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import uoro
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "cpp"))
-from run_core_checks import compiler, eigen_include  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_step  # noqa: E402
 
 
-def test_reference_step_follows_the_library(tmp_path):
-    binary = tmp_path / "gru_uoro_adam"
-    source = ROOT / "benchmarks" / "reference" / "gru_uoro_adam.cpp"
-    include = ["-I", str(ROOT / "cpp" / "include"), "-isystem", str(eigen_include())]
-    subprocess.run(
-        [compiler(), "-std=c++17", "-O1", *include, str(source), "-o", str(binary)], check=True
-    )
+@pytest.fixture(scope="module")
+def binary(tmp_path_factory):
+    return bench_step.build_reference(tmp_path_factory.mktemp("reference"))
+
+
+def test_reference_step_follows_the_library(binary):
     inputs, hidden, outputs, steps, lr = 5, 7, 4, 400, 3e-3
     learner = uoro.Learner(
         "gru", inputs, hidden, output_size=outputs, dtype="float64", lr=lr, seed=3
@@ -50,3 +50,10 @@ def test_reference_step_follows_the_library(tmp_path):
     np.testing.assert_allclose(ref_theta, learner.theta, rtol=1e-10, atol=1e-12)
     # The run moved θ well beyond rounding, so the agreement is not vacuous.
     assert np.abs(learner.theta - start["theta"]).max() > 0.05
+
+
+def test_a_reference_row_has_every_column(binary):
+    row = bench_step.against_reference(binary, 8, budget_s=0.005, pairs=2)
+    assert row["library_us"] > 0 and row["reference_us"] > 0
+    assert row["pairs"] == 2 and row["library_over_reference"] > 0
+    assert "| 8 units |" in bench_step.reference_table([row])
