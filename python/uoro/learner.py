@@ -171,6 +171,9 @@ class Learner:
         if not 0 <= self._options["seed"] < 2**64:
             raise ValueError(f"seed must be in [0, 2**64); got {seed!r}")
         self._core = _make_core(self._options)
+        # Bound once: looking the method up on every call costs a third of `step`'s
+        # Python-side overhead.
+        self._core_step = self._core.step
         self.dtype = np.dtype(self._options["dtype"])
 
     # ---- learning
@@ -184,9 +187,9 @@ class Learner:
         for this sample is then in `prediction`.
         """
         try:
-            return self._core.step(x, y)
+            return self._core_step(x, y)
         except TypeError:
-            return self._core.step(*self._convert_sample(x, y))
+            return self._core_step(*self._convert_sample(x, y))
 
     def fit(self, xs: Any, ys: Any) -> np.ndarray:
         """Learns from a chunk of samples in order, in one call into the core (the GIL
