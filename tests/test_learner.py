@@ -67,13 +67,13 @@ def test_step_and_fit_agree():
     np.testing.assert_array_equal(a.theta, b.theta)
 
 
-def warmed_up_pair(optimizer: str, **options):
+def warmed_up_pair(optimizer: str, output_size: int = 4, **options):
     """Two learners with identical estimator state after 5 non-updating steps; returns them,
     the next sample and the gradient estimate that sample will produce."""
     rng = np.random.default_rng(0)
     xs, ys = rng.integers(0, 4, 6), rng.integers(0, 4, 6)
     make = lambda: uoro.Learner(
-        "gru", 4, 6, optimizer=optimizer, dtype="float64", seed=5, **options
+        "gru", 4, 6, output_size, optimizer=optimizer, dtype="float64", seed=5, **options
     )  # noqa: E731
     a, b = make(), make()
     a.gradients(xs[:5], ys[:5])
@@ -101,8 +101,10 @@ def test_gradient_clipping_rescales_to_the_norm():
     )
 
 
-def test_adam_first_and_second_updates():
-    learner, sample, grad = warmed_up_pair("adam", lr=0.01)
+# 2,500 outputs: the readout (2,500 × 7) is updated in more than one chunk of columns.
+@pytest.mark.parametrize("output_size", [4, 2500])
+def test_adam_first_and_second_updates(output_size):
+    learner, sample, grad = warmed_up_pair("adam", output_size, lr=0.01)
     before = learner.theta
     learner.step(*sample)
     # First Adam step: bias-corrected m̂ = g, v̂ = g², so Δθ = −η g / (|g| + ε).
@@ -110,6 +112,18 @@ def test_adam_first_and_second_updates():
     np.testing.assert_allclose(learner.theta - before, expected, rtol=1e-9, atol=1e-15)
     np.testing.assert_allclose(learner._core.adam_m, 0.1 * grad, rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(learner._core.adam_v, 0.001 * grad**2, rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("output_size", [4, 2500])
+def test_readout_gradient_is_exact(output_size):
+    learner = uoro.Learner("gru", 4, 6, output_size, dtype="float64", seed=5)
+    xs, ys = np.array([1, 3, 0]), np.array([2, 0, 3])
+    grad = learner.gradients(xs, ys)[1][-1]
+    d_out = learner.prediction.copy()
+    d_out[ys[-1]] -= 1  # softmax + cross-entropy: ∂ℓ/∂o = p − e_y
+    v = np.append(learner.state, 1.0)  # the readout reads [h; 1]
+    readout = grad[learner._core.n_cell_params :]
+    np.testing.assert_allclose(readout, np.outer(d_out, v).ravel(order="F"), rtol=1e-12, atol=0)
 
 
 def test_rtrl_learner_with_adam_follows_numpy_adam():

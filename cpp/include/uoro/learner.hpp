@@ -91,8 +91,8 @@ class Learner {
 
     state_ = next_state_ = c_ = Vec<S>::Zero(n_state);
     h_ = dh_ = Vec<S>::Zero(config.hidden_size);
-    // One cell column, or the whole readout block (see uoro_pass).
-    Index scratch = readout_.block().size();
+    // One cell column, or one chunk of readout columns (see uoro_pass).
+    Index scratch = readout_chunk_columns() * readout_.block().rows;
     for (const Block& b : cell_.blocks()) scratch = std::max(scratch, b.rows);
     column_ = Vec<S>::Zero(scratch);
     for (Index k = 0; k < Cell::kBlocks; ++k) u_c_[k] = Vec<S>::Zero(cell_.blocks()[k].rows);
@@ -440,17 +440,28 @@ class Learner {
       if (update) optimizer_.template apply<kAdam>(theta_.data(), off, g, rows);
     });
     theta_tilde_norm2_ = norm_acc_;
-    // The readout's exact gradient as one contiguous block, so the optimizer runs over it
-    // in full vectors (its columns are short: output_size rows).
+    // The readout's exact gradient d_out ⊗ v, a chunk of whole columns at a time: its
+    // columns are output_size rows, often short, and the optimizer runs in full vectors
+    // over a chunk where column by column it would leave a scalar tail on each.
     const Block& b = readout_.block();
     const S* __restrict d_out = readout_.d_out().data();
-    for (Index j = 0; j < b.cols; ++j) {
-      const S vj = readout_.v()(j);
-      for (Index i = 0; i < b.rows; ++i) g[j * b.rows + i] = d_out[i] * vj;
+    for (Index j0 = 0; j0 < b.cols; j0 += readout_chunk_columns()) {
+      const Index j1 = std::min(b.cols, j0 + readout_chunk_columns());
+      for (Index j = j0; j < j1; ++j) {
+        const S vj = readout_.v()(j);
+        for (Index i = 0; i < b.rows; ++i) g[(j - j0) * b.rows + i] = d_out[i] * vj;
+      }
+      const Index off = b.offset + j0 * b.rows, len = (j1 - j0) * b.rows;
+      if (grad_out) std::copy(g, g + len, grad_out + off);
+      if (update && config_.train_readout) optimizer_.template apply<kAdam>(theta_.data(), off, g, len);
     }
-    if (grad_out) std::copy(g, g + b.size(), grad_out + b.offset);
-    if (update && config_.train_readout)
-      optimizer_.template apply<kAdam>(theta_.data(), b.offset, g, b.size());
+  }
+
+  // Readout columns per chunk of the UORO pass: up to 16384 values (64 KiB in float32), so
+  // the scratch stays small and in cache however large the readout.
+  Index readout_chunk_columns() const {
+    const Block& b = readout_.block();
+    return std::min(b.cols, std::max<Index>(1, 16384 / b.rows));
   }
 
   template <class AdamStep>
@@ -618,7 +629,7 @@ class Learner {
 
   Vec<S> theta_, state_, next_state_;
   Vec<S> h_, dh_, c_;  // hidden output, ∂ℓ/∂h, ∂ℓ/∂s'
-  Vec<S> column_;      // gradient scratch: one cell column, or the readout block
+  Vec<S> column_;      // gradient scratch: one cell column, or a chunk of readout columns
   Vec<S> grad_;        // the full gradient, where an estimator materializes it
   std::array<Vec<S>, Cell::kBlocks> u_c_;
 
