@@ -33,13 +33,11 @@ class GruUoroAdam {
  public:
   GruUoroAdam(int inputs, int hidden, int outputs, double lr)
       : I(inputs), n(hidden), O(outputs), G(3 * hidden), lr(lr) {
-    const int params = G * (I + 1) + G * (n + 1) + O * (n + 1);
-    theta = tt = m = v = V::Zero(params);
-    tt.resize(G * (I + 1) + G * (n + 1));
-    tt.setZero();
+    const int cell_params = G * (I + 1) + G * (n + 1);
+    theta = m = v = V::Zero(cell_params + O * (n + 1));
+    tt = V::Zero(cell_params);
     h = st = st_next = nu = V::Zero(n);
-    a_h = a_t = uc = un = V::Zero(G);
-    a_in = V::Zero(G);
+    a_in = a_h = a_t = uc = un = V::Zero(G);
     hv = hv_next = V::Zero(n + 1);
     hv(n) = hv_next(n) = 1;
     o = V::Zero(O);

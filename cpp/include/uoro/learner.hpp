@@ -445,8 +445,9 @@ class Learner {
     // over a chunk where column by column it would leave a scalar tail on each.
     const Block& b = readout_.block();
     const S* __restrict d_out = readout_.d_out().data();
-    for (Index j0 = 0; j0 < b.cols; j0 += readout_chunk_columns()) {
-      const Index j1 = std::min(b.cols, j0 + readout_chunk_columns());
+    const Index chunk = readout_chunk_columns();
+    for (Index j0 = 0; j0 < b.cols; j0 += chunk) {
+      const Index j1 = std::min(b.cols, j0 + chunk);
       for (Index j = j0; j < j1; ++j) {
         const S vj = readout_.v()(j);
         for (Index i = 0; i < b.rows; ++i) g[(j - j0) * b.rows + i] = d_out[i] * vj;
