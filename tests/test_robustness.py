@@ -67,7 +67,8 @@ def test_divergence_raises_and_leaves_the_learner_as_it_was():
 def test_divergence_skip_policy_counts_and_keeps_learner_finite():
     learner = diverging_influence("skip")
     xs, ys = influence.stream(200)
-    learner.fit(xs, ys)
+    with pytest.warns(RuntimeWarning, match="in a row"):
+        learner.fit(xs, ys)
     assert learner.skipped_steps > 0
     assert np.isfinite(learner.theta).all() and np.isfinite(learner.state).all()
 

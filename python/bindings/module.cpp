@@ -163,6 +163,28 @@ struct PyLearner {
 
   bool categorical() const { return core.config().loss == uoro::Loss::CrossEntropy; }
 
+  // Set when a run of dropped samples reaches kRefusalsBeforeWarning inside a chunk;
+  // warned about once the GIL is held again.
+  bool stuck = false;
+
+  // Warns (RuntimeWarning) that the learner may be stuck refusing every sample.
+  void warn_if_stuck() {
+    if (!std::exchange(stuck, false)) return;
+    const std::string n = std::to_string(uoro::kRefusalsBeforeWarning);
+    const std::string message =
+        core.config().on_divergence == uoro::DivergencePolicy::Skip
+            ? n + " samples in a row were refused as diverging and dropped (on_divergence=\"skip\"): once "
+                  "the estimator's sensitivity has exploded, every later sample is refused too. "
+                  "on_divergence=\"reset\" forgets the estimator's memory and goes on learning"
+            : n + " samples in a row were refused as diverging even after resetting the estimator's "
+                  "memory and the recurrent state: the parameters or the input themselves explode "
+                  "(a lower lr, or check the input's scale)";
+    if (PyErr_WarnEx(PyExc_RuntimeWarning, message.c_str(), 1) != 0) throw py::error_already_set();
+  }
+  void note_refusals() {
+    if (core.counters().refused_in_a_row == uoro::kRefusalsBeforeWarning) stuck = true;
+  }
+
   // One sample, checked. y = None (no target) only where nothing is learned: `predict`.
   uoro::Sample<S> sample(py::handle x, py::handle y, bool target_required = true) {
     const auto& c = core.config();
@@ -222,6 +244,7 @@ struct PyLearner {
       s.y = chunk.y.target(t);
       try {
         out[t] = fn(t, s);
+        note_refusals();
       } catch (const uoro::Divergence& e) {
         throw ChunkDivergence("sample " + std::to_string(t) + " of the chunk (samples 0.." +
                                   std::to_string(t - 1) + " were applied): " + e.what(),
@@ -308,12 +331,18 @@ void bind_learner(py::module_& m, const std::string& name) {
           [](P& p, py::handle x, py::handle y) {
             const auto s = p.sample(x, y);
             BusyGuard guard(p.busy);
-            return double(p.core.step(s));
+            const double loss = p.core.step(s);
+            p.note_refusals();
+            p.warn_if_stuck();
+            return loss;
           },
           py::arg("x"), py::arg("y"))
       .def("fit",
            [](P& p, py::handle xs, py::handle ys) {
-             return p.run_chunk(xs, ys, [&](Index, const uoro::Sample<S>& s) { return p.core.step(s); });
+             auto losses =
+                 p.run_chunk(xs, ys, [&](Index, const uoro::Sample<S>& s) { return p.core.step(s); });
+             p.warn_if_stuck();
+             return losses;
            })
       .def("gradients",
            [](P& p, py::handle xs, py::handle ys) {
@@ -324,6 +353,7 @@ void bind_learner(py::module_& m, const std::string& name) {
              Array<S> losses = p.run_chunk(chunk, [&](Index t, const uoro::Sample<S>& s) {
                return p.core.step(s, g + t * n, /*update=*/false);
              });
+             p.warn_if_stuck();
              return py::make_tuple(losses, grads);
            })
       .def("evaluate",
@@ -387,9 +417,18 @@ void bind_learner(py::module_& m, const std::string& name) {
   state_property(
       cls, "steps", [](P& p) { return p.core.optimizer().steps(); },
       [](P& p, py::handle a) { p.core.optimizer().set_steps(a.cast<std::int64_t>()); });
+  // samples, skipped, resets, state_resets, last_reset, refused_in_a_row
   state_property(
-      cls, "skipped_steps", [](P& p) { return p.core.skipped_steps(); },
-      [](P& p, py::handle a) { p.core.set_skipped_steps(a.cast<std::int64_t>()); });
+      cls, "counters",
+      [](P& p) {
+        const auto c = p.core.counters();
+        return std::array<std::int64_t, 6>{c.samples,      c.skipped,    c.resets,
+                                           c.state_resets, c.last_reset, c.refused_in_a_row};
+      },
+      [](P& p, py::handle a) {
+        const auto v = a.cast<std::array<std::int64_t, 6>>();
+        p.core.set_counters({v[0], v[1], v[2], v[3], v[4], v[5]});
+      });
   state_property(
       cls, "rng_state", [](P& p) { return p.core.rng().state(); },
       [](P& p, py::handle a) { p.core.rng().set_state(a.cast<std::array<std::uint64_t, 4>>()); });
@@ -539,7 +578,8 @@ PYBIND11_MODULE(UORO_MODULE_NAME, m) {
   });
   py::enum_<uoro::DivergencePolicy>(m, "DivergencePolicy", py::module_local())
       .value("raise_error", uoro::DivergencePolicy::Raise)
-      .value("skip", uoro::DivergencePolicy::Skip);
+      .value("skip", uoro::DivergencePolicy::Skip)
+      .value("reset", uoro::DivergencePolicy::Reset);
   py::enum_<uoro::OptimizerKind>(m, "Optimizer", py::module_local())
       .value("sgd", uoro::OptimizerKind::Sgd)
       .value("adam", uoro::OptimizerKind::Adam);

@@ -111,9 +111,12 @@ class DivergencePolicy:
       raise_error
     
       skip
+    
+      reset
     """
     __members__: typing.ClassVar[dict[str, DivergencePolicy]]
     raise_error: typing.ClassVar[DivergencePolicy]
+    reset: typing.ClassVar[DivergencePolicy]
     skip: typing.ClassVar[DivergencePolicy]
     @typing.overload
     def __eq__(self, other: DivergencePolicy) -> bool:
@@ -321,6 +324,12 @@ class Learner_rnn_f32:
     def cell_blocks(self) -> list:
         ...
     @property
+    def counters(self) -> typing.Annotated[list[int], "FixedSize(6)"]:
+        ...
+    @counters.setter
+    def counters(self, arg1: typing.Any) -> None:
+        ...
+    @property
     def jacobian(self) -> numpy.typing.NDArray[numpy.float32]:
         ...
     @jacobian.setter
@@ -349,12 +358,6 @@ class Learner_rnn_f32:
         ...
     @s_tilde.setter
     def s_tilde(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def skipped_steps(self) -> int:
-        ...
-    @skipped_steps.setter
-    def skipped_steps(self, arg1: typing.Any) -> None:
         ...
     @property
     def state(self) -> numpy.typing.NDArray[numpy.float32]:
@@ -432,6 +435,12 @@ class Learner_gru_f32:
     def cell_blocks(self) -> list:
         ...
     @property
+    def counters(self) -> typing.Annotated[list[int], "FixedSize(6)"]:
+        ...
+    @counters.setter
+    def counters(self, arg1: typing.Any) -> None:
+        ...
+    @property
     def jacobian(self) -> numpy.typing.NDArray[numpy.float32]:
         ...
     @jacobian.setter
@@ -460,12 +469,6 @@ class Learner_gru_f32:
         ...
     @s_tilde.setter
     def s_tilde(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def skipped_steps(self) -> int:
-        ...
-    @skipped_steps.setter
-    def skipped_steps(self, arg1: typing.Any) -> None:
         ...
     @property
     def state(self) -> numpy.typing.NDArray[numpy.float32]:
@@ -543,6 +546,12 @@ class Learner_lstm_f32:
     def cell_blocks(self) -> list:
         ...
     @property
+    def counters(self) -> typing.Annotated[list[int], "FixedSize(6)"]:
+        ...
+    @counters.setter
+    def counters(self, arg1: typing.Any) -> None:
+        ...
+    @property
     def jacobian(self) -> numpy.typing.NDArray[numpy.float32]:
         ...
     @jacobian.setter
@@ -571,12 +580,6 @@ class Learner_lstm_f32:
         ...
     @s_tilde.setter
     def s_tilde(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def skipped_steps(self) -> int:
-        ...
-    @skipped_steps.setter
-    def skipped_steps(self, arg1: typing.Any) -> None:
         ...
     @property
     def state(self) -> numpy.typing.NDArray[numpy.float32]:
@@ -726,6 +729,12 @@ class Learner_influence_f32:
     def cell_blocks(self) -> list:
         ...
     @property
+    def counters(self) -> typing.Annotated[list[int], "FixedSize(6)"]:
+        ...
+    @counters.setter
+    def counters(self, arg1: typing.Any) -> None:
+        ...
+    @property
     def jacobian(self) -> numpy.typing.NDArray[numpy.float32]:
         ...
     @jacobian.setter
@@ -754,12 +763,6 @@ class Learner_influence_f32:
         ...
     @s_tilde.setter
     def s_tilde(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def skipped_steps(self) -> int:
-        ...
-    @skipped_steps.setter
-    def skipped_steps(self, arg1: typing.Any) -> None:
         ...
     @property
     def state(self) -> numpy.typing.NDArray[numpy.float32]:
@@ -861,6 +864,12 @@ class Learner_rnn_f64:
     def cell_blocks(self) -> list:
         ...
     @property
+    def counters(self) -> typing.Annotated[list[int], "FixedSize(6)"]:
+        ...
+    @counters.setter
+    def counters(self, arg1: typing.Any) -> None:
+        ...
+    @property
     def jacobian(self) -> numpy.typing.NDArray[numpy.float64]:
         ...
     @jacobian.setter
@@ -889,12 +898,6 @@ class Learner_rnn_f64:
         ...
     @s_tilde.setter
     def s_tilde(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def skipped_steps(self) -> int:
-        ...
-    @skipped_steps.setter
-    def skipped_steps(self, arg1: typing.Any) -> None:
         ...
     @property
     def state(self) -> numpy.typing.NDArray[numpy.float64]:
@@ -972,6 +975,12 @@ class Learner_gru_f64:
     def cell_blocks(self) -> list:
         ...
     @property
+    def counters(self) -> typing.Annotated[list[int], "FixedSize(6)"]:
+        ...
+    @counters.setter
+    def counters(self, arg1: typing.Any) -> None:
+        ...
+    @property
     def jacobian(self) -> numpy.typing.NDArray[numpy.float64]:
         ...
     @jacobian.setter
@@ -1000,12 +1009,6 @@ class Learner_gru_f64:
         ...
     @s_tilde.setter
     def s_tilde(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def skipped_steps(self) -> int:
-        ...
-    @skipped_steps.setter
-    def skipped_steps(self, arg1: typing.Any) -> None:
         ...
     @property
     def state(self) -> numpy.typing.NDArray[numpy.float64]:
@@ -1083,6 +1086,12 @@ class Learner_lstm_f64:
     def cell_blocks(self) -> list:
         ...
     @property
+    def counters(self) -> typing.Annotated[list[int], "FixedSize(6)"]:
+        ...
+    @counters.setter
+    def counters(self, arg1: typing.Any) -> None:
+        ...
+    @property
     def jacobian(self) -> numpy.typing.NDArray[numpy.float64]:
         ...
     @jacobian.setter
@@ -1111,12 +1120,6 @@ class Learner_lstm_f64:
         ...
     @s_tilde.setter
     def s_tilde(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def skipped_steps(self) -> int:
-        ...
-    @skipped_steps.setter
-    def skipped_steps(self, arg1: typing.Any) -> None:
         ...
     @property
     def state(self) -> numpy.typing.NDArray[numpy.float64]:
@@ -1266,6 +1269,12 @@ class Learner_influence_f64:
     def cell_blocks(self) -> list:
         ...
     @property
+    def counters(self) -> typing.Annotated[list[int], "FixedSize(6)"]:
+        ...
+    @counters.setter
+    def counters(self, arg1: typing.Any) -> None:
+        ...
+    @property
     def jacobian(self) -> numpy.typing.NDArray[numpy.float64]:
         ...
     @jacobian.setter
@@ -1294,12 +1303,6 @@ class Learner_influence_f64:
         ...
     @s_tilde.setter
     def s_tilde(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def skipped_steps(self) -> int:
-        ...
-    @skipped_steps.setter
-    def skipped_steps(self, arg1: typing.Any) -> None:
         ...
     @property
     def state(self) -> numpy.typing.NDArray[numpy.float64]:

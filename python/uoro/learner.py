@@ -13,14 +13,16 @@ import numpy as np
 from uoro import _core
 
 DivergenceError = _core.DivergenceError
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the divergence counters (samples_seen, resets, ...)
 
 CELLS = ("rnn", "gru", "lstm", "influence")
 LOSSES = ("cross_entropy", "squared_error")
 ALGORITHMS = ("uoro", "rtrl", "tbptt", "tbptt_chunk")
 OPTIMIZERS = ("sgd", "adam")
 DTYPES = ("float32", "float64")
-DIVERGENCE_POLICIES = ("raise", "skip")
+DIVERGENCE_POLICIES = ("raise", "skip", "reset")
+# Consecutive dropped samples after which a learner warns that it may be stuck.
+REFUSALS_BEFORE_WARNING = 100
 
 
 def _choice(name: str, value: Any, options: tuple[str, ...]) -> str:
@@ -91,9 +93,23 @@ class Learner:
         train_readout: if False, the readout's parameters keep the values they are given
             (the influence-balancing task reads a fixed unit).
         on_divergence: what a step does when it would write a non-finite (or exploding,
-            beyond 1e18 in float32 / 1e150 in float64) loss, state, gradient or
-            parameter: ``"raise"`` raises `DivergenceError`, ``"skip"`` drops the sample
-            and counts it in `skipped_steps`. Either way nothing in the learner changes.
+            beyond 1e18 in float32 / 1e150 in float64) loss, state, sensitivity, gradient
+            or parameter:
+
+            - ``"raise"`` (default): raises `DivergenceError`, which says what exploded
+              and by how much; nothing in the learner changes. For a library call whose
+              caller decides what to do.
+            - ``"reset"``: never stops. The estimator forgets its memory of the past
+              (UORO's s̃ and θ̃, RTRL's Jacobian, the truncation windows) and the step is
+              redone, so the sample is still learned from, with its own one-step
+              gradient. If the forward pass itself explodes, or the redone step still
+              does, the recurrent state is zeroed too and the step redone once more; only
+              if that fails is the sample dropped (`skipped_steps`). Resets are counted
+              in `resets`, `state_resets` and `last_reset`. For long-running pipelines.
+            - ``"skip"``: drops the sample, counts it in `skipped_steps` and changes
+              nothing. Once UORO's sensitivities have exploded, every later sample is
+              refused too: after 100 refusals in a row the learner warns
+              (`RuntimeWarning`, once per run of refusals), naming ``"reset"``.
         dtype: ``"float32"`` or ``"float64"``.
         seed: seeds the initialization and UORO's random signs; same seed, same run.
 
@@ -275,9 +291,33 @@ class Learner:
         return int(self._core.steps)
 
     @property
+    def samples_seen(self) -> int:
+        """Samples this learner has stepped through (`step`, `fit`, `gradients`), learned
+        from or dropped; the index the next sample will have."""
+        return int(self._core.counters[0])
+
+    @property
     def skipped_steps(self) -> int:
-        """Samples dropped by the ``on_divergence="skip"`` policy."""
-        return int(self._core.skipped_steps)
+        """Samples dropped as diverging (``on_divergence="skip"``, or ``"reset"`` when
+        even a reset step failed)."""
+        return int(self._core.counters[1])
+
+    @property
+    def resets(self) -> int:
+        """Times the ``on_divergence="reset"`` policy forgot the estimator's memory."""
+        return int(self._core.counters[2])
+
+    @property
+    def state_resets(self) -> int:
+        """Of `resets`, those that zeroed the recurrent state as well."""
+        return int(self._core.counters[3])
+
+    @property
+    def last_reset(self) -> int | None:
+        """The index (counted as `samples_seen`) of the sample whose step last reset the
+        estimator, or None if none has."""
+        index = int(self._core.counters[4])
+        return None if index < 0 else index
 
     @property
     def learning_rate(self) -> float:
@@ -337,7 +377,7 @@ class Learner:
             "config": self.config,
             **{name: getattr(core, name) for name in _ARRAY_STATE},
             "steps": int(core.steps),
-            "skipped_steps": int(core.skipped_steps),
+            **dict(zip(_COUNTERS, (int(c) for c in core.counters))),
             "rng_state": np.array(core.rng_state, dtype=np.uint64),
             "window_counters": np.array(core.window_counters, dtype=np.int64),
         }
@@ -379,10 +419,13 @@ class Learner:
                 raise ValueError(f"checkpoint {name!r} contains NaN or inf")
             checked[name] = np.ascontiguousarray(value)
         counts = {}
-        for name in ("steps", "skipped_steps"):
+        for name in ("steps", *_COUNTERS):
+            if name not in state:
+                raise KeyError(f"checkpoint lacks {name!r}")
             counts[name] = int(state[name])
-            if counts[name] < 0:
-                raise ValueError(f"checkpoint {name!r} must be >= 0; got {counts[name]}")
+            least = -1 if name == "last_reset" else 0
+            if counts[name] < least:
+                raise ValueError(f"checkpoint {name!r} must be >= {least}; got {counts[name]}")
         if not checked["rng_state"].any():
             raise ValueError("checkpoint 'rng_state' must not be all zeros")
         window = len(checked["window"])
@@ -398,7 +441,10 @@ class Learner:
         core.rng_state = [int(w) for w in checked["rng_state"]]
         core.window_counters = [head, count, pending]
         core.steps = counts["steps"]
-        core.skipped_steps = counts["skipped_steps"]
+        try:
+            core.counters = [counts[name] for name in _COUNTERS]
+        except ValueError as error:  # the core's consistency check
+            raise ValueError(f"checkpoint counters: {error}") from None
         self._options["seed"] = config["seed"]
 
     @classmethod
@@ -492,6 +538,16 @@ class Learner:
         return _chunk("xs", xs, self.dtype), _chunk("ys", ys, self.dtype)
 
 
+# The core's counters, in its order, by their checkpoint names.
+_COUNTERS = (
+    "samples_seen",
+    "skipped_steps",
+    "resets",
+    "state_resets",
+    "last_reset",
+    "refused_in_a_row",
+)
+
 # The learner's array-valued state, by the core's attribute names.
 _ARRAY_STATE = (
     "theta",
@@ -557,11 +613,11 @@ def _make_core(o: dict[str, Any]) -> Any:
     config.truncation = o["truncation"] or 1
     config.uoro_eps = o["uoro_eps"]
     config.train_readout = o["train_readout"]
-    config.on_divergence = (
-        _core.DivergencePolicy.skip
-        if o["on_divergence"] == "skip"
-        else _core.DivergencePolicy.raise_error
-    )
+    config.on_divergence = {
+        "raise": _core.DivergencePolicy.raise_error,
+        "skip": _core.DivergencePolicy.skip,
+        "reset": _core.DivergencePolicy.reset,
+    }[o["on_divergence"]]
     config.optimizer = optimizer
     config.seed = o["seed"]
     suffix = "f32" if o["dtype"] == "float32" else "f64"

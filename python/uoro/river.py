@@ -48,6 +48,11 @@ regressor's target, wrap it in ``river.preprocessing.TargetStandardScaler``.
 
 **Sequences.** ``reset_state()`` zeroes the recurrent state, e.g. where one sequence
 ends and an unrelated one begins; the parameters keep what they learned.
+
+**Never stuck.** A pipeline must not die halfway through a stream, so these estimators
+default to ``on_divergence="reset"``: a step that would explode (typically UORO's
+sensitivities, when the learned dynamics turn expansive) forgets the estimator's memory
+and is redone, and learning goes on. ``learner.resets`` counts how often that happened.
 """
 
 from __future__ import annotations
@@ -269,8 +274,10 @@ class RecurrentRegressor(_Recurrent, _river_base.Regressor):
         lr: base learning rate η.
         lr_decay: α of the schedule ``η_t = η / (1 + α √t)``.
         clip_norm: if given, gradients are rescaled to at most this norm.
-        on_divergence: ``"raise"`` (`uoro.DivergenceError`) or ``"skip"`` (see
-            `uoro.Learner`).
+        on_divergence: ``"reset"`` (default: an exploding step forgets the estimator's
+            memory and is redone, so a pipeline never stops learning; resets are counted
+            in ``learner.resets``), ``"raise"`` (`uoro.DivergenceError`) or ``"skip"``
+            (see `uoro.Learner`).
         dtype: ``"float32"`` or ``"float64"``.
         seed: seeds the initial parameters and UORO's random signs: the same seed gives
             the same run. None draws a fresh seed for each new estimator (and clone).
@@ -300,7 +307,7 @@ class RecurrentRegressor(_Recurrent, _river_base.Regressor):
         lr: float = 0.01,
         lr_decay: float = 0.1,
         clip_norm: float | None = None,
-        on_divergence: str = "raise",
+        on_divergence: str = "reset",
         dtype: str = "float32",
         seed: int | None = 0,
     ) -> None:
@@ -357,8 +364,10 @@ class RecurrentClassifier(_Recurrent, _river_base.Classifier):
         lr: base learning rate η.
         lr_decay: α of the schedule ``η_t = η / (1 + α √t)``.
         clip_norm: if given, gradients are rescaled to at most this norm.
-        on_divergence: ``"raise"`` (`uoro.DivergenceError`) or ``"skip"`` (see
-            `uoro.Learner`).
+        on_divergence: ``"reset"`` (default: an exploding step forgets the estimator's
+            memory and is redone, so a pipeline never stops learning; resets are counted
+            in ``learner.resets``), ``"raise"`` (`uoro.DivergenceError`) or ``"skip"``
+            (see `uoro.Learner`).
         dtype: ``"float32"`` or ``"float64"``.
         seed: seeds the initial parameters and UORO's random signs: the same seed gives
             the same run. None draws a fresh seed for each new estimator (and clone).
@@ -391,7 +400,7 @@ class RecurrentClassifier(_Recurrent, _river_base.Classifier):
         lr: float = 0.01,
         lr_decay: float = 0.1,
         clip_norm: float | None = None,
-        on_divergence: str = "raise",
+        on_divergence: str = "reset",
         dtype: str = "float32",
         seed: int | None = 0,
     ) -> None:
@@ -495,8 +504,10 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
         lr: base learning rate η.
         lr_decay: α of the schedule ``η_t = η / (1 + α √t)``.
         clip_norm: if given, gradients are rescaled to at most this norm.
-        on_divergence: ``"raise"`` (`uoro.DivergenceError`) or ``"skip"`` (see
-            `uoro.Learner`).
+        on_divergence: ``"reset"`` (default: an exploding step forgets the estimator's
+            memory and is redone, so a pipeline never stops learning; resets are counted
+            in ``learner.resets``), ``"raise"`` (`uoro.DivergenceError`) or ``"skip"``
+            (see `uoro.Learner`).
         dtype: ``"float32"`` or ``"float64"``.
         seed: seeds the initial parameters and UORO's random signs: the same seed gives
             the same run. None draws a fresh seed for each new estimator (and clone).
@@ -526,7 +537,7 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
         lr: float = 0.01,
         lr_decay: float = 0.1,
         clip_norm: float | None = None,
-        on_divergence: str = "raise",
+        on_divergence: str = "reset",
         dtype: str = "float32",
         seed: int | None = 0,
     ) -> None:

@@ -21,11 +21,12 @@
 //
 // Every step either commits completely or changes nothing: all values a step would write
 // are checked to be finite (and bounded) before the first write, otherwise the step is
-// refused (see DivergencePolicy).
+// refused (see DivergencePolicy), and the refusal says what exploded.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -39,9 +40,19 @@ namespace uoro {
 
 enum class Algorithm { Uoro, Rtrl, Tbptt, TbpttChunk };
 
-// What a step that would write a non-finite value does: throw Divergence, or drop the
-// sample (counted in skipped_steps()). Either way the learner is left as it was.
-enum class DivergencePolicy { Raise, Skip };
+// What a step that would write a non-finite value does:
+//  - Raise: throw Divergence; the learner is left as it was.
+//  - Skip: drop the sample (counted in skipped_steps()); the learner is left as it was.
+//  - Reset: forget the estimator's memory of the past (it is what explodes when the
+//    learned dynamics turn expansive) and redo the step, whose gradient is then the
+//    sample's own; if the forward pass itself fails, or the redone step still does, zero
+//    the recurrent state as well and redo it once more; only if that fails is the sample
+//    dropped (counted in skipped_steps()). Every reset is counted.
+enum class DivergencePolicy { Raise, Skip, Reset };
+
+// Consecutive dropped samples after which the binding warns that the learner may be
+// stuck (once per run of refusals).
+inline constexpr std::int64_t kRefusalsBeforeWarning = 100;
 
 struct Divergence : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -70,6 +81,15 @@ struct Sample {
   const S* x = nullptr;
   std::int64_t x_token = -1;
   Target<S> y;
+};
+
+// Why a step was refused: what exploded, and how large it was (inf or NaN included).
+struct Refusal {
+  enum Kind { None, Forward, Sensitivity, Gradient };
+  Kind kind = None;
+  const char* what = "";
+  double magnitude = 0;
+  explicit operator bool() const { return kind != None; }
 };
 
 template <class S, class Cell>
@@ -141,27 +161,27 @@ class Learner {
   S step(const Sample<S>& sample, S* grad_out = nullptr, bool update = true) {
     const FlushSubnormals flush;
     load_input(sample);
-    cell_.forward(theta_.data(), state_, cache_, next_state_);
-    cell_.hidden(next_state_, h_);
-    const S loss = readout_.loss_and_grad(theta_.data(), h_, sample.y, dh_);
-    cell_.hidden_vjp(h_, dh_, c_);
-    if (!std::isfinite(loss) || !bounded(next_state_) || !bounded(c_)) return refuse(loss, "loss or state");
-    bool committed = false;
-    switch (config_.algorithm) {
-      case Algorithm::Uoro:
-        committed = config_.memory > 1 ? windowed_update(grad_out, update) : uoro_update(grad_out, update);
-        break;
-      case Algorithm::Rtrl:
-        committed = rtrl_update(grad_out, update);
-        break;
-      case Algorithm::Tbptt:
-      case Algorithm::TbpttChunk:
-        committed = windowed_update(grad_out, update);
-        break;
+    for (int attempt = 0;; ++attempt) {
+      S loss = 0;
+      const Refusal refusal = try_step(sample.y, loss, grad_out, update);
+      if (!refusal) {
+        ++samples_;
+        refused_in_a_row_ = 0;
+        return loss;
+      }
+      if (config_.on_divergence != DivergencePolicy::Reset || attempt == 2) return refuse(loss, refusal);
+      // Forgetting the estimator's memory cannot mend a failed forward pass; a second
+      // failure zeroes the state too.
+      const bool zero_state = refusal.kind == Refusal::Forward || attempt == 1;
+      forget_memory();
+      if (zero_state) {
+        state_.setZero();
+        ++state_resets_;
+        attempt = 1;
+      }
+      ++resets_;
+      last_reset_ = samples_;
     }
-    if (!committed) return refuse(loss, "gradient estimate");
-    std::swap(state_, next_state_);
-    return loss;
   }
 
   // The loss of a sample from the current state, without learning; the state advances
@@ -180,6 +200,13 @@ class Learner {
   // A window in progress (chunked algorithms) is dropped with its samples.
   void reset_state() {
     state_.setZero();
+    forget_memory();
+  }
+
+  // Forgets the estimator's memory of the past: UORO's s̃ and θ̃, RTRL's Jacobian, the
+  // truncation windows (their steps are dropped). The estimator then goes on as a fresh
+  // one would from the current state.
+  void forget_memory() {
     window_head_ = window_count_ = window_pending_ = 0;
     if (config_.algorithm == Algorithm::Uoro) {
       s_tilde_.setZero();
@@ -192,6 +219,28 @@ class Learner {
 
   // Class probabilities or predicted values of the last step.
   const Vec<S>& prediction() const { return readout_.output(); }
+  // Counters: samples stepped through (learned from or dropped), dropped samples, resets
+  // of the estimator's memory (policy Reset) and of the state with it, the sample index
+  // of the last reset (-1: none), and dropped samples since the last committed step.
+  struct Counters {
+    std::int64_t samples = 0, skipped = 0, resets = 0, state_resets = 0, last_reset = -1,
+                 refused_in_a_row = 0;
+  };
+  Counters counters() const {
+    return {samples_, skipped_, resets_, state_resets_, last_reset_, refused_in_a_row_};
+  }
+  void set_counters(const Counters& c) {
+    if (c.samples < 0 || c.skipped < 0 || c.resets < 0 || c.state_resets < 0 || c.last_reset < -1 ||
+        c.refused_in_a_row < 0 || c.skipped > c.samples || c.state_resets > c.resets ||
+        c.last_reset >= c.samples || c.refused_in_a_row > c.skipped)
+      throw std::invalid_argument("inconsistent learner counters");
+    samples_ = c.samples;
+    skipped_ = c.skipped;
+    resets_ = c.resets;
+    state_resets_ = c.state_resets;
+    last_reset_ = c.last_reset;
+    refused_in_a_row_ = c.refused_in_a_row;
+  }
   std::int64_t skipped_steps() const { return skipped_; }
 
   // ---- state, for inspection and checkpoints. Writers must keep shapes and finiteness
@@ -210,7 +259,6 @@ class Learner {
   Mat<S>& jacobian() { return jac_; }
   Optimizer<S>& optimizer() { return optimizer_; }
   Rng& rng() { return rng_; }
-  void set_skipped_steps(std::int64_t n) { skipped_ = n; }
 
   // The window of the windowed algorithms as one (T, width) matrix (row-major rows in a
   // column-major matrix: width × T), with its head, count and pending counters.
@@ -296,15 +344,57 @@ class Learner {
   }
   static bool bounded(S x) { return std::abs(x) <= bound_value(); }
 
-  S refuse(S loss, const char* what) {
-    if (config_.on_divergence == DivergencePolicy::Skip) {
+  template <class Derived>
+  static double max_abs(const Eigen::DenseBase<Derived>& x) {
+    return x.size() ? double(x.derived().array().abs().maxCoeff()) : 0.0;
+  }
+
+  // A refused step: drops the sample, or throws with what exploded and a hint that fits.
+  S refuse(S loss, const Refusal& refusal) {
+    if (config_.on_divergence != DivergencePolicy::Raise) {
       ++skipped_;
+      ++samples_;
+      ++refused_in_a_row_;
       return loss;
     }
-    throw Divergence(std::string("non-finite or exploding ") + what + " (loss " +
-                     std::to_string(double(loss)) +
-                     "); the step was refused and the learner left as it was. A smaller learning "
-                     "rate or clip_norm usually helps");
+    const OptimizerConfig& opt = config_.optimizer;
+    std::string hints =
+        "on_divergence=\"reset\" (forget the estimator's memory and go on learning), a lower lr";
+    if (opt.lr_decay == 0) hints += ", a nonzero lr_decay";
+    if (opt.clip_norm == 0 && refusal.kind == Refusal::Gradient) hints += ", clip_norm";
+    char magnitude[32];
+    std::snprintf(magnitude, sizeof magnitude, "%.3g", refusal.magnitude);
+    char loss_text[32];
+    std::snprintf(loss_text, sizeof loss_text, "%.6g", double(loss));
+    throw Divergence(std::string("non-finite or exploding ") + refusal.what + ": magnitude " + magnitude +
+                     " at loss " + loss_text + "; the step was refused and the learner left as it was. Try " +
+                     hints);
+  }
+
+  // Forward pass and estimator update; commits the step unless it returns a refusal.
+  Refusal try_step(const Target<S>& y, S& loss, S* grad_out, bool update) {
+    cell_.forward(theta_.data(), state_, cache_, next_state_);
+    cell_.hidden(next_state_, h_);
+    loss = readout_.loss_and_grad(theta_.data(), h_, y, dh_);
+    cell_.hidden_vjp(h_, dh_, c_);
+    if (!std::isfinite(loss)) return {Refusal::Forward, "loss", double(loss)};
+    if (!bounded(next_state_)) return {Refusal::Forward, "recurrent state", max_abs(next_state_)};
+    if (!bounded(c_)) return {Refusal::Forward, "loss gradient on the state", max_abs(c_)};
+    Refusal refusal;
+    switch (config_.algorithm) {
+      case Algorithm::Uoro:
+        refusal = config_.memory > 1 ? windowed_update(grad_out, update) : uoro_update(grad_out, update);
+        break;
+      case Algorithm::Rtrl:
+        refusal = rtrl_update(grad_out, update);
+        break;
+      case Algorithm::Tbptt:
+      case Algorithm::TbpttChunk:
+        refusal = windowed_update(grad_out, update);
+        break;
+    }
+    if (!refusal) std::swap(state_, next_state_);
+    return refusal;
   }
 
   bool windowed() const {
@@ -346,13 +436,16 @@ class Learner {
 
   // ---- UORO
 
-  bool uoro_update(S* grad_out, bool update) {
+  static constexpr const char* kUoroSensitivity = "estimator's sensitivity ∂s/∂θ (UORO's s̃ ⊗ θ̃)";
+
+  Refusal uoro_update(S* grad_out, bool update) {
     const Index rank = config_.rank;
     const S eps = S(config_.uoro_eps);
     const S nu_norm = std::sqrt(S(state_size()));  // ‖ν‖ for ±1 signs
     const auto rng_before = rng_.state();
     cell_.param_cotangents(cache_, c_, u_c_);
     S grad_bound = 0, tilde_bound = 0;  // bounds on |g| and |new θ̃| of the coming pass
+    S memory_bound = 0;                 // the part of grad_bound that comes through θ̃
     S v_max[Cell::kBlocks];
     for (Index k = 0; k < Cell::kBlocks; ++k) {
       v_max[k] = cache_.v[k].cwiseAbs().maxCoeff();
@@ -378,12 +471,21 @@ class Learner {
       inv_rho0_(r) = S(1) / rho0;
       inv_rho1_(r) = S(1) / rho1;
       grad_bound += std::abs(coef_(r)) * tt_norm;
+      memory_bound += std::abs(coef_(r)) * tt_norm;
       tilde_bound = std::max(tilde_bound, tt_norm * inv_rho0_(r) + a_max * inv_rho1_(r));
     }
-    if (!bounded(grad_bound) || !bounded(tilde_bound) || !bounded(s_tilde_next_) ||
-        !bounded(S(optimizer_.learning_rate() * double(grad_bound)))) {
+    const S update_bound = S(optimizer_.learning_rate() * double(grad_bound));
+    Refusal refusal;
+    if (!bounded(s_tilde_next_) || !bounded(tilde_bound) || !bounded(memory_bound))
+      refusal = {Refusal::Sensitivity, kUoroSensitivity,
+                 std::max({max_abs(s_tilde_next_), double(tilde_bound), double(memory_bound)})};
+    else if (!bounded(grad_bound))
+      refusal = {Refusal::Gradient, "gradient estimate", double(grad_bound)};
+    else if (!bounded(update_bound))
+      refusal = {Refusal::Gradient, "parameter update", double(update_bound)};
+    if (refusal) {
       rng_.set_state(rng_before);
-      return false;
+      return refusal;
     }
     const bool adam = optimizer_.is_adam();
     if (update) optimizer_.begin(optimizer_.config().clip_norm > 0 ? uoro_gradient_norm() : 0.0);
@@ -393,7 +495,7 @@ class Learner {
       uoro_pass<false>(grad_out, update);
     if (update) optimizer_.end();
     std::swap(s_tilde_, s_tilde_next_);
-    return true;
+    return {};
   }
 
   // ‖g‖ of the coming step, for clipping: one read-only pass before the fused one.
@@ -504,7 +606,7 @@ class Learner {
     }
   }
 
-  bool windowed_update(S* grad_out, bool update) {
+  Refusal windowed_update(S* grad_out, bool update) {
     // Store this step; the slot's previous content is kept in spare_ for a rollback.
     const auto counters = window_counters();
     std::swap(spare_, window_[window_head_]);
@@ -521,7 +623,7 @@ class Learner {
 
     if (!every_step && window_pending_ < len) {  // mid-window: nothing to apply yet
       if (grad_out) Eigen::Map<Vec<S>>(grad_out, n_params()).setZero();
-      return true;
+      return {};
     }
     const auto rng_before = rng_.state();
     grad_.setZero();
@@ -537,11 +639,17 @@ class Learner {
     }
     const bool memory_uoro = config_.algorithm == Algorithm::Uoro;
     if (memory_uoro) uoro_window_candidates();
-    if (!bounded(grad_) || (memory_uoro && (!bounded(s_tilde_next_) || !bounded(theta_tilde_next_)))) {
+    Refusal refusal;
+    if (memory_uoro && (!bounded(s_tilde_next_) || !bounded(theta_tilde_next_)))
+      refusal = {Refusal::Sensitivity, kUoroSensitivity,
+                 std::max(max_abs(s_tilde_next_), max_abs(theta_tilde_next_))};
+    else if (!bounded(grad_))
+      refusal = {Refusal::Gradient, "gradient estimate", max_abs(grad_)};
+    if (refusal) {
       std::swap(spare_, window_[counters[0]]);
       set_window_counters(counters);
       rng_.set_state(rng_before);
-      return false;
+      return refusal;
     }
     if (memory_uoro) {
       std::swap(s_tilde_, s_tilde_next_);
@@ -551,7 +659,7 @@ class Learner {
     window_pending_ = 0;
     if (grad_out) Eigen::Map<Vec<S>>(grad_out, n_params()) = grad_;
     if (update) apply_gradient();
-    return true;
+    return {};
   }
 
   // Memory-T UORO at the end of a window, with grad_ holding the window's exact
@@ -596,7 +704,7 @@ class Learner {
   // ---- RTRL
 
   // J ← (∂F/∂s) J + ∂F/∂θ, then g = cᵀ J (+ the readout's exact gradient).
-  bool rtrl_update(S* grad_out, bool update) {
+  Refusal rtrl_update(S* grad_out, bool update) {
     const Index n_state = state_size();
     for (Index i = 0; i < n_state; ++i) {
       unit_.setZero();
@@ -613,11 +721,13 @@ class Learner {
     grad_.setZero();
     grad_.head(n_cell_params()).noalias() = jac_next_.transpose() * c_;
     add_readout_gradient(readout_.d_out(), readout_.v(), grad_.data());
-    if (!bounded(grad_) || !bounded(jac_next_)) return false;
+    if (!bounded(jac_next_))
+      return {Refusal::Sensitivity, "estimator's sensitivity ∂s/∂θ (RTRL's Jacobian)", max_abs(jac_next_)};
+    if (!bounded(grad_)) return {Refusal::Gradient, "gradient estimate", max_abs(grad_)};
     std::swap(jac_, jac_next_);
     if (grad_out) Eigen::Map<Vec<S>>(grad_out, n_params()) = grad_;
     if (update) apply_gradient();
-    return true;
+    return {};
   }
 
   LearnerConfig config_;
@@ -626,7 +736,8 @@ class Learner {
   Readout<S> readout_;
   Optimizer<S> optimizer_;
   Rng rng_;
-  std::int64_t skipped_ = 0;
+  std::int64_t samples_ = 0, skipped_ = 0, resets_ = 0, state_resets_ = 0, last_reset_ = -1,
+               refused_in_a_row_ = 0;
 
   Vec<S> theta_, state_, next_state_;
   Vec<S> h_, dh_, c_;  // hidden output, ∂ℓ/∂h, ∂ℓ/∂s'
