@@ -39,7 +39,8 @@ def test_tbptt_chunk_is_the_exact_gradient_of_each_chunk(cell):
     runner = frozen(cell, "rtrl", theta=theta)
     runner.evaluate(xs, ys)  # (no side effects)
     runner.gradients(xs[:4], ys[:4])
-    runner._core.jacobian = np.zeros_like(runner._core.jacobian)
+    jacobian = runner._core.estimator_arrays["jacobian"]
+    runner._core.estimator_arrays = {"jacobian": np.zeros_like(jacobian)}
     restarted = runner.gradients(xs[4:8], ys[4:8])[1].sum(axis=0)
     np.testing.assert_allclose(chunked[7], restarted, rtol=1e-10, atol=1e-13)
     assert np.linalg.norm(chunked[7] - exact[4:8].sum(axis=0)) > 1e-3 * np.linalg.norm(restarted)

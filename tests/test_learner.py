@@ -43,7 +43,13 @@ def test_same_seed_is_bit_identical_and_seeds_differ():
     runs = []
     for seed in (7, 7, 8):
         learner = uoro.Learner("gru", 4, 8, seed=seed)
-        runs.append((learner.fit(stream[:-1], stream[1:]), learner.theta, learner._core.s_tilde))
+        runs.append(
+            (
+                learner.fit(stream[:-1], stream[1:]),
+                learner.theta,
+                learner._core.estimator_arrays["s_tilde"],
+            )
+        )
     assert np.array_equal(runs[0][0], runs[1][0])
     assert np.array_equal(runs[0][1], runs[1][1])
     assert not np.array_equal(runs[0][0], runs[2][0])
@@ -55,7 +61,10 @@ def test_different_seeds_draw_different_signs_on_same_parameters():
     a.step(0, 1)
     b.step(0, 1)
     # After one step s̃ = ρ1 ν: its signs are the drawn signs.
-    assert not np.array_equal(np.sign(a._core.s_tilde), np.sign(b._core.s_tilde))
+    assert not np.array_equal(
+        np.sign(a._core.estimator_arrays["s_tilde"]),
+        np.sign(b._core.estimator_arrays["s_tilde"]),
+    )
 
 
 def test_step_and_fit_agree():
@@ -135,7 +144,7 @@ def test_rtrl_learner_with_adam_follows_numpy_adam():
     for t in range(5):
         probe.theta = theta
         probe.state = learner.state
-        probe._core.jacobian = learner._core.jacobian
+        probe._core.estimator_arrays = {"jacobian": learner._core.estimator_arrays["jacobian"]}
         g = probe.gradients(xs[t : t + 1], ys[t : t + 1])[1][0]
         m = 0.9 * m + 0.1 * g
         v = 0.999 * v + 0.001 * g**2
@@ -167,7 +176,8 @@ def test_reset_state_zeroes_state_and_sensitivity():
     learner.fit(PATTERN[:-1], PATTERN[1:])
     learner.reset_state()
     assert not learner.state.any()
-    assert not learner._core.s_tilde.any() and not learner._core.theta_tilde.any()
+    memory = learner._core.estimator_arrays
+    assert not memory["s_tilde"].any() and not memory["theta_tilde"].any()
 
 
 def test_dense_float_inputs_and_squared_error():
@@ -247,7 +257,12 @@ def test_bad_options_are_named(kwargs, error, message):
 def test_bad_samples_raise_and_change_nothing():
     learner = uoro.Learner("gru", 4, 8)
     learner.fit(PATTERN[:-1], PATTERN[1:])
-    snapshot = (learner.theta, learner.state, learner._core.theta_tilde, learner._core.rng_state)
+    snapshot = (
+        learner.theta,
+        learner.state,
+        learner._core.estimator_arrays["theta_tilde"],
+        learner._core.rng_state,
+    )
     with pytest.raises(IndexError, match=r"x token 4 is out of range \[0, 4\)"):
         learner.step(4, 0)
     with pytest.raises(IndexError, match=r"y token -1 is out of range"):
@@ -262,7 +277,12 @@ def test_bad_samples_raise_and_change_nothing():
         learner.fit([0, 1, 2], [0, 1])
     with pytest.raises(TypeError, match="y must be an int class index"):
         learner.step(0, 1.5)
-    after = (learner.theta, learner.state, learner._core.theta_tilde, learner._core.rng_state)
+    after = (
+        learner.theta,
+        learner.state,
+        learner._core.estimator_arrays["theta_tilde"],
+        learner._core.rng_state,
+    )
     for before, now in zip(snapshot, after):
         np.testing.assert_array_equal(before, now)
 

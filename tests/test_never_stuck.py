@@ -67,7 +67,8 @@ def forgotten(state: dict) -> dict:
     """`state` with the estimator's memory zeroed by hand, as a fresh estimator has it."""
     state = dict(state)
     for name in MEMORY:
-        state[name] = np.zeros_like(state[name])
+        if name in state:  # the arrays of this learner's estimator
+            state[name] = np.zeros_like(state[name])
     state["window_counters"] = np.zeros_like(state["window_counters"])
     return state
 

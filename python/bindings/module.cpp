@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -383,21 +384,40 @@ void bind_learner(py::module_& m, const std::string& name) {
   state_property(
       cls, "state", [](P& p) { return to_numpy(p.core.state()); },
       [](P& p, py::handle a) { from_numpy(p.core.state(), a, "state"); });
+  // The estimator's memory (UORO's s̃ and θ̃, RTRL's Jacobian, ...) by name. Writing takes
+  // a dict of some or all of them, checked whole before any is written.
   state_property(
-      cls, "s_tilde", [](P& p) { return to_numpy(p.core.s_tilde()); },
-      [](P& p, py::handle a) { from_numpy(p.core.s_tilde(), a, "s_tilde"); });
-  state_property(
-      cls, "theta_tilde", [](P& p) { return to_numpy(p.core.theta_tilde()); },
-      [](P& p, py::handle a) {
-        from_numpy(p.core.theta_tilde(), a, "theta_tilde");
-        p.core.refresh_theta_tilde_norms();
+      cls, "estimator_arrays",
+      [](P& p) {
+        py::dict out;
+        p.core.for_each_estimator_array([&](const char* name, auto& a) { out[name] = to_numpy(a); });
+        return out;
+      },
+      [](P& p, py::handle value) {
+        if (!py::isinstance<py::dict>(value))
+          throw py::type_error("estimator_arrays must be a dict of arrays by name");
+        const auto given = py::reinterpret_borrow<py::dict>(value);
+        std::vector<std::string> names;
+        p.core.for_each_estimator_array([&](const char* name, auto& a) {
+          names.push_back(name);
+          if (!given.contains(name)) return;
+          auto checked = a;  // a trial copy: checks shape, dtype and finiteness
+          from_numpy(checked, given[name], name);
+        });
+        for (auto item : given) {
+          const auto key = py::str(item.first).cast<std::string>();
+          if (std::find(names.begin(), names.end(), key) == names.end()) {
+            std::string carried;
+            for (const auto& n : names) carried += (carried.empty() ? "" : ", ") + n;
+            throw py::value_error("this learner's estimator carries no array '" + key +
+                                  "' (it carries: " + (carried.empty() ? "none" : carried) + ")");
+          }
+        }
+        p.core.for_each_estimator_array([&](const char* name, auto& a) {
+          if (given.contains(name)) from_numpy(a, given[name], name);
+        });
+        p.core.estimator_arrays_written(py::len(given) == names.size());
       });
-  state_property(
-      cls, "theta_tilde_norm2", [](P& p) { return to_numpy(p.core.theta_tilde_norm2()); },
-      [](P& p, py::handle a) { from_numpy(p.core.theta_tilde_norm2(), a, "theta_tilde_norm2"); });
-  state_property(
-      cls, "jacobian", [](P& p) { return to_numpy(p.core.jacobian()); },
-      [](P& p, py::handle a) { from_numpy(p.core.jacobian(), a, "jacobian"); });
   state_property(
       cls, "adam_m", [](P& p) { return to_numpy(p.core.optimizer().first_moment()); },
       [](P& p, py::handle a) { from_numpy(p.core.optimizer().first_moment(), a, "adam_m"); });

@@ -330,10 +330,10 @@ class Learner_rnn_f32:
     def counters(self, arg1: typing.Any) -> None:
         ...
     @property
-    def jacobian(self) -> numpy.typing.NDArray[numpy.float32]:
+    def estimator_arrays(self) -> dict:
         ...
-    @jacobian.setter
-    def jacobian(self, arg1: typing.Any) -> None:
+    @estimator_arrays.setter
+    def estimator_arrays(self, arg1: typing.Any) -> None:
         ...
     @property
     def learning_rate(self) -> float:
@@ -352,12 +352,6 @@ class Learner_rnn_f32:
         ...
     @rng_state.setter
     def rng_state(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def s_tilde(self) -> numpy.typing.NDArray[numpy.float32]:
-        ...
-    @s_tilde.setter
-    def s_tilde(self, arg1: typing.Any) -> None:
         ...
     @property
     def state(self) -> numpy.typing.NDArray[numpy.float32]:
@@ -379,18 +373,6 @@ class Learner_rnn_f32:
         ...
     @theta.setter
     def theta(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def theta_tilde(self) -> numpy.typing.NDArray[numpy.float32]:
-        ...
-    @theta_tilde.setter
-    def theta_tilde(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def theta_tilde_norm2(self) -> numpy.typing.NDArray[numpy.float32]:
-        ...
-    @theta_tilde_norm2.setter
-    def theta_tilde_norm2(self, arg1: typing.Any) -> None:
         ...
     @property
     def window(self) -> numpy.typing.NDArray[numpy.float32]:
@@ -441,10 +423,10 @@ class Learner_gru_f32:
     def counters(self, arg1: typing.Any) -> None:
         ...
     @property
-    def jacobian(self) -> numpy.typing.NDArray[numpy.float32]:
+    def estimator_arrays(self) -> dict:
         ...
-    @jacobian.setter
-    def jacobian(self, arg1: typing.Any) -> None:
+    @estimator_arrays.setter
+    def estimator_arrays(self, arg1: typing.Any) -> None:
         ...
     @property
     def learning_rate(self) -> float:
@@ -463,12 +445,6 @@ class Learner_gru_f32:
         ...
     @rng_state.setter
     def rng_state(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def s_tilde(self) -> numpy.typing.NDArray[numpy.float32]:
-        ...
-    @s_tilde.setter
-    def s_tilde(self, arg1: typing.Any) -> None:
         ...
     @property
     def state(self) -> numpy.typing.NDArray[numpy.float32]:
@@ -490,18 +466,6 @@ class Learner_gru_f32:
         ...
     @theta.setter
     def theta(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def theta_tilde(self) -> numpy.typing.NDArray[numpy.float32]:
-        ...
-    @theta_tilde.setter
-    def theta_tilde(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def theta_tilde_norm2(self) -> numpy.typing.NDArray[numpy.float32]:
-        ...
-    @theta_tilde_norm2.setter
-    def theta_tilde_norm2(self, arg1: typing.Any) -> None:
         ...
     @property
     def window(self) -> numpy.typing.NDArray[numpy.float32]:
@@ -552,10 +516,10 @@ class Learner_lstm_f32:
     def counters(self, arg1: typing.Any) -> None:
         ...
     @property
-    def jacobian(self) -> numpy.typing.NDArray[numpy.float32]:
+    def estimator_arrays(self) -> dict:
         ...
-    @jacobian.setter
-    def jacobian(self, arg1: typing.Any) -> None:
+    @estimator_arrays.setter
+    def estimator_arrays(self, arg1: typing.Any) -> None:
         ...
     @property
     def learning_rate(self) -> float:
@@ -574,12 +538,6 @@ class Learner_lstm_f32:
         ...
     @rng_state.setter
     def rng_state(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def s_tilde(self) -> numpy.typing.NDArray[numpy.float32]:
-        ...
-    @s_tilde.setter
-    def s_tilde(self, arg1: typing.Any) -> None:
         ...
     @property
     def state(self) -> numpy.typing.NDArray[numpy.float32]:
@@ -601,18 +559,6 @@ class Learner_lstm_f32:
         ...
     @theta.setter
     def theta(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def theta_tilde(self) -> numpy.typing.NDArray[numpy.float32]:
-        ...
-    @theta_tilde.setter
-    def theta_tilde(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def theta_tilde_norm2(self) -> numpy.typing.NDArray[numpy.float32]:
-        ...
-    @theta_tilde_norm2.setter
-    def theta_tilde_norm2(self, arg1: typing.Any) -> None:
         ...
     @property
     def window(self) -> numpy.typing.NDArray[numpy.float32]:
@@ -735,10 +681,10 @@ class Learner_influence_f32:
     def counters(self, arg1: typing.Any) -> None:
         ...
     @property
-    def jacobian(self) -> numpy.typing.NDArray[numpy.float32]:
+    def estimator_arrays(self) -> dict:
         ...
-    @jacobian.setter
-    def jacobian(self, arg1: typing.Any) -> None:
+    @estimator_arrays.setter
+    def estimator_arrays(self, arg1: typing.Any) -> None:
         ...
     @property
     def learning_rate(self) -> float:
@@ -757,12 +703,6 @@ class Learner_influence_f32:
         ...
     @rng_state.setter
     def rng_state(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def s_tilde(self) -> numpy.typing.NDArray[numpy.float32]:
-        ...
-    @s_tilde.setter
-    def s_tilde(self, arg1: typing.Any) -> None:
         ...
     @property
     def state(self) -> numpy.typing.NDArray[numpy.float32]:
@@ -784,18 +724,6 @@ class Learner_influence_f32:
         ...
     @theta.setter
     def theta(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def theta_tilde(self) -> numpy.typing.NDArray[numpy.float32]:
-        ...
-    @theta_tilde.setter
-    def theta_tilde(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def theta_tilde_norm2(self) -> numpy.typing.NDArray[numpy.float32]:
-        ...
-    @theta_tilde_norm2.setter
-    def theta_tilde_norm2(self, arg1: typing.Any) -> None:
         ...
     @property
     def window(self) -> numpy.typing.NDArray[numpy.float32]:
@@ -870,10 +798,10 @@ class Learner_rnn_f64:
     def counters(self, arg1: typing.Any) -> None:
         ...
     @property
-    def jacobian(self) -> numpy.typing.NDArray[numpy.float64]:
+    def estimator_arrays(self) -> dict:
         ...
-    @jacobian.setter
-    def jacobian(self, arg1: typing.Any) -> None:
+    @estimator_arrays.setter
+    def estimator_arrays(self, arg1: typing.Any) -> None:
         ...
     @property
     def learning_rate(self) -> float:
@@ -892,12 +820,6 @@ class Learner_rnn_f64:
         ...
     @rng_state.setter
     def rng_state(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def s_tilde(self) -> numpy.typing.NDArray[numpy.float64]:
-        ...
-    @s_tilde.setter
-    def s_tilde(self, arg1: typing.Any) -> None:
         ...
     @property
     def state(self) -> numpy.typing.NDArray[numpy.float64]:
@@ -919,18 +841,6 @@ class Learner_rnn_f64:
         ...
     @theta.setter
     def theta(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def theta_tilde(self) -> numpy.typing.NDArray[numpy.float64]:
-        ...
-    @theta_tilde.setter
-    def theta_tilde(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def theta_tilde_norm2(self) -> numpy.typing.NDArray[numpy.float64]:
-        ...
-    @theta_tilde_norm2.setter
-    def theta_tilde_norm2(self, arg1: typing.Any) -> None:
         ...
     @property
     def window(self) -> numpy.typing.NDArray[numpy.float64]:
@@ -981,10 +891,10 @@ class Learner_gru_f64:
     def counters(self, arg1: typing.Any) -> None:
         ...
     @property
-    def jacobian(self) -> numpy.typing.NDArray[numpy.float64]:
+    def estimator_arrays(self) -> dict:
         ...
-    @jacobian.setter
-    def jacobian(self, arg1: typing.Any) -> None:
+    @estimator_arrays.setter
+    def estimator_arrays(self, arg1: typing.Any) -> None:
         ...
     @property
     def learning_rate(self) -> float:
@@ -1003,12 +913,6 @@ class Learner_gru_f64:
         ...
     @rng_state.setter
     def rng_state(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def s_tilde(self) -> numpy.typing.NDArray[numpy.float64]:
-        ...
-    @s_tilde.setter
-    def s_tilde(self, arg1: typing.Any) -> None:
         ...
     @property
     def state(self) -> numpy.typing.NDArray[numpy.float64]:
@@ -1030,18 +934,6 @@ class Learner_gru_f64:
         ...
     @theta.setter
     def theta(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def theta_tilde(self) -> numpy.typing.NDArray[numpy.float64]:
-        ...
-    @theta_tilde.setter
-    def theta_tilde(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def theta_tilde_norm2(self) -> numpy.typing.NDArray[numpy.float64]:
-        ...
-    @theta_tilde_norm2.setter
-    def theta_tilde_norm2(self, arg1: typing.Any) -> None:
         ...
     @property
     def window(self) -> numpy.typing.NDArray[numpy.float64]:
@@ -1092,10 +984,10 @@ class Learner_lstm_f64:
     def counters(self, arg1: typing.Any) -> None:
         ...
     @property
-    def jacobian(self) -> numpy.typing.NDArray[numpy.float64]:
+    def estimator_arrays(self) -> dict:
         ...
-    @jacobian.setter
-    def jacobian(self, arg1: typing.Any) -> None:
+    @estimator_arrays.setter
+    def estimator_arrays(self, arg1: typing.Any) -> None:
         ...
     @property
     def learning_rate(self) -> float:
@@ -1114,12 +1006,6 @@ class Learner_lstm_f64:
         ...
     @rng_state.setter
     def rng_state(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def s_tilde(self) -> numpy.typing.NDArray[numpy.float64]:
-        ...
-    @s_tilde.setter
-    def s_tilde(self, arg1: typing.Any) -> None:
         ...
     @property
     def state(self) -> numpy.typing.NDArray[numpy.float64]:
@@ -1141,18 +1027,6 @@ class Learner_lstm_f64:
         ...
     @theta.setter
     def theta(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def theta_tilde(self) -> numpy.typing.NDArray[numpy.float64]:
-        ...
-    @theta_tilde.setter
-    def theta_tilde(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def theta_tilde_norm2(self) -> numpy.typing.NDArray[numpy.float64]:
-        ...
-    @theta_tilde_norm2.setter
-    def theta_tilde_norm2(self, arg1: typing.Any) -> None:
         ...
     @property
     def window(self) -> numpy.typing.NDArray[numpy.float64]:
@@ -1275,10 +1149,10 @@ class Learner_influence_f64:
     def counters(self, arg1: typing.Any) -> None:
         ...
     @property
-    def jacobian(self) -> numpy.typing.NDArray[numpy.float64]:
+    def estimator_arrays(self) -> dict:
         ...
-    @jacobian.setter
-    def jacobian(self, arg1: typing.Any) -> None:
+    @estimator_arrays.setter
+    def estimator_arrays(self, arg1: typing.Any) -> None:
         ...
     @property
     def learning_rate(self) -> float:
@@ -1297,12 +1171,6 @@ class Learner_influence_f64:
         ...
     @rng_state.setter
     def rng_state(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def s_tilde(self) -> numpy.typing.NDArray[numpy.float64]:
-        ...
-    @s_tilde.setter
-    def s_tilde(self, arg1: typing.Any) -> None:
         ...
     @property
     def state(self) -> numpy.typing.NDArray[numpy.float64]:
@@ -1324,18 +1192,6 @@ class Learner_influence_f64:
         ...
     @theta.setter
     def theta(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def theta_tilde(self) -> numpy.typing.NDArray[numpy.float64]:
-        ...
-    @theta_tilde.setter
-    def theta_tilde(self, arg1: typing.Any) -> None:
-        ...
-    @property
-    def theta_tilde_norm2(self) -> numpy.typing.NDArray[numpy.float64]:
-        ...
-    @theta_tilde_norm2.setter
-    def theta_tilde_norm2(self, arg1: typing.Any) -> None:
         ...
     @property
     def window(self) -> numpy.typing.NDArray[numpy.float64]:

@@ -376,6 +376,7 @@ class Learner:
             "format_version": FORMAT_VERSION,
             "config": self.config,
             **{name: getattr(core, name) for name in _ARRAY_STATE},
+            **core.estimator_arrays,
             "steps": int(core.steps),
             **dict(zip(_COUNTERS, (int(c) for c in core.counters))),
             "rng_state": np.array(core.rng_state, dtype=np.uint64),
@@ -405,7 +406,8 @@ class Learner:
             )
         current = self.state_dict()
         checked = {}
-        for name in (*_ARRAY_STATE, "rng_state", "window_counters"):
+        estimator_arrays = tuple(self._core.estimator_arrays)
+        for name in (*_ARRAY_STATE, *estimator_arrays, "rng_state", "window_counters"):
             if name not in state:
                 raise KeyError(f"checkpoint lacks {name!r}")
             value = np.asarray(state[name])
@@ -438,6 +440,7 @@ class Learner:
         core = self._core
         for name in _ARRAY_STATE:
             setattr(core, name, checked[name])
+        core.estimator_arrays = {name: checked[name] for name in estimator_arrays}
         core.rng_state = [int(w) for w in checked["rng_state"]]
         core.window_counters = [head, count, pending]
         core.steps = counts["steps"]
@@ -548,18 +551,9 @@ _COUNTERS = (
     "refused_in_a_row",
 )
 
-# The learner's array-valued state, by the core's attribute names.
-_ARRAY_STATE = (
-    "theta",
-    "state",
-    "s_tilde",
-    "theta_tilde",
-    "theta_tilde_norm2",
-    "jacobian",
-    "adam_m",
-    "adam_v",
-    "window",
-)
+# The learner's array-valued state, by the core's attribute names; the estimator's own
+# arrays (UORO's s̃ and θ̃, RTRL's Jacobian) come from `estimator_arrays`.
+_ARRAY_STATE = ("theta", "state", "adam_m", "adam_v", "window")
 
 
 def load(path: str | os.PathLike[str]) -> Learner:

@@ -1,0 +1,75 @@
+// What every gradient estimator sees, and the interface the learner drives.
+//
+// An estimator owns its memory of the past (UORO's s̃ and θ̃, RTRL's Jacobian, a window
+// of activations) and, at each step, turns the learner's forward pass into a gradient
+// and a parameter update. It implements:
+//
+//   Estimator(const LearnerConfig&, const Cell&, const Readout<S>&)   // sizes only
+//   Refusal update(Model<S, Cell>&, S* grad_out, bool update)
+//       From this step's forward pass (the Model), estimate ∂ℓ/∂θ, write it to grad_out
+//       if given, and with `update` apply it through the optimizer; commit the new
+//       memory. Or change nothing at all and return why (a Refusal).
+//   void forget()                      // the memory of a fresh estimator
+//   template <class Fn> void for_each_array(Fn&& fn)
+//       fn(name, array) for each array of its memory, for checkpoints
+//   void arrays_written(bool all)      // after a checkpoint wrote them (all: every one)
+//   Window<S, Cell>* window()          // its window of past steps, or nullptr
+//
+// The learner never learns an estimator's name beyond constructing it.
+#pragma once
+
+#include "uoro/cells.hpp"
+#include "uoro/config.hpp"
+#include "uoro/optimizer.hpp"
+#include "uoro/readout.hpp"
+
+namespace uoro {
+
+// The learner's parts as one step sees them: this step's activations (cache), the
+// readout's gradient factors d_out ⊗ v, the cotangent c = ∂ℓ/∂s' of this step's loss on
+// the new state, and the parameters with their optimizer.
+template <class S, class Cell>
+struct Model {
+  const LearnerConfig& config;
+  Cell& cell;
+  typename Cell::Cache& cache;
+  const Readout<S>& readout;
+  const Vec<S>& c;
+  Vec<S>& theta;
+  Optimizer<S>& optimizer;
+  Rng& rng;
+
+  Index n_params() const { return theta.size(); }
+  Index n_cell_params() const { return cell.param_size(); }
+};
+
+// Calls fn(offset, rows, v_j, k) for column j of every cell block k.
+template <class Cell, class Fn>
+void for_each_cell_column(const Cell& cell, const typename Cell::Cache& cache, Fn&& fn) {
+  for (Index k = 0; k < Cell::kBlocks; ++k) {
+    const Block& b = cell.blocks()[k];
+    for (Index j = 0; j < b.cols; ++j) fn(b.offset + j * b.rows, b.rows, cache.v[k](j), k);
+  }
+}
+
+// Adds the readout's exact gradient d_out ⊗ v into grad (its block).
+template <class S>
+void add_readout_gradient(const Readout<S>& readout, const Vec<S>& d_out, const Vec<S>& v, S* grad) {
+  const Block& b = readout.block();
+  MatMap<S>(grad + b.offset, b.rows, b.cols).noalias() += d_out * v.transpose();
+}
+
+// θ ← optimizer(θ, grad), for estimators that materialize the whole gradient (the
+// readout's part left out when it is not trained).
+template <class S, class Cell>
+void apply_gradient(Model<S, Cell>& m, const Vec<S>& grad) {
+  const auto applied = grad.head(m.config.train_readout ? m.n_params() : m.n_cell_params());
+  m.optimizer.begin(m.optimizer.config().clip_norm > 0 ? double(applied.norm()) : 0.0);
+  m.optimizer.apply(m.theta.data(), 0, applied);
+  m.optimizer.end();
+}
+
+template <class S, class Cell>
+class Window;
+
+}  // namespace uoro

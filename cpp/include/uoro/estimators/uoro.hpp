@@ -1,0 +1,213 @@
+// UORO (Tallec & Ollivier 2017, Algorithm 1), rank r: r independent pairs (s̃, θ̃) with
+// E[s̃ ⊗ θ̃] = ∂s/∂θ, their gradient estimates averaged. The fused step produces the
+// gradient, the new θ̃ and the optimizer update in one pass over the parameter blocks,
+// column by column, from the outer-product factors; θ̃ spans the cell's parameters only
+// (the readout's gradient is exact).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "uoro/estimator.hpp"
+
+namespace uoro {
+
+inline constexpr const char* kUoroSensitivity = "estimator's sensitivity ∂s/∂θ (UORO's s̃ ⊗ θ̃)";
+
+template <class S, class Cell>
+class Uoro {
+ public:
+  Uoro(const LearnerConfig& config, const Cell& cell, const Readout<S>& readout)
+      : rank_(config.rank), eps_(S(config.uoro_eps)) {
+    const Index n_state = cell.state_size();
+    s_tilde_ = s_tilde_next_ = Mat<S>::Zero(n_state, rank_);
+    theta_tilde_ = Mat<S>::Zero(cell.param_size(), rank_);
+    theta_tilde_norm2_ = coef_ = inv_rho0_ = inv_rho1_ = norm_acc_ = Vec<S>::Zero(rank_);
+    nu_ = Vec<S>::Zero(n_state);
+    for (Index k = 0; k < Cell::kBlocks; ++k) u_c_[k] = Vec<S>::Zero(cell.blocks()[k].rows);
+    u_nu_.resize(rank_);
+    for (auto& u : u_nu_)
+      for (Index k = 0; k < Cell::kBlocks; ++k) u[k] = Vec<S>::Zero(cell.blocks()[k].rows);
+    // One cell column, or one chunk of readout columns (see pass).
+    readout_chunk_ = readout_chunk_columns(readout);
+    Index scratch = readout_chunk_ * readout.block().rows;
+    for (const Block& b : cell.blocks()) scratch = std::max(scratch, b.rows);
+    column_ = Vec<S>::Zero(scratch);
+  }
+
+  Refusal update(Model<S, Cell>& m, S* grad_out, bool update) {
+    const S nu_norm = std::sqrt(S(m.cell.state_size()));  // ‖ν‖ for ±1 signs
+    const auto rng_before = m.rng.state();
+    m.cell.param_cotangents(m.cache, m.c, u_c_);
+    S grad_bound = 0, tilde_bound = 0;  // bounds on |g| and |new θ̃| of the coming pass
+    S memory_bound = 0;                 // the part of grad_bound that comes through θ̃
+    S v_max[Cell::kBlocks];
+    for (Index k = 0; k < Cell::kBlocks; ++k) {
+      v_max[k] = m.cache.v[k].cwiseAbs().maxCoeff();
+      grad_bound = std::max(grad_bound, u_c_[k].cwiseAbs().maxCoeff() * v_max[k]);
+    }
+    for (Index r = 0; r < rank_; ++r) {
+      // Tangent forward propagation; c · (∂F/∂s s̃) is the paper's δs · s̃.
+      auto s_next = s_tilde_next_.col(r);
+      m.cell.jvp_state(m.theta.data(), m.cache, s_tilde_.col(r), s_next);
+      coef_(r) = m.c.dot(s_next) / S(rank_);
+      m.rng.fill_signs(nu_);
+      m.cell.param_cotangents(m.cache, nu_, u_nu_[r]);
+      // ‖νᵀ ∂F/∂θ‖ from the outer-product factors: Σ_k ‖u_k‖² ‖v_k‖².
+      S a_norm2 = 0, a_max = 0;
+      for (Index k = 0; k < Cell::kBlocks; ++k) {
+        a_norm2 += u_nu_[r][k].squaredNorm() * m.cache.v[k].squaredNorm();
+        a_max = std::max(a_max, u_nu_[r][k].cwiseAbs().maxCoeff() * v_max[k]);
+      }
+      const S tt_norm = std::sqrt(theta_tilde_norm2_(r));
+      const S rho0 = std::sqrt(tt_norm / (s_next.norm() + eps_)) + eps_;
+      const S rho1 = std::sqrt(std::sqrt(a_norm2) / (nu_norm + eps_)) + eps_;
+      s_next = rho0 * s_next + rho1 * nu_;  // the new s̃, committed below
+      inv_rho0_(r) = S(1) / rho0;
+      inv_rho1_(r) = S(1) / rho1;
+      grad_bound += std::abs(coef_(r)) * tt_norm;
+      memory_bound += std::abs(coef_(r)) * tt_norm;
+      tilde_bound = std::max(tilde_bound, tt_norm * inv_rho0_(r) + a_max * inv_rho1_(r));
+    }
+    const S update_bound = S(m.optimizer.learning_rate() * double(grad_bound));
+    Refusal refusal;
+    if (!bounded(s_tilde_next_) || !bounded(tilde_bound) || !bounded(memory_bound))
+      refusal = {Refusal::Sensitivity, kUoroSensitivity,
+                 std::max({max_abs(s_tilde_next_), double(tilde_bound), double(memory_bound)})};
+    else if (!bounded(grad_bound))
+      refusal = {Refusal::Gradient, "gradient estimate", double(grad_bound)};
+    else if (!bounded(update_bound))
+      refusal = {Refusal::Gradient, "parameter update", double(update_bound)};
+    if (refusal) {
+      m.rng.set_state(rng_before);
+      return refusal;
+    }
+    if (update) m.optimizer.begin(m.optimizer.config().clip_norm > 0 ? gradient_norm(m) : 0.0);
+    if (m.optimizer.is_adam())
+      pass<true>(m, grad_out, update);
+    else
+      pass<false>(m, grad_out, update);
+    if (update) m.optimizer.end();
+    std::swap(s_tilde_, s_tilde_next_);
+    return {};
+  }
+
+  void forget() {
+    s_tilde_.setZero();
+    theta_tilde_.setZero();
+    theta_tilde_norm2_.setZero();
+  }
+
+  // ‖θ̃_r‖² is carried from step to step (summed column by column: saved, not recomputed,
+  // so a resumed run is bit-identical).
+  template <class Fn>
+  void for_each_array(Fn&& fn) {
+    fn("s_tilde", s_tilde_);
+    fn("theta_tilde", theta_tilde_);
+    fn("theta_tilde_norm2", theta_tilde_norm2_);
+  }
+  // θ̃ written without its carried norms: recompute them.
+  void arrays_written(bool all) {
+    if (!all)
+      for (Index r = 0; r < rank_; ++r) theta_tilde_norm2_(r) = theta_tilde_.col(r).squaredNorm();
+  }
+  Window<S, Cell>* window() { return nullptr; }
+
+ private:
+  // ‖g‖ of the coming step, for clipping: one read-only pass before the fused one.
+  double gradient_norm(Model<S, Cell>& m) {
+    double total = 0;
+    for_each_cell_column(m.cell, m.cache, [&](Index off, Index rows, S vj, Index k) {
+      column_.head(rows) = u_c_[k] * vj;
+      for (Index r = 0; r < rank_; ++r)
+        column_.head(rows) += coef_(r) * theta_tilde_.col(r).segment(off, rows);
+      total += double(column_.head(rows).squaredNorm());
+    });
+    if (m.config.train_readout)
+      total += double(m.readout.d_out().squaredNorm() * m.readout.v().squaredNorm());
+    return std::sqrt(total);
+  }
+
+  // The fused pass: per column, g = u_c v_j + Σ_r coef_r θ̃_r (the gradient estimate,
+  // computed from the old θ̃), θ̃_r ← θ̃_r / ρ0 + u_ν v_j / ρ1, θ ← optimizer(θ, g).
+  template <bool kAdam>
+  void pass(Model<S, Cell>& m, S* grad_out, bool update) {
+    norm_acc_.setZero();
+    S* __restrict g = column_.data();
+    const bool fused = kAdam && update && !grad_out && rank_ == 1;
+    const auto adam = m.optimizer.adam_step();
+    for_each_cell_column(m.cell, m.cache, [&](Index off, Index rows, S vj, Index k) {
+      const S* __restrict uc = u_c_[k].data();
+      if (fused) {  // the common case in one sweep: gradient, θ̃ and Adam per element
+        fused_adam_column(uc, u_nu_[0][k].data(), theta_tilde_.data() + off, m.theta.data() + off,
+                          adam.m + off, adam.v + off, rows, vj, adam);
+        norm_acc_(0) += Eigen::Map<const Vec<S>>(theta_tilde_.data() + off, rows).squaredNorm();
+        return;
+      }
+      for (Index i = 0; i < rows; ++i) g[i] = uc[i] * vj;
+      for (Index r = 0; r < rank_; ++r) {
+        S* __restrict tt = theta_tilde_.col(r).data() + off;
+        const S* __restrict un = u_nu_[r][k].data();
+        const S coef = coef_(r), inv_rho0 = inv_rho0_(r), nu_scale = vj * inv_rho1_(r);
+        for (Index i = 0; i < rows; ++i) {
+          g[i] += coef * tt[i];
+          tt[i] = tt[i] * inv_rho0 + un[i] * nu_scale;
+        }
+        norm_acc_(r) += Eigen::Map<const Vec<S>>(tt, rows).squaredNorm();
+      }
+      if (grad_out) std::copy(g, g + rows, grad_out + off);
+      if (update) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, rows);
+    });
+    theta_tilde_norm2_ = norm_acc_;
+    // The readout's exact gradient d_out ⊗ v, a chunk of whole columns at a time: its
+    // columns are output_size rows, often short, and the optimizer runs in full vectors
+    // over a chunk where column by column it would leave a scalar tail on each.
+    const Block& b = m.readout.block();
+    const S* __restrict d_out = m.readout.d_out().data();
+    for (Index j0 = 0; j0 < b.cols; j0 += readout_chunk_) {
+      const Index j1 = std::min(b.cols, j0 + readout_chunk_);
+      for (Index j = j0; j < j1; ++j) {
+        const S vj = m.readout.v()(j);
+        for (Index i = 0; i < b.rows; ++i) g[(j - j0) * b.rows + i] = d_out[i] * vj;
+      }
+      const Index off = b.offset + j0 * b.rows, len = (j1 - j0) * b.rows;
+      if (grad_out) std::copy(g, g + len, grad_out + off);
+      if (update && m.config.train_readout) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, len);
+    }
+  }
+
+  // Readout columns per chunk of the pass: up to 16384 values (64 KiB in float32), so
+  // the scratch stays small and in cache however large the readout.
+  static Index readout_chunk_columns(const Readout<S>& readout) {
+    const Block& b = readout.block();
+    return std::min(b.cols, std::max<Index>(1, 16384 / b.rows));
+  }
+
+  template <class AdamStep>
+  void fused_adam_column(const S* __restrict uc, const S* __restrict un, S* __restrict tt, S* __restrict th,
+                         S* __restrict m, S* __restrict v, Index rows, S vj, const AdamStep& a) const {
+    const S coef = coef_(0), inv_rho0 = inv_rho0_(0), nu_scale = vj * inv_rho1_(0);
+    for (Index i = 0; i < rows; ++i) {
+      const S g = a.scale * (uc[i] * vj + coef * tt[i]);
+      tt[i] = tt[i] * inv_rho0 + un[i] * nu_scale;
+      m[i] = a.b1 * m[i] + a.c1 * g;
+      v[i] = a.b2 * v[i] + a.c2 * g * g;
+      th[i] -= a.step * m[i] / (std::sqrt(v[i]) * a.bias2 + a.eps);
+    }
+  }
+
+  Index rank_;
+  S eps_;
+  Index readout_chunk_;
+  // One column per rank.
+  Mat<S> s_tilde_, s_tilde_next_, theta_tilde_;
+  Vec<S> theta_tilde_norm2_, coef_, inv_rho0_, inv_rho1_, norm_acc_, nu_;
+  Vec<S> column_;  // gradient scratch: one cell column, or a chunk of readout columns
+  std::array<Vec<S>, Cell::kBlocks> u_c_;
+  std::vector<std::array<Vec<S>, Cell::kBlocks>> u_nu_;
+};
+
+}  // namespace uoro
