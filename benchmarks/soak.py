@@ -62,7 +62,7 @@ def soak(cell: str, options: dict[str, object], samples: int, lr: float, seed: i
     )
     rng = np.random.default_rng(seed)
     phase, previous = 0.0, np.zeros(1)
-    finite, last_losses = True, np.zeros(0)
+    finite, last_losses, last_targets = True, np.zeros(0), np.zeros(0)
     began = time.perf_counter()
     for start in range(0, samples, CHUNK):
         n = min(CHUNK, samples - start)
@@ -70,6 +70,7 @@ def soak(cell: str, options: dict[str, object], samples: int, lr: float, seed: i
         values = np.concatenate([previous, chunk]).astype(np.float32)
         previous = values[-1:].astype(np.float64)
         last_losses = learner.fit(values[:-1, None], values[1:, None])
+        last_targets = values[1:]
         finite = finite and bool(np.isfinite(learner.theta).all())
     return {
         "cell": cell,
@@ -80,6 +81,8 @@ def soak(cell: str, options: dict[str, object], samples: int, lr: float, seed: i
         "dropped": learner.skipped_steps,
         "theta_finite": finite,
         "final_loss": float(last_losses[-10_000:].mean()),
+        # The same samples' loss when predicting zero, as a yardstick.
+        "zero_loss": float(0.5 * (last_targets[-10_000:].astype(np.float64) ** 2).mean()),
         "seconds": time.perf_counter() - began,
     }
 
@@ -92,8 +95,11 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     print(f"{int(args.samples):,} samples per run, lr {args.lr}, no decay, hidden 16, float32")
-    print("| cell | algorithm | resets (of which state) | dropped | θ finite | final loss |")
-    print("|---|---|---:|---:|---|---:|")
+    print(
+        "| cell | algorithm | resets (of which state) | dropped | θ finite "
+        "| loss, last 10⁴ samples | predicting 0 |"
+    )
+    print("|---|---|---:|---:|---|---:|---:|")
     for cell in CELLS:
         for name, options in ALGORITHMS.items():
             row = soak(cell, options, int(args.samples), args.lr)
@@ -101,7 +107,8 @@ def main() -> None:
             rows.append(row)
             print(
                 f"| {cell} | {name} | {row['resets']} ({row['state_resets']}) | "
-                f"{row['dropped']} | {row['theta_finite']} | {row['final_loss']:.4f} |",
+                f"{row['dropped']} | {row['theta_finite']} | {row['final_loss']:.4f} | "
+                f"{row['zero_loss']:.4f} |",
                 flush=True,
             )
     if args.json:

@@ -16,4 +16,6 @@ def test_core_checks_pass():
     lines = result.stdout.splitlines()
     assert lines[-1] == "0 failed"
     assert sum("0 allocations in 200 steps" in line for line in lines) >= 40
-    assert sum("vs finite differences" in line for line in lines) == 12
+    # Three kernels for four cells, and SnAp-1's state diagonal for the three neural ones.
+    assert sum("vs finite differences" in line for line in lines) == 3 * 4 + 3
+    assert sum(" snap1 " in line and "0 allocations" in line for line in lines) == 3 * 2 * 2

@@ -30,7 +30,7 @@ option_values = {
     "hidden_size": st.integers(-1, 6),
     "output_size": st.one_of(st.none(), st.integers(-1, 5)),
     "loss": st.sampled_from(["cross_entropy", "squared_error", "mse"]),
-    "algorithm": st.sampled_from(["uoro", "rtrl", "tbptt", "tbptt_chunk", "bptt"]),
+    "algorithm": st.sampled_from(["uoro", "rtrl", "tbptt", "tbptt_chunk", "snap1", "bptt"]),
     "rank": st.integers(-1, 3),
     "memory": st.integers(-1, 4),
     "truncation": st.one_of(st.none(), st.integers(-1, 4)),
@@ -39,7 +39,7 @@ option_values = {
     "lr_decay": numbers,
     "clip_norm": st.one_of(st.none(), numbers),
     "dtype": st.sampled_from(["float32", "float64", "float16", np.float64]),
-    "on_divergence": st.sampled_from(["raise", "skip", "ignore"]),
+    "on_divergence": st.sampled_from(["raise", "skip", "reset", "ignore"]),
     "seed": st.integers(-1, 2**64),
 }
 

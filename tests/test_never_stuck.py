@@ -21,11 +21,12 @@ ALGORITHMS = [
     {"algorithm": "rtrl"},
     {"algorithm": "tbptt", "truncation": 3},
     {"algorithm": "tbptt_chunk", "truncation": 3},
+    {"algorithm": "snap1"},
 ]
-ALGORITHM_IDS = ["uoro", "uoro-r2", "uoro-m3", "rtrl", "tbptt3", "tbptt_chunk3"]
+ALGORITHM_IDS = ["uoro", "uoro-r2", "uoro-m3", "rtrl", "tbptt3", "tbptt_chunk3", "snap1"]
 
 # The estimator's memory in a state_dict, and its "forgotten" values.
-MEMORY = ("s_tilde", "theta_tilde", "theta_tilde_norm2", "jacobian")
+MEMORY = ("s_tilde", "theta_tilde", "theta_tilde_norm2", "jacobian", "snap_influence")
 
 
 def regime_signal(n: int, seed: int, regime: int = 1500) -> np.ndarray:
@@ -173,6 +174,8 @@ def explode_memory(learner: uoro.Learner) -> None:
     state = learner.state_dict()
     if learner.config["algorithm"] == "rtrl":
         state["jacobian"] = np.full_like(state["jacobian"], 1e25)
+    elif learner.config["algorithm"] == "snap1":
+        state["snap_influence"] = np.full_like(state["snap_influence"], 1e25)
     elif learner.config["algorithm"] == "uoro" and learner.config["memory"] == 1:
         state["s_tilde"] = np.full_like(state["s_tilde"], 1e17)
         state["theta_tilde"] = np.full_like(state["theta_tilde"], 1e17)

@@ -21,8 +21,9 @@ ALGORITHMS = [
     {"algorithm": "rtrl"},
     {"algorithm": "tbptt", "truncation": 3},
     {"algorithm": "tbptt_chunk", "truncation": 3},
+    {"algorithm": "snap1"},
 ]
-ALGORITHM_IDS = ["uoro", "uoro-r2", "uoro-m3", "rtrl", "tbptt3", "tbptt_chunk3"]
+ALGORITHM_IDS = ["uoro", "uoro-r2", "uoro-m3", "rtrl", "tbptt3", "tbptt_chunk3", "snap1"]
 
 
 def tokens(n: int, seed: int = 0, vocab: int = 5):

@@ -516,6 +516,19 @@ void bind_kernels(py::module_& m, const std::string& name) {
              }
              return to_numpy(out);
            })
+      .def("state_diagonal",
+           [](K& k, py::handle theta, py::handle x, py::handle s) {
+             if constexpr (Cell::kSnapSlots == 0) {
+               throw py::value_error("this cell has no per-unit state diagonal (SnAp-1)");
+               return py::array_t<S>();
+             } else {
+               V next;
+               k.run(theta, x, s, next);
+               uoro::Mat<S> d(k.cell.hidden_size(), Cell::kSnapSlots * Cell::kSnapSlots);
+               k.cell.state_diagonal(k.theta, k.cache, d);
+               return py::array_t<S>(to_numpy(d));
+             }
+           })
       .def("hidden",
            [vec](K& k, py::handle s) {
              V h(k.cell.hidden_size());
@@ -577,7 +590,8 @@ PYBIND11_MODULE(UORO_MODULE_NAME, m) {
       .value("uoro", uoro::Algorithm::Uoro)
       .value("rtrl", uoro::Algorithm::Rtrl)
       .value("tbptt", uoro::Algorithm::Tbptt)
-      .value("tbptt_chunk", uoro::Algorithm::TbpttChunk);
+      .value("tbptt_chunk", uoro::Algorithm::TbpttChunk)
+      .value("snap1", uoro::Algorithm::Snap1);
   // DivergenceError carries `index` (the refused sample's position in the call: 0 for
   // `step`) and `losses` (those of the samples applied before it). The module holds the
   // type for as long as it is loaded.

@@ -17,7 +17,7 @@ FORMAT_VERSION = 2  # 2: the divergence counters (samples_seen, resets, ...)
 
 CELLS = ("rnn", "gru", "lstm", "influence")
 LOSSES = ("cross_entropy", "squared_error")
-ALGORITHMS = ("uoro", "rtrl", "tbptt", "tbptt_chunk")
+ALGORITHMS = ("uoro", "rtrl", "tbptt", "tbptt_chunk", "snap1")
 OPTIMIZERS = ("sgd", "adam")
 DTYPES = ("float32", "float64")
 DIVERGENCE_POLICIES = ("raise", "skip", "reset")
@@ -74,6 +74,10 @@ class Learner:
               ``memory=T`` (memory-T UORO) exact backpropagation inside windows of T
               steps and one update per window.
             - ``"rtrl"``: the exact gradient, O(state² · |θ|) per step: small networks.
+            - ``"snap1"``: SnAp-1 (Menick et al. 2021): RTRL keeping only the entries of
+              ∂s/∂θ a parameter reaches in one step (its own unit's state), O(|θ|) per
+              step like UORO; biased (the units' cross-influences are dropped) but
+              without UORO's variance. For ``"rnn"``, ``"gru"`` and ``"lstm"``.
             - ``"tbptt"``: truncated BPTT, online: every step, the current loss is
               backpropagated through the last ``truncation`` steps and θ updated.
             - ``"tbptt_chunk"``: truncated BPTT, chunked: once every ``truncation``
@@ -179,6 +183,11 @@ class Learner:
         for name in ("rank", "memory"):
             if algo != "uoro" and self._options[name] != 1:
                 raise ValueError(f"{name} applies to algorithm 'uoro', not {algo!r}")
+        if cell == "influence" and algo == "snap1":
+            raise ValueError(
+                "algorithm 'snap1' needs a cell whose parameters each drive one unit "
+                "('rnn', 'gru', 'lstm'); the influence cell's one parameter drives them all"
+            )
         if cell == "influence" and self._options["input_size"] != self._options["hidden_size"]:
             raise ValueError(
                 "cell 'influence' needs input_size == hidden_size; got "

@@ -80,6 +80,22 @@ void kernels_match_finite_differences(const char* name) {
   check(rel(jvp, fd_jvp) < 1e-6, std::string(name) + " jvp_state vs finite differences");
   check(rel(vjp_s, fd_vjp_s) < 1e-6, std::string(name) + " vjp_state vs finite differences");
   check(rel(vjp_p, fd_vjp_p) < 1e-6, std::string(name) + " vjp_params vs finite differences");
+  if constexpr (Cell::kSnapSlots > 0) {
+    // Each unit's own block of ∂F/∂s (SnAp-1) against columns of the FD Jacobian.
+    const Index n = cell.hidden_size(), q = Cell::kSnapSlots;
+    Mat<double> d(n, q * q), fd_d(n, q * q);
+    forward(theta, s);
+    cell.state_diagonal(theta.data(), cache, d);
+    for (Index from = 0; from < q; ++from)
+      for (Index u = 0; u < n; ++u) {
+        V e = V::Zero(S);
+        e(from * n + u) = h;
+        const V column = (forward(theta, s + e) - forward(theta, s - e)) / (2 * h);
+        for (Index to = 0; to < q; ++to) fd_d(u, to * q + from) = column(to * n + u);
+      }
+    check((d - fd_d).norm() < 1e-6 * std::max(fd_d.norm(), 1.0),
+          std::string(name) + " state_diagonal vs finite differences");
+  }
 }
 
 [[maybe_unused]] static const char* algorithm_name(Algorithm a) {
@@ -90,6 +106,8 @@ void kernels_match_finite_differences(const char* name) {
       return "rtrl";
     case Algorithm::Tbptt:
       return "tbptt";
+    case Algorithm::Snap1:
+      return "snap1";
     default:
       return "tbptt_chunk";
   }
@@ -152,8 +170,9 @@ void all_algorithms(const char* name) {
       c.memory = 4;
       steps_do_not_allocate<Cell>(name, c, hidden);
       c.memory = 1;
-      for (Algorithm a : {Algorithm::Rtrl, Algorithm::Tbptt, Algorithm::TbpttChunk}) {
+      for (Algorithm a : {Algorithm::Rtrl, Algorithm::Tbptt, Algorithm::TbpttChunk, Algorithm::Snap1}) {
         if (a == Algorithm::Rtrl && hidden > 16) continue;  // S²·P per step: small nets only
+        if (a == Algorithm::Snap1 && Cell::kSnapSlots == 0) continue;
         c.algorithm = a;
         c.truncation = 4;
         steps_do_not_allocate<Cell>(name, c, hidden);

@@ -6,6 +6,12 @@
 // c on the new state is then, per block, u(c) ⊗ v: `param_cotangents` returns the u's,
 // the Cache holds the v's. Nothing here allocates after construction.
 //
+// For SnAp-1, a cell whose parameter rows each reach one unit in one step (row i of every
+// block drives unit i mod n) gives `state_diagonal`: per unit, the kSnapSlots ×
+// kSnapSlots block of ∂F/∂s among that unit's own state entries (slot q of unit u is
+// state entry q·n + u). Its cotangent factors `param_cotangents` are elementwise per
+// unit, so those of an indicator cotangent are the immediate ∂s'/∂θ entries.
+//
 // Shapes: I = input size, n = hidden size, S = state size (n, or 2n for the LSTM).
 #pragma once
 
@@ -24,6 +30,7 @@ template <class S>
 class RnnCell {
  public:
   static constexpr int kBlocks = 1;
+  static constexpr int kSnapSlots = 1;
 
   struct Cache {
     std::array<Vec<S>, kBlocks> v;  // [x; tanh(s); 1]            (I + n + 1)
@@ -73,6 +80,11 @@ class RnnCell {
     out = scratch_.cwiseProduct(k.dtanh);
   }
 
+  // ∂s'_u/∂s_u = W_s[u, u] tanh'(s_u).                                 D: (n, 1)
+  void state_diagonal(const S* theta, const Cache& k, Mat<S>& d) const {
+    d.col(0) = recurrent_weights(theta).diagonal().cwiseProduct(k.dtanh);
+  }
+
   // cᵀ ∂F/∂θ = c ⊗ v: the single block's cotangent factor is c itself.
   void param_cotangents(const Cache&, ConstVecRef<S> c, std::array<Vec<S>, kBlocks>& u) const { u[0] = c; }
 
@@ -98,6 +110,7 @@ template <class S>
 class GruCell {
  public:
   static constexpr int kBlocks = 2;
+  static constexpr int kSnapSlots = 1;
 
   struct Cache {
     std::array<Vec<S>, kBlocks> v;  // [x; 1] (I + 1), [h; 1] (n + 1)
@@ -157,6 +170,18 @@ class GruCell {
     out.noalias() = scratch_ + hidden_weights(theta).transpose() * a_h_;
   }
 
+  // ∂h'_u/∂h_u = z + (1 − z)(1 − n²)(r(1 − r) W_hr[u,u] hn + r W_hn[u,u])
+  //              + z(1 − z) W_hz[u,u] (h − n).                          D: (n, 1)
+  void state_diagonal(const S* theta, const Cache& k, Mat<S>& d) const {
+    const auto w = hidden_weights(theta);
+    const auto r = k.r.array(), z = k.z.array(), n = k.n.array();
+    const auto h = k.v[1].head(n_).array();
+    const auto w_r = w.topRows(n_).diagonal().array(), w_z = w.middleRows(n_, n_).diagonal().array();
+    const auto w_n = w.bottomRows(n_).diagonal().array();
+    const auto dn = (S(1) - n.square()) * (r * (S(1) - r) * w_r * k.hn.array() + r * w_n);
+    d.col(0) = (z + (S(1) - z) * dn + z * (S(1) - z) * w_z * (h - n)).matrix();
+  }
+
   // Gate cotangents: the input block sees [δr, δz, δn], the hidden block
   // [δr, δz, δn ⊙ r] because r multiplies W_hn h + b_hn.
   void param_cotangents(const Cache& k, ConstVecRef<S> c, std::array<Vec<S>, kBlocks>& u) const {
@@ -192,6 +217,7 @@ template <class S>
 class LstmCell {
  public:
   static constexpr int kBlocks = 2;
+  static constexpr int kSnapSlots = 2;  // h and c
 
   struct Cache {
     std::array<Vec<S>, kBlocks> v;  // [x; 1] (I + 1), [h; 1] (n + 1)
@@ -260,6 +286,24 @@ class LstmCell {
     out.tail(n_) = dc_.cwiseProduct(k.gates.segment(n_, n_));
   }
 
+  // Per unit, the 2 × 2 block of ∂[h'; c']/∂[h; c]: columns hh, hc, ch, cc (D: (n, 4)).
+  // ∂c'/∂h = c f(1 − f) W_hf + g i(1 − i) W_hi + i(1 − g²) W_hg, ∂c'/∂c = f,
+  // ∂h'/∂h = o(1 − o) W_ho tanh(c') + o(1 − tanh²(c')) ∂c'/∂h, ∂h'/∂c = o(1 − tanh²(c')) f.
+  void state_diagonal(const S* theta, const Cache& k, Mat<S>& d) const {
+    const auto w = hidden_weights(theta);
+    const auto g = k.gates.array();
+    const auto i = g.head(n_), f = g.segment(n_, n_), gg = g.segment(2 * n_, n_), o = g.tail(n_);
+    const auto w_i = w.topRows(n_).diagonal().array(), w_f = w.middleRows(n_, n_).diagonal().array();
+    const auto w_g = w.middleRows(2 * n_, n_).diagonal().array(), w_o = w.bottomRows(n_).diagonal().array();
+    const auto tc = k.tanh_c.array();
+    d.col(2) =
+        (k.c.array() * f * (S(1) - f) * w_f + gg * i * (S(1) - i) * w_i + i * (S(1) - gg.square()) * w_g)
+            .matrix();
+    d.col(3) = f.matrix();
+    d.col(0) = (o * (S(1) - o) * w_o * tc + o * (S(1) - tc.square()) * d.col(2).array()).matrix();
+    d.col(1) = (o * (S(1) - tc.square()) * f).matrix();
+  }
+
   // Both blocks see the same gate pre-activation cotangent [δi, δf, δg, δo].
   void param_cotangents(const Cache& k, ConstVecRef<S> c, std::array<Vec<S>, kBlocks>& u) {
     gate_cotangents(k, c, u[0]);
@@ -305,6 +349,7 @@ template <class S>
 class InfluenceCell {
  public:
   static constexpr int kBlocks = 1;
+  static constexpr int kSnapSlots = 0;  // its one parameter reaches every unit: no SnAp-1
 
   struct Cache {
     std::array<Vec<S>, kBlocks> v;  // [1]

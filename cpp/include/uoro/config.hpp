@@ -14,7 +14,7 @@
 
 namespace uoro {
 
-enum class Algorithm { Uoro, Rtrl, Tbptt, TbpttChunk };
+enum class Algorithm { Uoro, Rtrl, Tbptt, TbpttChunk, Snap1 };
 
 // What a step that would write a non-finite value does:
 //  - Raise: throw Divergence; the learner is left as it was.

@@ -18,6 +18,8 @@
 // The learner never learns an estimator's name beyond constructing it.
 #pragma once
 
+#include <algorithm>
+
 #include "uoro/cells.hpp"
 #include "uoro/config.hpp"
 #include "uoro/optimizer.hpp"
@@ -67,6 +69,34 @@ void apply_gradient(Model<S, Cell>& m, const Vec<S>& grad) {
   m.optimizer.begin(m.optimizer.config().clip_norm > 0 ? double(applied.norm()) : 0.0);
   m.optimizer.apply(m.theta.data(), 0, applied);
   m.optimizer.end();
+}
+
+// Readout columns per chunk of a fused pass: up to 16384 values (64 KiB in float32), so
+// the scratch stays small and in cache however large the readout.
+template <class S>
+Index readout_chunk_columns(const Readout<S>& readout) {
+  const Block& b = readout.block();
+  return std::min(b.cols, std::max<Index>(1, 16384 / b.rows));
+}
+
+// The readout's exact gradient d_out ⊗ v for a fused pass, `chunk` whole columns at a
+// time into the scratch g: its columns are output_size rows, often short, and the
+// optimizer runs in full vectors over a chunk where column by column it would leave a
+// scalar tail on each.
+template <bool kAdam, class S, class Cell>
+void readout_pass(Model<S, Cell>& m, S* __restrict g, Index chunk, S* grad_out, bool update) {
+  const Block& b = m.readout.block();
+  const S* __restrict d_out = m.readout.d_out().data();
+  for (Index j0 = 0; j0 < b.cols; j0 += chunk) {
+    const Index j1 = std::min(b.cols, j0 + chunk);
+    for (Index j = j0; j < j1; ++j) {
+      const S vj = m.readout.v()(j);
+      for (Index i = 0; i < b.rows; ++i) g[(j - j0) * b.rows + i] = d_out[i] * vj;
+    }
+    const Index off = b.offset + j0 * b.rows, len = (j1 - j0) * b.rows;
+    if (grad_out) std::copy(g, g + len, grad_out + off);
+    if (update && m.config.train_readout) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, len);
+  }
 }
 
 template <class S, class Cell>

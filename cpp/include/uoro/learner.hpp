@@ -7,6 +7,7 @@
 //  - estimators/uoro.hpp: UORO, rank r, fused with the optimizer;
 //  - estimators/memory_uoro.hpp: memory-T UORO;
 //  - estimators/rtrl.hpp: exact RTRL;
+//  - estimators/snap1.hpp: SnAp-1, the one-step sparse approximation of RTRL;
 //  - estimators/tbptt.hpp: truncated BPTT, every step or chunked.
 //
 // Every step either commits completely or changes nothing: all values a step would write
@@ -27,6 +28,7 @@
 #include "uoro/estimator.hpp"
 #include "uoro/estimators/memory_uoro.hpp"
 #include "uoro/estimators/rtrl.hpp"
+#include "uoro/estimators/snap1.hpp"
 #include "uoro/estimators/tbptt.hpp"
 #include "uoro/estimators/uoro.hpp"
 #include "uoro/optimizer.hpp"
@@ -189,7 +191,8 @@ class Learner {
   }
 
  private:
-  using Estimator = std::variant<Uoro<S, Cell>, MemoryUoro<S, Cell>, Rtrl<S, Cell>, Tbptt<S, Cell>>;
+  using Estimator =
+      std::variant<Uoro<S, Cell>, MemoryUoro<S, Cell>, Rtrl<S, Cell>, Tbptt<S, Cell>, Snap1<S, Cell>>;
 
   static Estimator make_estimator(const LearnerConfig& c, const Cell& cell, const Readout<S>& readout) {
     switch (c.algorithm) {
@@ -198,6 +201,8 @@ class Learner {
         return Estimator(std::in_place_type<Uoro<S, Cell>>, c, cell, readout);
       case Algorithm::Rtrl:
         return Estimator(std::in_place_type<Rtrl<S, Cell>>, c, cell, readout);
+      case Algorithm::Snap1:
+        return Estimator(std::in_place_type<Snap1<S, Cell>>, c, cell, readout);
       default:
         return Estimator(std::in_place_type<Tbptt<S, Cell>>, c, cell, readout);
     }
@@ -218,6 +223,8 @@ class Learner {
     require(c.memory >= 1, "memory must be >= 1, got " + std::to_string(c.memory));
     require(c.truncation >= 1, "truncation must be >= 1, got " + std::to_string(c.truncation));
     require(c.uoro_eps > 0, "uoro_eps must be > 0");
+    require(c.algorithm != Algorithm::Snap1 || Cell::kSnapSlots > 0,
+            "snap1 needs a cell whose parameters each drive one unit (rnn, gru, lstm)");
     require(c.optimizer.lr >= 0, "lr must be >= 0");
     require(c.optimizer.lr_decay >= 0, "lr_decay must be >= 0");
     require(c.optimizer.clip_norm >= 0, "clip_norm must be >= 0");

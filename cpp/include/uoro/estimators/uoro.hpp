@@ -162,28 +162,7 @@ class Uoro {
       if (update) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, rows);
     });
     theta_tilde_norm2_ = norm_acc_;
-    // The readout's exact gradient d_out ⊗ v, a chunk of whole columns at a time: its
-    // columns are output_size rows, often short, and the optimizer runs in full vectors
-    // over a chunk where column by column it would leave a scalar tail on each.
-    const Block& b = m.readout.block();
-    const S* __restrict d_out = m.readout.d_out().data();
-    for (Index j0 = 0; j0 < b.cols; j0 += readout_chunk_) {
-      const Index j1 = std::min(b.cols, j0 + readout_chunk_);
-      for (Index j = j0; j < j1; ++j) {
-        const S vj = m.readout.v()(j);
-        for (Index i = 0; i < b.rows; ++i) g[(j - j0) * b.rows + i] = d_out[i] * vj;
-      }
-      const Index off = b.offset + j0 * b.rows, len = (j1 - j0) * b.rows;
-      if (grad_out) std::copy(g, g + len, grad_out + off);
-      if (update && m.config.train_readout) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, len);
-    }
-  }
-
-  // Readout columns per chunk of the pass: up to 16384 values (64 KiB in float32), so
-  // the scratch stays small and in cache however large the readout.
-  static Index readout_chunk_columns(const Readout<S>& readout) {
-    const Block& b = readout.block();
-    return std::min(b.cols, std::max<Index>(1, 16384 / b.rows));
+    readout_pass<kAdam>(m, g, readout_chunk_, grad_out, update);
   }
 
   template <class AdamStep>
