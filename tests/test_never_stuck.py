@@ -9,21 +9,11 @@ import warnings
 import numpy as np
 import pytest
 from river import evaluate, metrics, preprocessing
+from test_robustness import ALGORITHM_IDS, ALGORITHMS
 
 import uoro
 from uoro import influence
 from uoro.river import RecurrentRegressor
-
-ALGORITHMS = [
-    {"algorithm": "uoro"},
-    {"algorithm": "uoro", "rank": 2},
-    {"algorithm": "uoro", "memory": 3},
-    {"algorithm": "rtrl"},
-    {"algorithm": "tbptt", "truncation": 3},
-    {"algorithm": "tbptt_chunk", "truncation": 3},
-    {"algorithm": "snap1"},
-]
-ALGORITHM_IDS = ["uoro", "uoro-r2", "uoro-m3", "rtrl", "tbptt3", "tbptt_chunk3", "snap1"]
 
 # The estimator's memory in a state_dict, and its "forgotten" values.
 MEMORY = ("s_tilde", "theta_tilde", "theta_tilde_norm2", "jacobian", "snap_influence")

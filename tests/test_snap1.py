@@ -8,6 +8,7 @@ import pytest
 from test_estimators import HIDDEN, frozen, nonlinear_theta, sequence
 
 import uoro
+from uoro import influence
 
 CELLS = ["rnn", "gru", "lstm"]
 
@@ -68,9 +69,13 @@ def test_snap1_learns_a_pattern_that_needs_memory(cell):
     assert losses[-300:].mean() < 0.05, losses[-300:].mean()
 
 
-def test_snap1_refuses_the_influence_cell_clearly():
-    with pytest.raises(ValueError, match="snap1"):
-        uoro.Learner("influence", 4, 4, algorithm="snap1")
+def test_snap1_on_the_influence_cell_is_rtrl():
+    # Its one parameter reaches every unit in one step: SnAp-1 keeps all of ∂s/∂θ.
+    xs, ys = influence.stream(300)
+    snap = influence.learner(theta=0.1, algorithm="snap1", lr=1e-3)
+    exact = influence.learner(theta=0.1, algorithm="rtrl", lr=1e-3)
+    np.testing.assert_array_equal(snap.fit(xs, ys), exact.fit(xs, ys))
+    np.testing.assert_array_equal(snap.theta, exact.theta)
 
 
 def test_snap1_reset_state_zeroes_the_influence_and_checkpoints_hold_it():

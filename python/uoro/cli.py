@@ -113,10 +113,11 @@ def _learning_options(
     return [
         click.option(
             "--algorithm",
-            type=click.Choice(["uoro", "rtrl", "tbptt", "tbptt_chunk"]),
+            type=click.Choice(["uoro", "rtrl", "tbptt", "tbptt_chunk", "snap1"]),
             default="uoro",
             show_default=True,
             help="Gradient estimator: uoro; rtrl (exact, small nets only); "
+            "snap1 (SnAp-1: RTRL keeping only one-step influences); "
             "tbptt_chunk = truncated BPTT as in the paper, one update per "
             "T steps on the chunk's summed loss; tbptt = online truncated "
             "BPTT, every step through the last T steps.",

@@ -190,6 +190,8 @@ class RunConfig:
             return " ".join(parts)
         if self.algorithm == "rtrl":
             return "RTRL"
+        if self.algorithm == "snap1":
+            return "SnAp-1"
         prefix = "tBPTT" if self.algorithm == "tbptt_chunk" else "online tBPTT"
         return f"{prefix} T={self.truncation}"
 

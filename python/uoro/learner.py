@@ -77,7 +77,8 @@ class Learner:
             - ``"snap1"``: SnAp-1 (Menick et al. 2021): RTRL keeping only the entries of
               ∂s/∂θ a parameter reaches in one step (its own unit's state), O(|θ|) per
               step like UORO; biased (the units' cross-influences are dropped) but
-              without UORO's variance. For ``"rnn"``, ``"gru"`` and ``"lstm"``.
+              without UORO's variance. The influence cell's one parameter reaches
+              every unit in one step, so there SnAp-1 keeps all of ∂s/∂θ: it is RTRL.
             - ``"tbptt"``: truncated BPTT, online: every step, the current loss is
               backpropagated through the last ``truncation`` steps and θ updated.
             - ``"tbptt_chunk"``: truncated BPTT, chunked: once every ``truncation``
@@ -183,11 +184,6 @@ class Learner:
         for name in ("rank", "memory"):
             if algo != "uoro" and self._options[name] != 1:
                 raise ValueError(f"{name} applies to algorithm 'uoro', not {algo!r}")
-        if cell == "influence" and algo == "snap1":
-            raise ValueError(
-                "algorithm 'snap1' needs a cell whose parameters each drive one unit "
-                "('rnn', 'gru', 'lstm'); the influence cell's one parameter drives them all"
-            )
         if cell == "influence" and self._options["input_size"] != self._options["hidden_size"]:
             raise ValueError(
                 "cell 'influence' needs input_size == hidden_size; got "

@@ -349,7 +349,7 @@ template <class S>
 class InfluenceCell {
  public:
   static constexpr int kBlocks = 1;
-  static constexpr int kSnapSlots = 0;  // its one parameter reaches every unit: no SnAp-1
+  static constexpr int kSnapSlots = 0;  // its one parameter reaches every unit: SnAp-1 is RTRL
 
   struct Cache {
     std::array<Vec<S>, kBlocks> v;  // [1]

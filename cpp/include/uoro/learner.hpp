@@ -202,6 +202,10 @@ class Learner {
       case Algorithm::Rtrl:
         return Estimator(std::in_place_type<Rtrl<S, Cell>>, c, cell, readout);
       case Algorithm::Snap1:
+        // SnAp-1 keeps the entries of ∂s/∂θ a parameter reaches in one step; a cell whose
+        // parameters reach every unit at once (the influence cell) keeps them all: RTRL.
+        if constexpr (Cell::kSnapSlots == 0)
+          return Estimator(std::in_place_type<Rtrl<S, Cell>>, c, cell, readout);
         return Estimator(std::in_place_type<Snap1<S, Cell>>, c, cell, readout);
       default:
         return Estimator(std::in_place_type<Tbptt<S, Cell>>, c, cell, readout);
@@ -223,8 +227,6 @@ class Learner {
     require(c.memory >= 1, "memory must be >= 1, got " + std::to_string(c.memory));
     require(c.truncation >= 1, "truncation must be >= 1, got " + std::to_string(c.truncation));
     require(c.uoro_eps > 0, "uoro_eps must be > 0");
-    require(c.algorithm != Algorithm::Snap1 || Cell::kSnapSlots > 0,
-            "snap1 needs a cell whose parameters each drive one unit (rnn, gru, lstm)");
     require(c.optimizer.lr >= 0, "lr must be >= 0");
     require(c.optimizer.lr_decay >= 0, "lr_decay must be >= 0");
     require(c.optimizer.clip_norm >= 0, "clip_norm must be >= 0");
