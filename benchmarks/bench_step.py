@@ -62,6 +62,7 @@ ALGORITHMS = (
     ("tbptt T=4", {"algorithm": "tbptt", "truncation": 4}),
     ("tbptt T=16", {"algorithm": "tbptt", "truncation": 16}),
     ("tbptt_chunk T=4", {"algorithm": "tbptt_chunk", "truncation": 4}),
+    ("snap1", {"algorithm": "snap1"}),
     ("rtrl", {"algorithm": "rtrl"}),
 )
 

@@ -37,9 +37,6 @@ class Snap1 {
     Index scratch = readout_chunk_ * readout.block().rows;
     for (const Block& b : cell.blocks()) scratch = std::max(scratch, b.rows);
     column_ = Vec<S>::Zero(scratch);
-    Index rows = 0;
-    for (const Block& b : cell.blocks()) rows = std::max(rows, b.rows);
-    scratch_[0] = scratch_[1] = Vec<S>::Zero(rows);
   }
 
   Refusal update(Model<S, Cell>& m, S* grad_out, bool update) {
@@ -101,31 +98,42 @@ class Snap1 {
   Window<S, Cell>* window() { return nullptr; }
 
  private:
-  // The new influence entries of one column (written to j_new, slot by slot: may be the
-  // old ones, each element is read before it is written) and the column's gradient
-  // g = Σ_q c_q J_q.
-  void column(Index k, Index off, Index rows, S vj, S* j_new0, S* j_new1, S* __restrict g) const {
-    const S* __restrict d = row_diagonal_[k].data();
-    const S* __restrict c = row_cotangent_[k].data();
-    const S* j0 = influence_.col(0).data() + off;
-    const S* __restrict im0 = immediate_[0][k].data();
-    if constexpr (kSlots == 1) {
-      for (Index i = 0; i < rows; ++i) {
-        j_new0[i] = d[i] * j0[i] + im0[i] * vj;
-        g[i] = c[i] * j_new0[i];
+  // The column's gradient g = Σ_q c_q J_q from its new influence entries, which are
+  // written back when kWrite.
+  template <bool kWrite>
+  void column(Index k, Index off, Index rows, S vj, S* g) {
+    const S* d = row_diagonal_[k].data();
+    const S* c = row_cotangent_[k].data();
+    if constexpr (kSlots == 1)
+      one_slot<kWrite>(d, c, immediate_[0][k].data(), influence_.col(0).data() + off, g, rows, vj);
+    else
+      two_slots<kWrite>(d, d + rows, d + 2 * rows, d + 3 * rows, c, c + rows, immediate_[0][k].data(),
+                        immediate_[1][k].data(), influence_.col(0).data() + off,
+                        influence_.col(kStored - 1).data() + off, g, rows, vj);
+  }
+  // (Plain loops over restrict-qualified parameters: the compiler vectorizes them.)
+  template <bool kWrite>
+  static void one_slot(const S* __restrict d, const S* __restrict c, const S* __restrict im, S* __restrict j,
+                       S* __restrict g, Index rows, S vj) {
+    for (Index i = 0; i < rows; ++i) {
+      const S j_new = d[i] * j[i] + im[i] * vj;
+      if constexpr (kWrite) j[i] = j_new;
+      g[i] = c[i] * j_new;
+    }
+  }
+  template <bool kWrite>
+  static void two_slots(const S* __restrict d_hh, const S* __restrict d_hc, const S* __restrict d_ch,
+                        const S* __restrict d_cc, const S* __restrict c_h, const S* __restrict c_c,
+                        const S* __restrict im_h, const S* __restrict im_c, S* __restrict j_h,
+                        S* __restrict j_c, S* __restrict g, Index rows, S vj) {
+    for (Index i = 0; i < rows; ++i) {
+      const S h = d_hh[i] * j_h[i] + d_hc[i] * j_c[i] + im_h[i] * vj;
+      const S c = d_ch[i] * j_h[i] + d_cc[i] * j_c[i] + im_c[i] * vj;
+      if constexpr (kWrite) {
+        j_h[i] = h;
+        j_c[i] = c;
       }
-    } else {
-      const S* j1 = influence_.col(1).data() + off;
-      const S* __restrict im1 = immediate_[1][k].data();
-      const S *d_hh = d, *d_hc = d + rows, *d_ch = d + 2 * rows, *d_cc = d + 3 * rows;
-      const S *c_h = c, *c_c = c + rows;
-      for (Index i = 0; i < rows; ++i) {
-        const S h = d_hh[i] * j0[i] + d_hc[i] * j1[i] + im0[i] * vj;
-        const S cc = d_ch[i] * j0[i] + d_cc[i] * j1[i] + im1[i] * vj;
-        j_new0[i] = h;
-        j_new1[i] = cc;
-        g[i] = c_h[i] * h + c_c[i] * cc;
-      }
+      g[i] = c_h[i] * h + c_c[i] * c;
     }
   }
 
@@ -134,7 +142,7 @@ class Snap1 {
     double total = 0;
     S* g = column_.data();
     for_each_cell_column(m.cell, m.cache, [&](Index off, Index rows, S vj, Index k) {
-      column(k, off, rows, vj, scratch_[0].data(), scratch_[1].data(), g);
+      column<false>(k, off, rows, vj, g);
       total += double(Eigen::Map<const Vec<S>>(g, rows).squaredNorm());
     });
     if (m.config.train_readout)
@@ -147,9 +155,11 @@ class Snap1 {
     S* __restrict g = column_.data();
     S influence_max = 0;
     for_each_cell_column(m.cell, m.cache, [&](Index off, Index rows, S vj, Index k) {
-      S* j1 = kSlots > 1 ? influence_.col(kStored - 1).data() + off : nullptr;
-      column(k, off, rows, vj, influence_.col(0).data() + off, j1, g);  // in place: row by row
-      influence_max = std::max(influence_max, influence_.middleRows(off, rows).cwiseAbs().maxCoeff());
+      column<true>(k, off, rows, vj, g);
+      for (int q = 0; q < kSlots; ++q)  // contiguous segments: a vectorized reduction
+        influence_max =
+            std::max(influence_max,
+                     Eigen::Map<const Vec<S>>(influence_.col(q).data() + off, rows).cwiseAbs().maxCoeff());
       if (grad_out) std::copy(g, g + rows, grad_out + off);
       if (update) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, rows);
     });
@@ -166,7 +176,6 @@ class Snap1 {
   std::array<std::array<Vec<S>, Cell::kBlocks>, kStored> immediate_;
   std::array<Mat<S>, Cell::kBlocks> row_diagonal_, row_cotangent_;
   Vec<S> column_;
-  std::array<Vec<S>, 2> scratch_;  // new influence entries of a column, for the norm pass
 };
 
 }  // namespace uoro
