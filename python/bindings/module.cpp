@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "uoro/learner.hpp"
+#include "uoro/streams_learner.hpp"
 
 namespace py = pybind11;
 using uoro::Index;
@@ -26,11 +27,13 @@ using Array = py::array_t<S, py::array::c_style>;
 PyObject* divergence_error_type = nullptr;
 
 // A divergence inside a chunk: where it happened and the losses of the samples before it.
+// With several streams, `losses` holds `streams` values per tick applied.
 struct ChunkDivergence : uoro::Divergence {
-  ChunkDivergence(const std::string& what, Index at, std::vector<double> applied)
-      : uoro::Divergence(what), index(at), losses(std::move(applied)) {}
+  ChunkDivergence(const std::string& what, Index at, std::vector<double> applied, Index streams = 0)
+      : uoro::Divergence(what), index(at), losses(std::move(applied)), streams(streams) {}
   Index index;
   std::vector<double> losses;
+  Index streams;
 };
 
 template <class S>
@@ -454,6 +457,400 @@ void bind_learner(py::module_& m, const std::string& name) {
       [](P& p, py::handle a) { p.core.rng().set_state(a.cast<std::array<std::uint64_t, 4>>()); });
 }
 
+// ---- many streams
+
+// T ticks of B streams' inputs or targets: int64 tokens (T, B) or dense values
+// (T, B, width); for one tick (`step`) the leading axis is left out.
+template <class S>
+struct Grid {
+  const S* values = nullptr;
+  const std::int64_t* tokens = nullptr;
+  Index width = 0, ticks = 1, streams = 0;
+  py::object keep;
+
+  void fill(Index t, uoro::Sample<S>* samples, bool input) const {
+    for (Index b = 0; b < streams; ++b) {
+      const Index i = t * streams + b;
+      if (input) {
+        samples[b].x = values ? values + i * width : nullptr;
+        samples[b].x_token = values ? -1 : tokens[i];
+      } else {
+        samples[b].y = values ? uoro::Target<S>{values + i * width, -1} : uoro::Target<S>{nullptr, tokens[i]};
+      }
+    }
+  }
+};
+
+// "[t, b]" or "[b]" for messages.
+std::string position(Index t, Index b, bool one_tick) {
+  return one_tick ? "[" + std::to_string(b) + "]" : "[" + std::to_string(t) + ", " + std::to_string(b) + "]";
+}
+
+// A boolean mask of shape (B,) or (T, B); null when None (every stream present).
+struct Mask {
+  const bool* data = nullptr;
+  py::object keep;
+  const bool* at(Index t, Index streams) const { return data ? data + t * streams : nullptr; }
+};
+
+Mask mask_of(py::handle obj, Index ticks, Index streams, bool one_tick) {
+  Mask m;
+  if (obj.is_none()) return m;
+  const std::string expected = one_tick ? "(" + std::to_string(streams) + ",)"
+                                        : "(" + std::to_string(ticks) + ", " + std::to_string(streams) + ")";
+  if (!py::isinstance<py::array>(obj) ||
+      !py::reinterpret_borrow<py::array>(obj).dtype().is(py::dtype::of<bool>()))
+    throw py::type_error("mask must be a numpy array of dtype bool with shape " + expected + ", got " +
+                         (py::isinstance<py::array>(obj)
+                              ? std::string(py::str(obj.attr("dtype"))) + " array"
+                              : std::string(py::str(py::type::of(obj).attr("__name__")))));
+  auto a = py::reinterpret_borrow<py::array>(obj);
+  const bool shape_ok = one_tick ? (a.ndim() == 1 && a.shape(0) == streams)
+                                 : (a.ndim() == 2 && a.shape(0) == ticks && a.shape(1) == streams);
+  if (!shape_ok) throw py::value_error("mask must have shape " + expected + ", got " + shape_of(a));
+  if (!(a.flags() & py::array::c_style)) throw py::value_error("mask must be C-contiguous");
+  m.data = static_cast<const bool*>(a.data());
+  m.keep = a;
+  return m;
+}
+
+template <class S>
+Grid<S> grid(py::handle obj, Index width, Index streams, bool tokens_allowed, bool dense_allowed,
+             bool one_tick, const char* name) {
+  Grid<S> g;
+  g.width = width;
+  g.streams = streams;
+  const int lead = one_tick ? 0 : 1;  // axes before the stream axis
+  const std::string ticks_text = one_tick ? "" : "T, ";
+  if (tokens_allowed && py::isinstance<py::array>(obj) &&
+      py::reinterpret_borrow<py::array>(obj).dtype().is(py::dtype::of<std::int64_t>())) {
+    auto a = py::reinterpret_borrow<py::array>(obj);
+    if (a.ndim() != lead + 1 || a.shape(lead) != streams)
+      throw py::value_error(std::string(name) + " of tokens must have shape (" + ticks_text +
+                            std::to_string(streams) + "), got " + shape_of(a));
+    if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + " must be C-contiguous");
+    g.tokens = static_cast<const std::int64_t*>(a.data());
+    g.ticks = one_tick ? 1 : a.shape(0);
+    g.keep = a;
+    return g;
+  }
+  if (!dense_allowed) throw py::type_error(std::string(name) + " must be an int64 array of class indices");
+  auto a = exact_array<S>(obj, name);
+  if (a.ndim() != lead + 2 || a.shape(lead) != streams || a.shape(lead + 1) != width)
+    throw py::value_error(std::string(name) + " must have shape (" + ticks_text + std::to_string(streams) +
+                          ", " + std::to_string(width) + "), got " + shape_of(a));
+  g.values = a.data();
+  g.ticks = one_tick ? 1 : a.shape(0);
+  g.keep = a;
+  return g;
+}
+
+// Checks the entries of the streams present (masked-out entries may hold anything:
+// padding of ragged streams).
+template <class S>
+void check_entries(const Grid<S>& g, const Mask& mask, bool one_tick, const char* name) {
+  for (Index t = 0; t < g.ticks; ++t)
+    for (Index b = 0; b < g.streams; ++b) {
+      if (mask.data && !mask.data[t * g.streams + b]) continue;
+      const Index i = t * g.streams + b;
+      if (g.tokens && (g.tokens[i] < 0 || g.tokens[i] >= g.width))
+        throw py::index_error(std::string(name) + position(t, b, one_tick) + " = " +
+                              std::to_string(g.tokens[i]) + " is out of range [0, " +
+                              std::to_string(g.width) + ")");
+      if (g.values && !Eigen::Map<const uoro::Vec<S>>(g.values + i * g.width, g.width).allFinite())
+        throw py::value_error(std::string(name) + position(t, b, one_tick) + " contains NaN or inf");
+    }
+}
+
+template <class S, class Cell>
+struct PyStreams {
+  using L = uoro::StreamsLearner<S, Cell>;
+  L core;
+  std::mutex busy;
+  bool stuck = false;
+  PyStreams(const uoro::LearnerConfig& c, Index streams) : core(c, streams) {}
+
+  Index streams() const { return core.streams(); }
+  bool categorical() const { return core.config().loss == uoro::Loss::CrossEntropy; }
+  void note_refusals() {
+    if (core.counters().refused_in_a_row == uoro::kRefusalsBeforeWarning) stuck = true;
+  }
+  void warn_if_stuck() {
+    if (!std::exchange(stuck, false)) return;
+    const std::string message = std::to_string(uoro::kRefusalsBeforeWarning) +
+                                " ticks in a row were refused as diverging and dropped: the learner may be "
+                                "stuck (on_divergence=\"reset\", a lower lr, or check the input's scale)";
+    if (PyErr_WarnEx(PyExc_RuntimeWarning, message.c_str(), 1) != 0) throw py::error_already_set();
+  }
+
+  struct Chunk {
+    Grid<S> x, y;
+    Mask mask;
+    bool one_tick;
+  };
+  // Checks a whole chunk (or one tick) before any of it is used. ys may be None only
+  // where nothing is learned (`predict`).
+  Chunk chunk(py::handle xs, py::handle ys, py::handle mask, bool one_tick) {
+    const auto& c = core.config();
+    const Index B = streams();
+    Chunk ch{grid<S>(xs, c.input_size, B, true, true, one_tick, one_tick ? "x" : "xs"), {}, {}, one_tick};
+    if (!ys.is_none()) {
+      ch.y = grid<S>(ys, c.output_size, B, categorical(), !categorical(), one_tick, one_tick ? "y" : "ys");
+      if (ch.x.ticks != ch.y.ticks)
+        throw py::value_error("xs and ys must have the same length, got " + std::to_string(ch.x.ticks) +
+                              " and " + std::to_string(ch.y.ticks));
+    }
+    ch.mask = mask_of(mask, ch.x.ticks, B, one_tick);
+    check_entries(ch.x, ch.mask, one_tick, one_tick ? "x" : "xs");
+    if (!ys.is_none()) check_entries(ch.y, ch.mask, one_tick, one_tick ? "y" : "ys");
+    return ch;
+  }
+
+  // fn(t, samples, mask_t, losses_t) for every tick, with the GIL released; with
+  // keep_state the streams' states are restored afterwards (also on an exception).
+  template <class Fn>
+  Array<S> run(const Chunk& ch, Fn&& fn, bool keep_state = false) {
+    const Index B = streams(), T = ch.x.ticks;
+    Array<S> losses = ch.one_tick ? Array<S>(B) : Array<S>({T, B});
+    S* out = losses.mutable_data();
+    std::vector<uoro::Sample<S>> samples(B);
+    BusyGuard guard(busy);
+    py::gil_scoped_release release;
+    struct StateKeeper {
+      L& core;
+      std::vector<uoro::Vec<S>> saved;
+      ~StateKeeper() {
+        for (std::size_t b = 0; b < saved.size(); ++b) core.state(Index(b)) = saved[b];
+      }
+    } keeper{core, {}};
+    if (keep_state)
+      for (Index b = 0; b < B; ++b) keeper.saved.push_back(core.state(b));
+    for (Index t = 0; t < T; ++t) {
+      ch.x.fill(t, samples.data(), true);
+      if (ch.y.streams) ch.y.fill(t, samples.data(), false);
+      try {
+        fn(t, samples.data(), ch.mask.at(t, B), out + t * B);
+        note_refusals();
+      } catch (const uoro::Divergence& e) {
+        if (ch.one_tick) throw;
+        throw ChunkDivergence("tick " + std::to_string(t) + " of the chunk (ticks 0.." +
+                                  std::to_string(t - 1) + " were applied): " + e.what(),
+                              t, std::vector<double>(out, out + t * B), B);
+      }
+    }
+    return losses;
+  }
+};
+
+template <class S, class Cell>
+void bind_streams(py::module_& m, const std::string& name) {
+  using P = PyStreams<S, Cell>;
+  py::class_<P> cls(m, name.c_str(), py::module_local());
+  cls.def(py::init<const uoro::LearnerConfig&, Index>())
+      .def_property_readonly("n_params", [](P& p) { return p.core.n_params(); })
+      .def_property_readonly("n_cell_params", [](P& p) { return p.core.n_cell_params(); })
+      .def_property_readonly("state_size", [](P& p) { return p.core.state_size(); })
+      .def_property_readonly("streams", [](P& p) { return p.core.streams(); })
+      .def_property_readonly("cell_blocks",
+                             [](P& p) { return block_list(p.core.cell().blocks().data(), Cell::kBlocks); })
+      .def(
+          "step",
+          [](P& p, py::handle x, py::handle y, py::handle mask) {
+            const auto ch = p.chunk(x, y, mask, /*one_tick=*/true);
+            auto losses = p.run(ch, [&](Index, const uoro::Sample<S>* s, const bool* mk, S* out) {
+              p.core.step(s, mk, out);
+            });
+            p.warn_if_stuck();
+            return losses;
+          },
+          py::arg("x"), py::arg("y"), py::arg("mask") = py::none())
+      .def(
+          "fit",
+          [](P& p, py::handle xs, py::handle ys, py::handle mask) {
+            const auto ch = p.chunk(xs, ys, mask, false);
+            auto losses = p.run(ch, [&](Index, const uoro::Sample<S>* s, const bool* mk, S* out) {
+              p.core.step(s, mk, out);
+            });
+            p.warn_if_stuck();
+            return losses;
+          },
+          py::arg("xs"), py::arg("ys"), py::arg("mask") = py::none())
+      .def(
+          "gradients",
+          [](P& p, py::handle xs, py::handle ys, py::handle mask) {
+            const auto ch = p.chunk(xs, ys, mask, false);
+            const Index n = p.core.n_params();
+            Array<S> grads({ch.x.ticks, n});
+            S* g = grads.mutable_data();
+            auto losses = p.run(ch, [&](Index t, const uoro::Sample<S>* s, const bool* mk, S* out) {
+              p.core.step(s, mk, out, g + t * n, /*update=*/false);
+            });
+            p.warn_if_stuck();
+            return py::make_tuple(losses, grads);
+          },
+          py::arg("xs"), py::arg("ys"), py::arg("mask") = py::none())
+      .def(
+          "evaluate",
+          [](P& p, py::handle xs, py::handle ys, py::handle mask) {
+            const auto ch = p.chunk(xs, ys, mask, false);
+            return p.run(
+                ch,
+                [&](Index, const uoro::Sample<S>* s, const bool* mk, S* out) {
+                  p.core.forward_only(s, mk, /*advance=*/true, out);
+                },
+                /*keep_state=*/true);
+          },
+          py::arg("xs"), py::arg("ys"), py::arg("mask") = py::none())
+      .def("predict",
+           [](P& p, py::handle x) {
+             const auto ch = p.chunk(x, py::none(), py::none(), true);
+             const Index B = p.streams(), O = p.core.config().output_size;
+             std::vector<uoro::Sample<S>> samples(B);
+             ch.x.fill(0, samples.data(), true);
+             if (p.categorical())
+               for (auto& s : samples) s.y.token = 0;
+             std::vector<S> losses(B);
+             BusyGuard guard(p.busy);
+             p.core.forward_only(samples.data(), nullptr, /*advance=*/false, losses.data());
+             Array<S> out({B, O});
+             for (Index b = 0; b < B; ++b)
+               std::copy(p.core.prediction(b).data(), p.core.prediction(b).data() + O,
+                         out.mutable_data() + b * O);
+             return out;
+           })
+      .def(
+          "reset_state",
+          [](P& p, py::handle which) {
+            const Mask mk = mask_of(which, 1, p.streams(), true);
+            BusyGuard guard(p.busy);
+            p.core.reset_state(mk.data);
+          },
+          py::arg("which") = py::none());
+  state_property(
+      cls, "prediction",
+      [](P& p) {
+        const Index B = p.streams(), O = p.core.config().output_size;
+        Array<S> out({B, O});
+        for (Index b = 0; b < B; ++b)
+          std::copy(p.core.prediction(b).data(), p.core.prediction(b).data() + O, out.mutable_data() + b * O);
+        return out;
+      },
+      nullptr);
+  state_property(cls, "learning_rate", [](P& p) { return p.core.optimizer().learning_rate(); }, nullptr);
+  state_property(
+      cls, "theta", [](P& p) { return to_numpy(p.core.theta()); },
+      [](P& p, py::handle a) { from_numpy(p.core.theta(), a, "theta"); });
+  // (B, S): one row per stream.
+  state_property(
+      cls, "state",
+      [](P& p) {
+        uoro::Mat<S> states(p.core.state_size(), p.streams());
+        for (Index b = 0; b < p.streams(); ++b) states.col(b) = p.core.state(b);
+        return to_numpy(states);
+      },
+      [](P& p, py::handle a) {
+        uoro::Mat<S> states(p.core.state_size(), p.streams());
+        from_numpy(states, a, "state");
+        for (Index b = 0; b < p.streams(); ++b) p.core.state(b) = states.col(b);
+      });
+  state_property(
+      cls, "estimator_arrays",
+      [](P& p) {
+        py::dict out;
+        p.core.for_each_estimator_array([&](const char* name, auto& a) { out[name] = to_numpy(a); });
+        return out;
+      },
+      [](P& p, py::handle value) {
+        if (!py::isinstance<py::dict>(value))
+          throw py::type_error("estimator_arrays must be a dict of arrays by name");
+        const auto given = py::reinterpret_borrow<py::dict>(value);
+        std::vector<std::string> names;
+        p.core.for_each_estimator_array([&](const char* name, auto& a) {
+          names.push_back(name);
+          if (!given.contains(name)) return;
+          auto checked = a;
+          from_numpy(checked, given[name], name);
+        });
+        for (auto item : given) {
+          const auto key = py::str(item.first).cast<std::string>();
+          if (std::find(names.begin(), names.end(), key) == names.end())
+            throw py::value_error("this learner's estimator carries no array '" + key + "'");
+        }
+        p.core.for_each_estimator_array([&](const char* name, auto& a) {
+          if (given.contains(name)) from_numpy(a, given[name], name);
+        });
+        p.core.estimator_arrays_written(py::len(given) == names.size());
+      });
+  state_property(
+      cls, "adam_m", [](P& p) { return to_numpy(p.core.optimizer().first_moment()); },
+      [](P& p, py::handle a) { from_numpy(p.core.optimizer().first_moment(), a, "adam_m"); });
+  state_property(
+      cls, "adam_v", [](P& p) { return to_numpy(p.core.optimizer().second_moment()); },
+      [](P& p, py::handle a) { from_numpy(p.core.optimizer().second_moment(), a, "adam_v"); });
+  // The streams' truncation windows, stream after stream: (B·T, width); empty without.
+  state_property(
+      cls, "window",
+      [](P& p) {
+        if (!p.core.window(0)) return to_numpy(uoro::Mat<S>(0, 0));
+        const Index T = p.core.window(0)->length(), W = p.core.window(0)->width();
+        uoro::Mat<S> all(W, T * p.streams());
+        for (Index b = 0; b < p.streams(); ++b) all.middleCols(b * T, T) = p.core.window(b)->data();
+        return to_numpy(all);
+      },
+      [](P& p, py::handle a) {
+        if (!p.core.window(0)) {
+          uoro::Mat<S> none(0, 0);
+          from_numpy(none, a, "window");
+          return;
+        }
+        const Index T = p.core.window(0)->length(), W = p.core.window(0)->width();
+        uoro::Mat<S> all(W, T * p.streams());
+        from_numpy(all, a, "window");
+        for (Index b = 0; b < p.streams(); ++b) p.core.window(b)->set_data(all.middleCols(b * T, T));
+      });
+  // (B, 3): head, count, pending of each stream's window.
+  state_property(
+      cls, "window_counters",
+      [](P& p) {
+        std::vector<std::array<Index, 3>> out;
+        for (Index b = 0; b < p.streams(); ++b)
+          out.push_back(p.core.window(b) ? p.core.window(b)->counters() : std::array<Index, 3>{0, 0, 0});
+        return out;
+      },
+      [](P& p, py::handle a) {
+        const auto c = a.cast<std::vector<std::array<Index, 3>>>();
+        if (Index(c.size()) != p.streams())
+          throw py::value_error("window_counters must have one row per stream (" +
+                                std::to_string(p.streams()) + "), got " + std::to_string(c.size()));
+        for (Index b = 0; b < p.streams(); ++b) {  // all checked before any is written
+          const Index t = p.core.window(b) ? p.core.window(b)->length() : 0;
+          const auto& r = c[b];
+          const bool ok = t ? (r[0] >= 0 && r[1] >= 0 && r[2] >= 0 && r[0] < t && r[1] <= t && r[2] <= t)
+                            : (r[0] == 0 && r[1] == 0 && r[2] == 0);
+          if (!ok) throw py::value_error("window counters of stream " + std::to_string(b) + " out of range");
+        }
+        for (Index b = 0; b < p.streams(); ++b)
+          if (p.core.window(b)) p.core.window(b)->set_counters(c[b]);
+      });
+  state_property(
+      cls, "steps", [](P& p) { return p.core.optimizer().steps(); },
+      [](P& p, py::handle a) { p.core.optimizer().set_steps(a.cast<std::int64_t>()); });
+  state_property(
+      cls, "counters",
+      [](P& p) {
+        const auto c = p.core.counters();
+        return std::array<std::int64_t, 6>{c.samples,      c.skipped,    c.resets,
+                                           c.state_resets, c.last_reset, c.refused_in_a_row};
+      },
+      [](P& p, py::handle a) {
+        const auto v = a.cast<std::array<std::int64_t, 6>>();
+        p.core.set_counters({v[0], v[1], v[2], v[3], v[4], v[5]});
+      });
+  state_property(
+      cls, "rng_state", [](P& p) { return p.core.rng().state(); },
+      [](P& p, py::handle a) { p.core.rng().set_state(a.cast<std::array<std::uint64_t, 4>>()); });
+}
+
 // Cell kernels on explicit arguments, for tests against finite differences.
 template <class S, class Cell>
 void bind_kernels(py::module_& m, const std::string& name) {
@@ -570,6 +967,10 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
   bind_kernels<S, uoro::GruCell<S>>(m, "Kernels_gru_" + suffix);
   bind_kernels<S, uoro::LstmCell<S>>(m, "Kernels_lstm_" + suffix);
   bind_learner<S, uoro::InfluenceCell<S>>(m, "Learner_influence_" + suffix);
+  bind_streams<S, uoro::RnnCell<S>>(m, "Streams_rnn_" + suffix);
+  bind_streams<S, uoro::GruCell<S>>(m, "Streams_gru_" + suffix);
+  bind_streams<S, uoro::LstmCell<S>>(m, "Streams_lstm_" + suffix);
+  bind_streams<S, uoro::InfluenceCell<S>>(m, "Streams_influence_" + suffix);
   bind_kernels<S, uoro::InfluenceCell<S>>(m, "Kernels_influence_" + suffix);
   m.def(("readout_" + suffix).c_str(), &readout_kernel<S>);
 }
@@ -604,9 +1005,13 @@ PYBIND11_MODULE(UORO_MODULE_NAME, m) {
       const auto* chunk = dynamic_cast<const ChunkDivergence*>(&e);
       py::object error = py::handle(divergence_error_type)(e.what());
       error.attr("index") = chunk ? chunk->index : Index(0);
-      error.attr("losses") =
-          chunk ? py::array_t<double>(py::ssize_t(chunk->losses.size()), chunk->losses.data())
-                : py::array_t<double>(0);
+      py::array_t<double> losses(0);
+      if (chunk && chunk->streams > 0)
+        losses = py::array_t<double>({py::ssize_t(chunk->losses.size()) / chunk->streams, chunk->streams},
+                                     chunk->losses.data());
+      else if (chunk)
+        losses = py::array_t<double>(py::ssize_t(chunk->losses.size()), chunk->losses.data());
+      error.attr("losses") = losses;
       PyErr_SetObject(divergence_error_type, error.ptr());
     }
   });

@@ -117,6 +117,25 @@ class Learner:
               (`RuntimeWarning`, once per run of refusals), naming ``"reset"``.
         dtype: ``"float32"`` or ``"float64"``.
         seed: seeds the initialization and UORO's random signs; same seed, same run.
+        streams: B, the number of concurrent streams sharing this model (see "Many
+            streams" below). 1 (default): one stream, and the shapes documented for
+            each method.
+
+    Many streams: with ``streams=B > 1`` every stream has its own recurrent state; all
+    share the parameters, the readout and the optimizer. At each tick every stream gets
+    one sample: `step` takes ``(B,)`` tokens or ``(B, input_size)`` floats (targets
+    likewise) and returns the ``(B,)`` losses; `fit`, `gradients` and `evaluate` take
+    ``(T, B)`` / ``(T, B, input_size)`` chunks and return ``(T, B)`` losses. The tick's
+    loss is the mean over the streams present and θ is updated once per tick with the
+    gradient of that mean, so B streams cost one parameter update per tick instead of
+    B. An optional boolean ``mask`` (``(B,)``, or ``(T, B)`` for chunks) says which
+    streams have a sample: a stream left out does not advance, adds no loss and no
+    gradient (its loss entry is NaN, and its input and target entries are not read:
+    any padding will do); a tick without any stream present changes nothing. UORO
+    treats the B streams as one system (one θ̃ per rank whatever B, signs drawn for
+    every stream present); RTRL and truncated BPTT keep one Jacobian or window per
+    stream. ``memory > 1`` and ``"snap1"`` (on the dense cells) need ``streams=1``
+    for now. The step counters (`samples_seen`, `skipped_steps`, ...) count ticks.
 
     Parameters start as PyTorch initializes them: uniform in ±1/√hidden_size.
     """
@@ -145,6 +164,7 @@ class Learner:
         on_divergence: str = "raise",
         dtype: str = "float32",
         seed: int = 0,
+        streams: int = 1,
     ) -> None:
         self._options: dict[str, Any] = dict(
             cell=_choice("cell", cell, CELLS),
@@ -172,6 +192,7 @@ class Learner:
             on_divergence=_choice("on_divergence", on_divergence, DIVERGENCE_POLICIES),
             dtype=_choice("dtype", dtype, DTYPES),
             seed=int(seed),
+            streams=_positive_int("streams", streams),
         )
         for beta in ("beta1", "beta2"):
             if not self._options[beta] < 1:
@@ -191,6 +212,12 @@ class Learner:
             )
         if not 0 <= self._options["seed"] < 2**64:
             raise ValueError(f"seed must be in [0, 2**64); got {seed!r}")
+        self.streams = self._options["streams"]
+        if self.streams > 1:
+            if algo == "uoro" and self._options["memory"] > 1:
+                raise ValueError("memory > 1 (memory-T UORO) needs streams=1 for now")
+            if algo == "snap1" and cell != "influence":
+                raise ValueError("algorithm 'snap1' needs streams=1 for now")
         self._core = _make_core(self._options)
         # Bound once: looking the method up on every call costs a third of `step`'s
         # Python-side overhead.
@@ -199,20 +226,27 @@ class Learner:
 
     # ---- learning
 
-    def step(self, x: Any, y: Any) -> float:
+    def step(self, x: Any, y: Any, mask: Any = None) -> Any:
         """Learns from one sample and returns its loss (before the update).
 
         ``x`` is an int token in ``[0, input_size)`` or a float array of shape
         ``(input_size,)`` in the learner's dtype; ``y`` is an int class (cross-entropy)
         or a float array of shape ``(output_size,)`` (squared error). The prediction made
         for this sample is then in `prediction`.
+
+        With ``streams=B > 1``: one tick, ``x`` of shape ``(B,)`` (tokens) or
+        ``(B, input_size)``, ``y`` likewise, an optional boolean ``mask`` ``(B,)``;
+        returns the ``(B,)`` losses (NaN for streams left out).
         """
+        if self.streams > 1:
+            return self._core.step(*self._convert_tick(x, y), self._mask(mask))
+        self._no_mask(mask)
         try:
             return self._core_step(x, y)
         except TypeError:
             return self._core_step(*self._convert_sample(x, y))
 
-    def fit(self, xs: Any, ys: Any) -> np.ndarray:
+    def fit(self, xs: Any, ys: Any, mask: Any = None) -> np.ndarray:
         """Learns from a chunk of samples in order, in one call into the core (the GIL
         is released meanwhile); returns the per-sample losses.
 
@@ -223,10 +257,14 @@ class Learner:
         (``on_divergence="raise"``) stops the chunk with `DivergenceError`: the samples
         before it stay applied, and the error's ``index`` and ``losses`` give the refused
         sample's position and the losses of those applied.
-        """
-        return self._core.fit(*self._convert_chunk(xs, ys))
 
-    def gradients(self, xs: Any, ys: Any) -> tuple[np.ndarray, np.ndarray]:
+        With ``streams=B > 1``: ``(T, B)`` / ``(T, B, width)`` chunks, an optional
+        ``(T, B)`` boolean ``mask``, ``(T, B)`` losses; the error's ``index`` is the
+        refused tick and its ``losses`` those of the ticks applied, ``(index, B)``.
+        """
+        return self._chunk_call(self._core.fit, xs, ys, mask)
+
+    def gradients(self, xs: Any, ys: Any, mask: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Runs the estimator over a chunk without updating the parameters.
 
         Returns ``(losses, grads)`` where ``grads[t]`` is the gradient estimate the learner
@@ -235,19 +273,27 @@ class Learner:
         inside a window and, at its last step, that of the window's summed loss. The
         recurrent state and the estimator's own state advance; the parameters and the
         optimizer do not.
-        """
-        return self._core.gradients(*self._convert_chunk(xs, ys))
 
-    def evaluate(self, xs: Any, ys: Any) -> np.ndarray:
+        With ``streams=B > 1``: losses ``(T, B)`` and ``grads[t]`` the gradient of tick
+        t's mean loss over the streams present (``mask``).
+        """
+        return self._chunk_call(self._core.gradients, xs, ys, mask)
+
+    def evaluate(self, xs: Any, ys: Any, mask: Any = None) -> np.ndarray:
         """Per-sample losses of a chunk, run from the current state, without learning.
 
-        Changes nothing in the learner (its state is restored afterwards).
+        Changes nothing in the learner (its state is restored afterwards). With
+        ``streams=B > 1``, chunks and ``mask`` as in `fit`; losses ``(T, B)``.
         """
-        return self._core.evaluate(*self._convert_chunk(xs, ys))
+        return self._chunk_call(self._core.evaluate, xs, ys, mask)
 
     def predict(self, x: Any) -> np.ndarray:
         """The prediction for input ``x`` from the current state, without changing it:
-        class probabilities (cross-entropy) or output values (squared error)."""
+        class probabilities (cross-entropy) or output values (squared error). With
+        ``streams=B > 1``, ``x`` holds one input per stream and the result is
+        ``(B, output_size)``."""
+        if self.streams > 1:
+            return self._core.predict(_chunk("x", x, self.dtype))
         try:
             return self._core.predict(x)
         except TypeError:
@@ -255,14 +301,25 @@ class Learner:
 
     @property
     def prediction(self) -> np.ndarray:
-        """What the last `step` predicted for its sample (probabilities or values)."""
+        """What the last `step` predicted for its sample (probabilities or values);
+        ``(B, output_size)`` with several streams (a stream left out of the last tick
+        keeps its earlier prediction)."""
         return self._core.prediction
 
-    def reset_state(self) -> None:
+    def reset_state(self, streams: Any = None) -> None:
         """Zeroes the recurrent state (e.g. at a sequence boundary). The estimator's
         sensitivity of the state to the parameters is zeroed with it: a constant state
-        does not depend on the parameters."""
-        self._core.reset_state()
+        does not depend on the parameters.
+
+        ``streams`` selects whose state: a stream index, a list of indices or a boolean
+        mask ``(B,)``; all by default. The other streams' states and estimator memory
+        stay exactly as they were (a window in progress of a reset stream is dropped).
+        """
+        which = self._stream_selection(streams)
+        if self.streams > 1:
+            self._core.reset_state(which)
+        elif which is None or which[0]:
+            self._core.reset_state()
 
     # ---- parameters and state
 
@@ -283,11 +340,19 @@ class Learner:
 
     @property
     def state(self) -> np.ndarray:
-        """A copy of the recurrent state (``[h; c]`` for the LSTM)."""
+        """A copy of the recurrent state (``[h; c]`` for the LSTM); ``(B, state_size)``,
+        one row per stream, with several streams."""
         return self._core.state
 
     @state.setter
     def state(self, value: Any) -> None:
+        if self.streams > 1:
+            array = np.ascontiguousarray(value, dtype=self.dtype)
+            shape = (self.streams, int(self._core.state_size))
+            if array.shape != shape:
+                raise ValueError(f"state must have shape {shape}; got {array.shape}")
+            self._core.state = array
+            return
         self._core.state = self._as_dtype_vector("state", value, self._core.state_size)
 
     @property
@@ -298,7 +363,8 @@ class Learner:
     @property
     def samples_seen(self) -> int:
         """Samples this learner has stepped through (`step`, `fit`, `gradients`), learned
-        from or dropped; the index the next sample will have."""
+        from or dropped; the index the next sample will have. With several streams,
+        ticks (with at least one stream present)."""
         return int(self._core.counters[0])
 
     @property
@@ -398,6 +464,7 @@ class Learner:
                 f"this version of uoro reads {FORMAT_VERSION}"
             )
         config = dict(state.get("config", {}))
+        config.setdefault("streams", 1)  # checkpoints from before many streams
         # The seed only chose the initial θ and the random stream, both restored below.
         differing = sorted(
             k
@@ -435,19 +502,22 @@ class Learner:
                 raise ValueError(f"checkpoint {name!r} must be >= {least}; got {counts[name]}")
         if not checked["rng_state"].any():
             raise ValueError("checkpoint 'rng_state' must not be all zeros")
-        window = len(checked["window"])
-        head, count, pending = (int(c) for c in checked["window_counters"])
-        if not (0 <= count <= window and 0 <= pending <= window and 0 <= head < max(window, 1)):
-            raise ValueError(
-                f"checkpoint 'window_counters' {checked['window_counters']} out of "
-                f"range for a window of {window}"
-            )
+        window = len(checked["window"]) // self.streams
+        rows = checked["window_counters"].reshape(-1, 3)
+        for head, count, pending in rows.tolist():
+            if not (0 <= count <= window and 0 <= pending <= window and 0 <= head < max(window, 1)):
+                raise ValueError(
+                    f"checkpoint 'window_counters' {checked['window_counters'].tolist()} out "
+                    f"of range for a window of {window}"
+                )
         core = self._core
         for name in _ARRAY_STATE:
             setattr(core, name, checked[name])
         core.estimator_arrays = {name: checked[name] for name in estimator_arrays}
         core.rng_state = [int(w) for w in checked["rng_state"]]
-        core.window_counters = [head, count, pending]
+        core.window_counters = (
+            rows.tolist() if self.streams > 1 else [int(c) for c in checked["window_counters"]]
+        )
         core.steps = counts["steps"]
         try:
             core.counters = [counts[name] for name in _COUNTERS]
@@ -545,6 +615,50 @@ class Learner:
     def _convert_chunk(self, xs: Any, ys: Any) -> tuple[np.ndarray, np.ndarray]:
         return _chunk("xs", xs, self.dtype), _chunk("ys", ys, self.dtype)
 
+    def _convert_tick(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        return _chunk("x", x, self.dtype), _chunk("y", y, self.dtype)
+
+    def _chunk_call(self, method: Any, xs: Any, ys: Any, mask: Any) -> Any:
+        if self.streams > 1:
+            return method(*self._convert_chunk(xs, ys), self._mask(mask))
+        self._no_mask(mask)
+        return method(*self._convert_chunk(xs, ys))
+
+    def _mask(self, mask: Any) -> np.ndarray | None:
+        if mask is None:
+            return None
+        array = np.asarray(mask)
+        if array.dtype != np.bool_:
+            raise TypeError(f"mask must hold booleans; got dtype {array.dtype}")
+        return np.ascontiguousarray(array)
+
+    def _no_mask(self, mask: Any) -> None:
+        if mask is not None:
+            raise ValueError("mask applies to learners with streams > 1; this one has one stream")
+
+    def _stream_selection(self, streams: Any) -> np.ndarray | None:
+        """A boolean mask (B,) from an index, a list of indices or a mask; None: all."""
+        if streams is None:
+            return None
+        b = self.streams
+        array = np.asarray(streams)
+        if array.dtype == np.bool_:
+            if array.shape != (b,):
+                raise ValueError(f"a stream mask must have shape ({b},); got {array.shape}")
+            return np.ascontiguousarray(array)
+        if array.dtype.kind not in "iu" or array.ndim > 1:
+            raise TypeError(
+                "streams must be a stream index, a list of indices or a boolean mask; "
+                f"got {streams!r}"
+            )
+        indices = array.reshape(-1)
+        bad = indices[(indices < 0) | (indices >= b)]
+        if bad.size:
+            raise IndexError(f"stream index {int(bad[0])} is out of range [0, {b})")
+        selected = np.zeros(b, dtype=np.bool_)
+        selected[indices] = True
+        return selected
+
 
 # The core's counters, in its order, by their checkpoint names.
 _COUNTERS = (
@@ -620,4 +734,6 @@ def _make_core(o: dict[str, Any]) -> Any:
     config.optimizer = optimizer
     config.seed = o["seed"]
     suffix = "f32" if o["dtype"] == "float32" else "f64"
+    if o["streams"] > 1:
+        return getattr(_core, f"Streams_{o['cell']}_{suffix}")(config, o["streams"])
     return getattr(_core, f"Learner_{o['cell']}_{suffix}")(config)

@@ -5,8 +5,10 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 #include <stdexcept>
+#include <string>
 
 #include "uoro/common.hpp"
 #include "uoro/optimizer.hpp"
@@ -86,6 +88,55 @@ bool bounded(S x) {
 template <class Derived>
 double max_abs(const Eigen::DenseBase<Derived>& x) {
   return x.size() ? double(x.derived().array().abs().maxCoeff()) : 0.0;
+}
+
+// A configuration's sizes and rates checked; invalid_argument naming the first bad one.
+inline LearnerConfig validated_config(const LearnerConfig& c) {
+  auto require = [](bool ok, const std::string& what) {
+    if (!ok) throw std::invalid_argument(what);
+  };
+  require(c.input_size >= 1, "input_size must be >= 1, got " + std::to_string(c.input_size));
+  require(c.hidden_size >= 1, "hidden_size must be >= 1, got " + std::to_string(c.hidden_size));
+  require(c.output_size >= 1, "output_size must be >= 1, got " + std::to_string(c.output_size));
+  require(c.rank >= 1, "rank must be >= 1, got " + std::to_string(c.rank));
+  require(c.memory >= 1, "memory must be >= 1, got " + std::to_string(c.memory));
+  require(c.truncation >= 1, "truncation must be >= 1, got " + std::to_string(c.truncation));
+  require(c.uoro_eps > 0, "uoro_eps must be > 0");
+  require(c.optimizer.lr >= 0, "lr must be >= 0");
+  require(c.optimizer.lr_decay >= 0, "lr_decay must be >= 0");
+  require(c.optimizer.clip_norm >= 0, "clip_norm must be >= 0");
+  return c;
+}
+
+// Counters: steps taken (learned from or dropped), dropped steps, resets of the
+// estimator's memory (policy Reset) and of the state with it, the step index of the
+// last reset (-1: none), and dropped steps since the last committed one. A step is one
+// sample, or one tick of all streams.
+struct LearnerCounters {
+  std::int64_t samples = 0, skipped = 0, resets = 0, state_resets = 0, last_reset = -1, refused_in_a_row = 0;
+  void validate() const {
+    if (samples < 0 || skipped < 0 || resets < 0 || state_resets < 0 || last_reset < -1 ||
+        refused_in_a_row < 0 || skipped > samples || state_resets > resets || last_reset >= samples ||
+        refused_in_a_row > skipped)
+      throw std::invalid_argument("inconsistent learner counters");
+  }
+};
+
+// Throws Divergence for a refused step under policy Raise: what exploded, and a hint
+// that fits the configuration.
+[[noreturn]] inline void throw_divergence(const LearnerConfig& config, double loss, const Refusal& refusal) {
+  const OptimizerConfig& opt = config.optimizer;
+  std::string hints =
+      "on_divergence=\"reset\" (forget the estimator's memory and go on learning), a lower lr";
+  if (opt.lr_decay == 0) hints += ", a nonzero lr_decay";
+  if (opt.clip_norm == 0 && refusal.kind == Refusal::Gradient) hints += ", clip_norm";
+  char magnitude[32];
+  std::snprintf(magnitude, sizeof magnitude, "%.3g", refusal.magnitude);
+  char loss_text[32];
+  std::snprintf(loss_text, sizeof loss_text, "%.6g", loss);
+  throw Divergence(std::string("non-finite or exploding ") + refusal.what + ": magnitude " + magnitude +
+                   " at loss " + loss_text + "; the step was refused and the learner left as it was. Try " +
+                   hints);
 }
 
 }  // namespace uoro

@@ -40,7 +40,7 @@ template <class S, class Cell>
 class Learner {
  public:
   explicit Learner(const LearnerConfig& config)
-      : config_(validated(config)),
+      : config_(validated_config(config)),
         cell_(config.input_size, config.hidden_size),
         cache_(cell_.make_cache()),
         readout_(config.hidden_size, config.output_size, config.loss, cell_.param_size()),
@@ -127,21 +127,12 @@ class Learner {
   // Class probabilities or predicted values of the last step.
   const Vec<S>& prediction() const { return readout_.output(); }
 
-  // Counters: samples stepped through (learned from or dropped), dropped samples, resets
-  // of the estimator's memory (policy Reset) and of the state with it, the sample index
-  // of the last reset (-1: none), and dropped samples since the last committed step.
-  struct Counters {
-    std::int64_t samples = 0, skipped = 0, resets = 0, state_resets = 0, last_reset = -1,
-                 refused_in_a_row = 0;
-  };
+  using Counters = LearnerCounters;
   Counters counters() const {
     return {samples_, skipped_, resets_, state_resets_, last_reset_, refused_in_a_row_};
   }
   void set_counters(const Counters& c) {
-    if (c.samples < 0 || c.skipped < 0 || c.resets < 0 || c.state_resets < 0 || c.last_reset < -1 ||
-        c.refused_in_a_row < 0 || c.skipped > c.samples || c.state_resets > c.resets ||
-        c.last_reset >= c.samples || c.refused_in_a_row > c.skipped)
-      throw std::invalid_argument("inconsistent learner counters");
+    c.validate();
     samples_ = c.samples;
     skipped_ = c.skipped;
     resets_ = c.resets;
@@ -216,23 +207,6 @@ class Learner {
     return std::visit([](auto& e) { return e.window(); }, estimator_);
   }
 
-  static LearnerConfig validated(const LearnerConfig& c) {
-    auto require = [](bool ok, const std::string& what) {
-      if (!ok) throw std::invalid_argument(what);
-    };
-    require(c.input_size >= 1, "input_size must be >= 1, got " + std::to_string(c.input_size));
-    require(c.hidden_size >= 1, "hidden_size must be >= 1, got " + std::to_string(c.hidden_size));
-    require(c.output_size >= 1, "output_size must be >= 1, got " + std::to_string(c.output_size));
-    require(c.rank >= 1, "rank must be >= 1, got " + std::to_string(c.rank));
-    require(c.memory >= 1, "memory must be >= 1, got " + std::to_string(c.memory));
-    require(c.truncation >= 1, "truncation must be >= 1, got " + std::to_string(c.truncation));
-    require(c.uoro_eps > 0, "uoro_eps must be > 0");
-    require(c.optimizer.lr >= 0, "lr must be >= 0");
-    require(c.optimizer.lr_decay >= 0, "lr_decay must be >= 0");
-    require(c.optimizer.clip_norm >= 0, "clip_norm must be >= 0");
-    return c;
-  }
-
   double uniform() { return double(rng_.next() >> 11) * 0x1.0p-53; }
 
   // A refused step: drops the sample, or throws with what exploded and a hint that fits.
@@ -243,18 +217,7 @@ class Learner {
       ++refused_in_a_row_;
       return loss;
     }
-    const OptimizerConfig& opt = config_.optimizer;
-    std::string hints =
-        "on_divergence=\"reset\" (forget the estimator's memory and go on learning), a lower lr";
-    if (opt.lr_decay == 0) hints += ", a nonzero lr_decay";
-    if (opt.clip_norm == 0 && refusal.kind == Refusal::Gradient) hints += ", clip_norm";
-    char magnitude[32];
-    std::snprintf(magnitude, sizeof magnitude, "%.3g", refusal.magnitude);
-    char loss_text[32];
-    std::snprintf(loss_text, sizeof loss_text, "%.6g", double(loss));
-    throw Divergence(std::string("non-finite or exploding ") + refusal.what + ": magnitude " + magnitude +
-                     " at loss " + loss_text + "; the step was refused and the learner left as it was. Try " +
-                     hints);
+    throw_divergence(config_, double(loss), refusal);
   }
 
   // Forward pass and estimator update; commits the step unless it returns a refusal.

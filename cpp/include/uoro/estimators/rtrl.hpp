@@ -25,6 +25,18 @@ class Rtrl {
   }
 
   Refusal update(Model<S, Cell>& m, S* grad_out, bool update) {
+    bool due;
+    if (const Refusal refusal = propose(m, due)) return refusal;
+    commit();
+    if (grad_out) Eigen::Map<Vec<S>>(grad_out, m.n_params()) = grad_;
+    if (update) apply_gradient(m, grad_);
+    return {};
+  }
+
+  // The first half of `update`: the new Jacobian and the gradient (left in gradient()),
+  // committed by commit(); a refusal changes nothing.
+  Refusal propose(Model<S, Cell>& m, bool& due) {
+    due = true;
     const Index n_state = m.cell.state_size();
     for (Index i = 0; i < n_state; ++i) {
       unit_.setZero();
@@ -44,11 +56,11 @@ class Rtrl {
     if (!bounded(jac_next_))
       return {Refusal::Sensitivity, "estimator's sensitivity ∂s/∂θ (RTRL's Jacobian)", max_abs(jac_next_)};
     if (!bounded(grad_)) return {Refusal::Gradient, "gradient estimate", max_abs(grad_)};
-    std::swap(jac_, jac_next_);
-    if (grad_out) Eigen::Map<Vec<S>>(grad_out, m.n_params()) = grad_;
-    if (update) apply_gradient(m, grad_);
     return {};
   }
+  void commit() { std::swap(jac_, jac_next_); }
+  void rollback() {}
+  const Vec<S>& gradient() const { return grad_; }
 
   void forget() { jac_.setZero(); }
   template <class Fn>

@@ -18,6 +18,19 @@ class Tbptt {
     NothingBeyond nothing;
     return window_.update(m, grad_out, update, every_step_, nothing);
   }
+  // The two halves of `update`, for a learner that steps several streams before it
+  // decides to keep the tick: `due` says whether gradient() holds a gradient.
+  Refusal propose(Model<S, Cell>& m, bool& due) {
+    NothingBeyond nothing;
+    return window_.propose(m, every_step_, nothing, due);
+  }
+  void commit() {
+    NothingBeyond nothing;
+    window_.commit(nothing);
+  }
+  void rollback() { window_.rollback(); }
+  const Vec<S>& gradient() { return window_.grad(); }
+
   void forget() { window_.forget(); }
   template <class Fn>
   void for_each_array(Fn&&) {}

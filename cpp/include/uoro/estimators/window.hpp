@@ -60,8 +60,26 @@ class Window {
   // rolls the window back and changes nothing.
   template <class Extra>
   Refusal update(Model<S, Cell>& m, S* grad_out, bool update, bool every_step, Extra& extra) {
+    bool due = false;
+    const Refusal refusal = propose(m, every_step, extra, due);
+    if (refusal) return refusal;
+    commit(extra);
+    if (!due) {  // mid-window: nothing to apply yet
+      if (grad_out) Eigen::Map<Vec<S>>(grad_out, m.n_params()).setZero();
+      return {};
+    }
+    if (grad_out) Eigen::Map<Vec<S>>(grad_out, m.n_params()) = grad_;
+    if (update) apply_gradient(m, grad_);
+    return {};
+  }
+
+  // The first half of `update`: stores this step and, when a gradient is `due`, leaves it
+  // in grad(). Until commit() or rollback(), the window can still be restored; on a
+  // refusal it already is.
+  template <class Extra>
+  Refusal propose(Model<S, Cell>& m, bool every_step, Extra& extra, bool& due) {
     // Store this step; the slot's previous content is kept in spare_ for a rollback.
-    const auto before = counters();
+    before_ = counters();
     std::swap(spare_, steps_[head_]);
     Step& slot = steps_[head_];
     slot.cache = m.cache;
@@ -73,10 +91,8 @@ class Window {
     count_ = std::min(count_ + 1, len);
     pending_ = every_step ? 0 : pending_ + 1;
 
-    if (!every_step && pending_ < len) {  // mid-window: nothing to apply yet
-      if (grad_out) Eigen::Map<Vec<S>>(grad_out, m.n_params()).setZero();
-      return {};
-    }
+    due = due_ = every_step || pending_ >= len;
+    if (!due) return {};
     const auto rng_before = m.rng.state();
     grad_.setZero();
     if (every_step) {
@@ -92,16 +108,22 @@ class Window {
     Refusal refusal = extra.propose(m, *this);
     if (!refusal && !bounded(grad_)) refusal = {Refusal::Gradient, "gradient estimate", max_abs(grad_)};
     if (refusal) {
-      std::swap(spare_, steps_[before[0]]);
-      set_counters(before);
+      rollback();
       m.rng.set_state(rng_before);
-      return refusal;
     }
+    return refusal;
+  }
+  // Keeps the proposed step (and the extra's proposal).
+  template <class Extra>
+  void commit(Extra& extra) {
+    if (!due_) return;  // mid-window
     extra.commit();
     pending_ = 0;
-    if (grad_out) Eigen::Map<Vec<S>>(grad_out, m.n_params()) = grad_;
-    if (update) apply_gradient(m, grad_);
-    return {};
+  }
+  // Restores the window as it was before the last propose().
+  void rollback() {
+    std::swap(spare_, steps_[before_[0]]);
+    set_counters(before_);
   }
 
   // Backpropagates through the newest `len` steps. delta() holds the cotangent on the
@@ -174,6 +196,8 @@ class Window {
   std::vector<Step> steps_;
   Step spare_;
   Index head_ = 0, count_ = 0, pending_ = 0;
+  std::array<Index, 3> before_{};  // counters before the last propose()
+  bool due_ = false;               // whether the last propose() produced a gradient
   Vec<S> delta_, delta_next_, grad_;
   std::array<Vec<S>, Cell::kBlocks> u_;
 };

@@ -1,0 +1,130 @@
+// Many streams, one model: what the estimators of a many-streams learner see.
+//
+// B streams share θ, the readout and the optimizer; each has its own recurrent state and
+// its own activations (a Lane). At each tick the streams present step at once, the
+// tick's loss is the mean of their losses, and θ is updated once with the gradient of
+// that mean. An estimator over streams implements the interface of estimator.hpp on a
+// Streams view instead of a Model, plus forget_stream(b) and window(b).
+//
+// Exact estimators run one instance per stream (PerStream): each proposes its stream's
+// gradient and new memory, the learner keeps all of them or none.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "uoro/estimator.hpp"
+
+namespace uoro {
+
+// One stream's state and the activations of its current step.
+template <class S, class Cell>
+struct Lane {
+  typename Cell::Cache cache;
+  Readout<S> readout;        // its own prediction and gradient factors (same block)
+  Vec<S> state, next_state;  // (S)
+  Vec<S> h, dh, c;           // hidden output, ∂ℓ/∂h, ∂ℓ/∂s'
+
+  Lane(const Cell& cell, const Readout<S>& shared)
+      : cache(cell.make_cache()),
+        readout(shared),
+        state(Vec<S>::Zero(cell.state_size())),
+        next_state(Vec<S>::Zero(cell.state_size())),
+        h(Vec<S>::Zero(cell.hidden_size())),
+        dh(Vec<S>::Zero(cell.hidden_size())),
+        c(Vec<S>::Zero(cell.state_size())) {}
+};
+
+// The learner's parts as one tick sees them: the lanes, which of them step (`present`,
+// in increasing order, never empty), and the shared parameters with their optimizer.
+template <class S, class Cell>
+struct Streams {
+  const LearnerConfig& config;
+  Cell& cell;
+  std::vector<Lane<S, Cell>>& lanes;
+  const std::vector<Index>& present;
+  Vec<S>& theta;
+  Optimizer<S>& optimizer;
+  Rng& rng;
+
+  Index n_params() const { return theta.size(); }
+  // Stream b as a single-stream estimator sees it.
+  Model<S, Cell> model(Index b) {
+    Lane<S, Cell>& l = lanes[b];
+    return {config, cell, l.cache, l.readout, l.c, theta, optimizer, rng};
+  }
+};
+
+// One exact estimator E per stream (RTRL's Jacobian, a truncation window). E provides
+// propose(Model&, bool& due) -> Refusal (its gradient in gradient() when due), commit(),
+// rollback() (undoes a successful propose), and the single-stream interface otherwise.
+template <class S, class Cell, class E>
+class PerStream {
+ public:
+  PerStream(const LearnerConfig& config, const Cell& cell, const Readout<S>& readout, Index streams) {
+    estimators_.reserve(streams);
+    for (Index b = 0; b < streams; ++b) estimators_.emplace_back(config, cell, readout);
+    grad_ = Vec<S>::Zero(cell.param_size() + readout.block().size());
+    for (Index b = 0; b < streams; ++b)
+      estimators_[b].for_each_array(
+          [&](const char* name, auto&) { names_.push_back(std::string(name) + "_" + std::to_string(b)); });
+  }
+
+  // The mean of the present streams' gradients (those due this tick; none due: no update).
+  Refusal update(Streams<S, Cell>& m, S* grad_out, bool update) {
+    grad_.setZero();
+    bool any_due = false;
+    Refusal refusal;
+    std::size_t proposed = 0;
+    for (; proposed < m.present.size(); ++proposed) {
+      auto model = m.model(m.present[proposed]);
+      bool due = false;
+      E& e = estimators_[m.present[proposed]];
+      if ((refusal = e.propose(model, due))) break;
+      if (due) grad_ += e.gradient();
+      any_due = any_due || due;
+    }
+    if (!refusal) {
+      grad_ *= S(1) / S(m.present.size());
+      if (!bounded(grad_)) refusal = {Refusal::Gradient, "gradient estimate", max_abs(grad_)};
+    }
+    if (refusal) {
+      for (std::size_t i = 0; i < proposed; ++i) estimators_[m.present[i]].rollback();
+      return refusal;
+    }
+    for (Index b : m.present) estimators_[b].commit();
+    if (!any_due) {  // every present stream is mid-window
+      if (grad_out) Eigen::Map<Vec<S>>(grad_out, m.n_params()).setZero();
+      return {};
+    }
+    if (grad_out) Eigen::Map<Vec<S>>(grad_out, m.n_params()) = grad_;
+    if (update) {
+      auto model = m.model(m.present[0]);
+      apply_gradient(model, grad_);
+    }
+    return {};
+  }
+
+  void forget() {
+    for (E& e : estimators_) e.forget();
+  }
+  void forget_stream(Index b) { estimators_[b].forget(); }
+
+  // Each stream's arrays, named with the stream's index ("jacobian_3").
+  template <class Fn>
+  void for_each_array(Fn&& fn) {
+    std::size_t i = 0;
+    for (E& e : estimators_) e.for_each_array([&](const char*, auto& a) { fn(names_[i++].c_str(), a); });
+  }
+  void arrays_written(bool all) {
+    for (E& e : estimators_) e.arrays_written(all);
+  }
+  Window<S, Cell>* window(Index b) { return estimators_[b].window(); }
+
+ private:
+  std::vector<E> estimators_;
+  std::vector<std::string> names_;
+  Vec<S> grad_;
+};
+
+}  // namespace uoro

@@ -1,0 +1,245 @@
+// A learner over B concurrent streams that share one model (see streams.hpp): θ, the
+// readout and the optimizer are shared; each stream has its own recurrent state. At each
+// tick every stream present gets one sample; the tick's loss is the mean of their losses
+// and θ is updated once per tick with the gradient of that mean. A stream absent from a
+// tick (mask) does not advance, adds no loss and no gradient.
+//
+// Estimators: UORO rank r as one system over all streams (estimators/uoro_streams.hpp),
+// RTRL and truncated BPTT (every step or chunked) one per stream. The divergence guard
+// works on the whole tick: a refused tick changes nothing for any stream.
+#pragma once
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "uoro/cells.hpp"
+#include "uoro/config.hpp"
+#include "uoro/estimators/rtrl.hpp"
+#include "uoro/estimators/tbptt.hpp"
+#include "uoro/estimators/uoro_streams.hpp"
+#include "uoro/streams.hpp"
+
+namespace uoro {
+
+template <class S, class Cell>
+class StreamsLearner {
+ public:
+  StreamsLearner(const LearnerConfig& config, Index streams)
+      : config_(validated(config, streams)),
+        cell_(config.input_size, config.hidden_size),
+        readout_(config.hidden_size, config.output_size, config.loss, cell_.param_size()),
+        optimizer_(config.optimizer, cell_.param_size() + readout_.block().size()),
+        rng_(config.seed),
+        estimator_(make_estimator(config_, cell_, readout_, streams)) {
+    // The same initialization as a single-stream learner with the same seed.
+    theta_ = Vec<S>::Zero(n_params());
+    const double bound = 1.0 / std::sqrt(double(config.hidden_size));
+    for (Index p = 0; p < theta_.size(); ++p) theta_(p) = S(bound * (2.0 * uniform() - 1.0));
+    lanes_.reserve(streams);
+    for (Index b = 0; b < streams; ++b) lanes_.emplace_back(cell_, readout_);
+    present_.reserve(streams);
+  }
+  StreamsLearner(const StreamsLearner&) = delete;
+  StreamsLearner& operator=(const StreamsLearner&) = delete;
+
+  const LearnerConfig& config() const { return config_; }
+  const Cell& cell() const { return cell_; }
+  Index streams() const { return Index(lanes_.size()); }
+  Index n_params() const { return cell_.param_size() + readout_.block().size(); }
+  Index n_cell_params() const { return cell_.param_size(); }
+  Index state_size() const { return cell_.state_size(); }
+
+  // One tick: samples[b] for each stream b with mask[b] set (all when mask is null).
+  // losses[b] receives each present stream's loss, NaN for the others. With grad_out
+  // (n_params values) the tick's gradient estimate is written there; with update = false
+  // θ and the optimizer are left alone. A tick without any stream present changes nothing.
+  void step(const Sample<S>* samples, const bool* mask, S* losses, S* grad_out = nullptr,
+            bool update = true) {
+    const FlushSubnormals flush;
+    if (!select(mask, losses)) {
+      if (grad_out) Eigen::Map<Vec<S>>(grad_out, n_params()).setZero();
+      return;
+    }
+    load_inputs(samples);
+    for (int attempt = 0;; ++attempt) {
+      const Refusal refusal = try_tick(samples, losses, grad_out, update);
+      if (!refusal) {
+        ++counters_.samples;
+        counters_.refused_in_a_row = 0;
+        return;
+      }
+      if (config_.on_divergence != DivergencePolicy::Reset || attempt == 2) return refuse(losses, refusal);
+      // As for one stream: forget the estimator's memory, and after a failed forward pass
+      // or a second failure zero the states of the streams present too.
+      const bool zero_state = refusal.kind == Refusal::Forward || attempt == 1;
+      forget_memory();
+      if (zero_state) {
+        for (Index b : present_) lanes_[b].state.setZero();
+        ++counters_.state_resets;
+        attempt = 1;
+      }
+      ++counters_.resets;
+      counters_.last_reset = counters_.samples;
+    }
+  }
+
+  // Each present stream's loss from its current state, without learning; the states
+  // advance only when `advance` is set. Predictions are left in prediction(b).
+  void forward_only(const Sample<S>* samples, const bool* mask, bool advance, S* losses) {
+    const FlushSubnormals flush;
+    if (!select(mask, losses)) return;
+    load_inputs(samples);
+    for (Index b : present_) {
+      Lane<S, Cell>& l = lanes_[b];
+      cell_.forward(theta_.data(), l.state, l.cache, l.next_state);
+      cell_.hidden(l.next_state, l.h);
+      losses[b] = l.readout.forward(theta_.data(), l.h, samples[b].y);
+      if (advance) std::swap(l.state, l.next_state);
+    }
+  }
+
+  // Zero state for the streams with which[b] set (all when null), and their part of the
+  // estimator's memory (the sensitivity of a constant state is zero; windows are dropped).
+  void reset_state(const bool* which = nullptr) {
+    for (Index b = 0; b < streams(); ++b)
+      if (!which || which[b]) {
+        lanes_[b].state.setZero();
+        std::visit([b](auto& e) { e.forget_stream(b); }, estimator_);
+      }
+  }
+  void forget_memory() {
+    std::visit([](auto& e) { e.forget(); }, estimator_);
+  }
+
+  const Vec<S>& prediction(Index b) const { return lanes_[b].readout.output(); }
+
+  using Counters = LearnerCounters;  // in ticks
+  Counters counters() const { return counters_; }
+  void set_counters(const Counters& c) {
+    c.validate();
+    counters_ = c;
+  }
+
+  // ---- state, for inspection and checkpoints
+  Vec<S>& theta() { return theta_; }
+  Vec<S>& state(Index b) { return lanes_[b].state; }
+  Optimizer<S>& optimizer() { return optimizer_; }
+  Rng& rng() { return rng_; }
+
+  template <class Fn>
+  void for_each_estimator_array(Fn&& fn) {
+    std::visit([&](auto& e) { e.for_each_array(fn); }, estimator_);
+  }
+  void estimator_arrays_written(bool all) {
+    std::visit([&](auto& e) { e.arrays_written(all); }, estimator_);
+  }
+  // Stream b's truncation window (truncated BPTT), or nullptr.
+  Window<S, Cell>* window(Index b) {
+    return std::visit([b](auto& e) { return e.window(b); }, estimator_);
+  }
+
+ private:
+  using Estimator = std::variant<UoroStreams<S, Cell>, PerStream<S, Cell, Rtrl<S, Cell>>,
+                                 PerStream<S, Cell, Tbptt<S, Cell>>>;
+
+  static LearnerConfig validated(const LearnerConfig& c, Index streams) {
+    if (streams < 1) throw std::invalid_argument("streams must be >= 1, got " + std::to_string(streams));
+    if (c.algorithm == Algorithm::Uoro && c.memory > 1)
+      throw std::invalid_argument("memory-T UORO (memory > 1) is not available with several streams yet");
+    if (c.algorithm == Algorithm::Snap1 && Cell::kSnapSlots > 0)
+      throw std::invalid_argument("snap1 is not available with several streams yet");
+    return validated_config(c);
+  }
+
+  static Estimator make_estimator(const LearnerConfig& c, const Cell& cell, const Readout<S>& readout,
+                                  Index streams) {
+    switch (c.algorithm) {
+      case Algorithm::Uoro:
+        return Estimator(std::in_place_type<UoroStreams<S, Cell>>, c, cell, readout, streams);
+      case Algorithm::Rtrl:
+      case Algorithm::Snap1:  // on a cell without SnAp slots, SnAp-1 is RTRL
+        return Estimator(std::in_place_type<PerStream<S, Cell, Rtrl<S, Cell>>>, c, cell, readout, streams);
+      default:
+        return Estimator(std::in_place_type<PerStream<S, Cell, Tbptt<S, Cell>>>, c, cell, readout, streams);
+    }
+  }
+
+  double uniform() { return double(rng_.next() >> 11) * 0x1.0p-53; }
+
+  // Lists the streams present; false if there are none. Absent streams' losses are NaN.
+  bool select(const bool* mask, S* losses) {
+    present_.clear();
+    for (Index b = 0; b < streams(); ++b) {
+      losses[b] = std::numeric_limits<S>::quiet_NaN();
+      if (!mask || mask[b]) present_.push_back(b);
+    }
+    return !present_.empty();
+  }
+
+  void load_inputs(const Sample<S>* samples) {
+    for (Index b : present_) {
+      auto x = Cell::input(lanes_[b].cache, config_.input_size);
+      if (samples[b].x) {
+        x = Eigen::Map<const Vec<S>>(samples[b].x, config_.input_size);
+      } else {
+        x.setZero();
+        x(samples[b].x_token) = S(1);
+      }
+    }
+  }
+
+  void refuse(const S* losses, const Refusal& refusal) {
+    if (config_.on_divergence != DivergencePolicy::Raise) {
+      ++counters_.skipped;
+      ++counters_.samples;
+      ++counters_.refused_in_a_row;
+      return;
+    }
+    double mean = 0;
+    for (Index b : present_) mean += double(losses[b]);
+    throw_divergence(config_, mean / double(present_.size()), refusal);
+  }
+
+  // Every present stream's forward pass, then the estimator; commits the tick unless it
+  // returns a refusal.
+  Refusal try_tick(const Sample<S>* samples, S* losses, S* grad_out, bool update) {
+    Refusal refusal;
+    for (Index b : present_) {
+      Lane<S, Cell>& l = lanes_[b];
+      cell_.forward(theta_.data(), l.state, l.cache, l.next_state);
+      cell_.hidden(l.next_state, l.h);
+      const S loss = losses[b] = l.readout.loss_and_grad(theta_.data(), l.h, samples[b].y, l.dh);
+      cell_.hidden_vjp(l.h, l.dh, l.c);
+      if (refusal) continue;
+      if (!std::isfinite(loss))
+        refusal = {Refusal::Forward, "loss", double(loss)};
+      else if (!bounded(l.next_state))
+        refusal = {Refusal::Forward, "recurrent state", max_abs(l.next_state)};
+      else if (!bounded(l.c))
+        refusal = {Refusal::Forward, "loss gradient on the state", max_abs(l.c)};
+    }
+    if (refusal) return refusal;
+    Streams<S, Cell> view{config_, cell_, lanes_, present_, theta_, optimizer_, rng_};
+    refusal = std::visit([&](auto& e) { return e.update(view, grad_out, update); }, estimator_);
+    if (!refusal)
+      for (Index b : present_) std::swap(lanes_[b].state, lanes_[b].next_state);
+    return refusal;
+  }
+
+  LearnerConfig config_;
+  Cell cell_;
+  Readout<S> readout_;  // the shared block; each lane holds its own activations
+  Optimizer<S> optimizer_;
+  Rng rng_;
+  Counters counters_;
+  Vec<S> theta_;
+  std::vector<Lane<S, Cell>> lanes_;
+  std::vector<Index> present_;
+  Estimator estimator_;
+};
+
+}  // namespace uoro
