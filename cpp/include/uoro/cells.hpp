@@ -12,12 +12,48 @@
 // state entry q·n + u). Its cotangent factors `param_cotangents` are elementwise per
 // unit, so those of an indicator cotangent are the immediate ∂s'/∂θ entries.
 //
+// The kernels run on one stream (C = Vec<S>: the state and every cache field a vector)
+// or on B streams at once (C = Mat<S>: one column per stream, a Batch cache), the same
+// code either way: W times a vector becomes W times a matrix of B columns. Only the
+// kernels the windowed and sparse estimators need (vjp_state, state_diagonal) are
+// single-stream.
+//
 // Shapes: I = input size, n = hidden size, S = state size (n, or 2n for the LSTM).
 #pragma once
+
+#include <type_traits>
 
 #include "uoro/common.hpp"
 
 namespace uoro {
+
+// Kernel arguments: a vector or a matrix of stream columns, deduced from the cache alone.
+template <class T>
+struct NonDeduced {
+  using type = T;
+};
+template <class C>
+using In = typename NonDeduced<Eigen::Ref<const C>>::type;
+template <class C>
+using Out = typename NonDeduced<Eigen::Ref<C>>::type;
+
+// The one-stream or the many-streams scratch of a cell, by the kernel's column type.
+template <class C, class S>
+C& scratch_for(Vec<S>& one, Mat<S>& many) {
+  if constexpr (std::is_same_v<C, Vec<S>>)
+    return one;
+  else
+    return many;
+}
+
+// A cache of `rows` zeros per field for one stream (Vec) or `streams` (Mat).
+template <class C>
+C zeros(Index rows, Index streams) {
+  if constexpr (C::ColsAtCompileTime == 1)
+    return C::Zero(rows);
+  else
+    return C::Zero(rows, streams);
+}
 
 template <class Derived>
 auto sigmoid(const Eigen::ArrayBase<Derived>& x) {
@@ -32,17 +68,22 @@ class RnnCell {
   static constexpr int kBlocks = 1;
   static constexpr int kSnapSlots = 1;
 
-  struct Cache {
-    std::array<Vec<S>, kBlocks> v;  // [x; tanh(s); 1]            (I + n + 1)
-    Vec<S> dtanh;                   // 1 - tanh(s)^2               (n)
+  template <class C>
+  struct CacheOf {
+    std::array<C, kBlocks> v;  // [x; tanh(s); 1]            (I + n + 1)
+    C dtanh;                   // 1 - tanh(s)^2               (n)
 
     // Every member, for checkpoints of the windowed algorithms.
-    std::array<Vec<S>*, 2> fields() { return {&v[0], &dtanh}; }
+    std::array<C*, 2> fields() { return {&v[0], &dtanh}; }
   };
+  using Cache = CacheOf<Vec<S>>;
+  using Batch = CacheOf<Mat<S>>;
 
   RnnCell(Index input_size, Index hidden_size) : in_(input_size), n_(hidden_size), scratch_(hidden_size) {
     blocks_[0] = {0, n_, in_ + n_ + 1};
   }
+  // Sizes the many-streams scratch (before kernels run on a Batch of that many streams).
+  void reserve_streams(Index streams) { scratch_b_ = Mat<S>::Zero(n_, streams); }
 
   Index input_size() const { return in_; }
   Index hidden_size() const { return n_; }
@@ -50,28 +91,30 @@ class RnnCell {
   Index param_size() const { return blocks_[0].size(); }
   const std::array<Block, kBlocks>& blocks() const { return blocks_; }
 
-  Cache make_cache() const {
-    Cache k;
-    k.v[0] = Vec<S>::Zero(in_ + n_ + 1);
-    k.v[0](in_ + n_) = S(1);
-    k.dtanh = Vec<S>::Zero(n_);
-    return k;
+  Cache make_cache() const { return make<Vec<S>>(1); }
+  Batch make_batch(Index streams) const { return make<Mat<S>>(streams); }
+  // The input x lives in the top I rows of cache.v[0]; the caller writes it before
+  // `forward`.
+  template <class K>
+  static auto input(K& k, Index input_size) {
+    return k.v[0].topRows(input_size);
   }
-  // The input x lives in cache.v[0].head(I); the caller writes it before `forward`.
-  static auto input(Cache& k, Index input_size) { return k.v[0].head(input_size); }
 
   // s_next = W v, v = [x; tanh(s); 1].                               s, s_next: (n)
-  void forward(const S* theta, ConstVecRef<S> s, Cache& k, VecRef<S> s_next) const {
-    auto th = k.v[0].segment(in_, n_);
+  template <class C>
+  void forward(const S* theta, In<C> s, CacheOf<C>& k, Out<C> s_next) const {
+    auto th = k.v[0].middleRows(in_, n_);
     th = s.array().tanh().matrix();
     k.dtanh = (S(1) - th.array().square()).matrix();
     s_next.noalias() = block_matrix(theta, blocks_[0]) * k.v[0];
   }
 
   // (∂F/∂s) s̃ = W_s (tanh'(s) ⊙ s̃).                                   (n) -> (n)
-  void jvp_state(const S* theta, const Cache& k, ConstVecRef<S> s_tilde, VecRef<S> out) {
-    scratch_ = k.dtanh.cwiseProduct(s_tilde);
-    out.noalias() = recurrent_weights(theta) * scratch_;
+  template <class C>
+  void jvp_state(const S* theta, const CacheOf<C>& k, In<C> s_tilde, Out<C> out) {
+    C& scratch = scratch_for<C>(scratch_, scratch_b_);
+    scratch = k.dtanh.cwiseProduct(s_tilde);
+    out.noalias() = recurrent_weights(theta) * scratch;
   }
 
   // cᵀ ∂F/∂s = tanh'(s) ⊙ W_sᵀ c.                                     (n) -> (n)
@@ -86,20 +129,36 @@ class RnnCell {
   }
 
   // cᵀ ∂F/∂θ = c ⊗ v: the single block's cotangent factor is c itself.
-  void param_cotangents(const Cache&, ConstVecRef<S> c, std::array<Vec<S>, kBlocks>& u) const { u[0] = c; }
+  template <class C>
+  void param_cotangents(const CacheOf<C>&, In<C> c, std::array<C, kBlocks>& u) const {
+    u[0] = c;
+  }
 
   // The readout sees tanh(s') and sends its cotangent back through tanh.
-  void hidden(ConstVecRef<S> s_next, VecRef<S> h) const { h = s_next.array().tanh().matrix(); }
-  void hidden_vjp(ConstVecRef<S> h, ConstVecRef<S> dh, VecRef<S> c) const {
+  template <class A, class H>
+  void hidden(const A& s_next, H&& h) const {
+    h = s_next.array().tanh().matrix();
+  }
+  template <class A, class D, class Co>
+  void hidden_vjp(const A& h, const D& dh, Co&& c) const {
     c = (dh.array() * (S(1) - h.array().square())).matrix();
   }
 
  private:
+  template <class C>
+  CacheOf<C> make(Index streams) const {
+    CacheOf<C> k;
+    k.v[0] = zeros<C>(in_ + n_ + 1, streams);
+    k.v[0].row(in_ + n_).setOnes();
+    k.dtanh = zeros<C>(n_, streams);
+    return k;
+  }
   auto recurrent_weights(const S* theta) const { return block_matrix(theta, blocks_[0]).middleCols(in_, n_); }
 
   Index in_, n_;
   std::array<Block, kBlocks> blocks_;
   Vec<S> scratch_;
+  Mat<S> scratch_b_;
 };
 
 // PyTorch's GRUCell: r = σ(W_ir x + b_ir + W_hr h + b_hr), z likewise,
@@ -112,18 +171,22 @@ class GruCell {
   static constexpr int kBlocks = 2;
   static constexpr int kSnapSlots = 1;
 
-  struct Cache {
-    std::array<Vec<S>, kBlocks> v;  // [x; 1] (I + 1), [h; 1] (n + 1)
-    Vec<S> r, z, n;                 // gates                      (n each)
-    Vec<S> hn;                      // W_hn h + b_hn              (n)
-    std::array<Vec<S>*, 6> fields() { return {&v[0], &v[1], &r, &z, &n, &hn}; }
+  template <class C>
+  struct CacheOf {
+    std::array<C, kBlocks> v;  // [x; 1] (I + 1), [h; 1] (n + 1)
+    C r, z, n;                 // gates                      (n each)
+    C hn;                      // W_hn h + b_hn              (n)
+    std::array<C*, 6> fields() { return {&v[0], &v[1], &r, &z, &n, &hn}; }
   };
+  using Cache = CacheOf<Vec<S>>;
+  using Batch = CacheOf<Mat<S>>;
 
   GruCell(Index input_size, Index hidden_size)
       : in_(input_size), n_(hidden_size), a_in_(3 * n_), a_h_(3 * n_), scratch_(n_) {
     blocks_[0] = {0, 3 * n_, in_ + 1};
     blocks_[1] = {blocks_[0].size(), 3 * n_, n_ + 1};
   }
+  void reserve_streams(Index streams) { a_in_b_ = a_h_b_ = Mat<S>::Zero(3 * n_, streams); }
 
   Index input_size() const { return in_; }
   Index hidden_size() const { return n_; }
@@ -131,36 +194,37 @@ class GruCell {
   Index param_size() const { return blocks_[0].size() + blocks_[1].size(); }
   const std::array<Block, kBlocks>& blocks() const { return blocks_; }
 
-  Cache make_cache() const {
-    Cache k;
-    k.v[0] = Vec<S>::Zero(in_ + 1);
-    k.v[0](in_) = S(1);
-    k.v[1] = Vec<S>::Zero(n_ + 1);
-    k.v[1](n_) = S(1);
-    k.r = k.z = k.n = k.hn = Vec<S>::Zero(n_);
-    return k;
+  Cache make_cache() const { return make<Vec<S>>(1); }
+  Batch make_batch(Index streams) const { return make<Mat<S>>(streams); }
+  template <class K>
+  static auto input(K& k, Index input_size) {
+    return k.v[0].topRows(input_size);
   }
-  static auto input(Cache& k, Index input_size) { return k.v[0].head(input_size); }
 
-  void forward(const S* theta, ConstVecRef<S> s, Cache& k, VecRef<S> s_next) {
-    k.v[1].head(n_) = s;
-    a_in_.noalias() = block_matrix(theta, blocks_[0]) * k.v[0];
-    a_h_.noalias() = block_matrix(theta, blocks_[1]) * k.v[1];
-    k.r = sigmoid(a_in_.head(n_).array() + a_h_.head(n_).array()).matrix();
-    k.z = sigmoid(a_in_.segment(n_, n_).array() + a_h_.segment(n_, n_).array()).matrix();
-    k.hn = a_h_.tail(n_);
-    k.n = (a_in_.tail(n_).array() + k.r.array() * k.hn.array()).tanh().matrix();
+  template <class C>
+  void forward(const S* theta, In<C> s, CacheOf<C>& k, Out<C> s_next) {
+    C& a_in = scratch_for<C>(a_in_, a_in_b_);
+    C& a_h = scratch_for<C>(a_h_, a_h_b_);
+    k.v[1].topRows(n_) = s;
+    a_in.noalias() = block_matrix(theta, blocks_[0]) * k.v[0];
+    a_h.noalias() = block_matrix(theta, blocks_[1]) * k.v[1];
+    k.r = sigmoid(a_in.topRows(n_).array() + a_h.topRows(n_).array()).matrix();
+    k.z = sigmoid(a_in.middleRows(n_, n_).array() + a_h.middleRows(n_, n_).array()).matrix();
+    k.hn = a_h.bottomRows(n_);
+    k.n = (a_in.bottomRows(n_).array() + k.r.array() * k.hn.array()).tanh().matrix();
     s_next = ((S(1) - k.z.array()) * k.n.array() + k.z.array() * s.array()).matrix();
   }
 
   // h̃' = (1 − z) ⊙ ñ + z̃ ⊙ (h − n) + z ⊙ h̃, with ã = W_hh h̃ driving r̃, z̃, ñ.
-  void jvp_state(const S* theta, const Cache& k, ConstVecRef<S> s_tilde, VecRef<S> out) {
-    a_h_.noalias() = hidden_weights(theta) * s_tilde;
+  template <class C>
+  void jvp_state(const S* theta, const CacheOf<C>& k, In<C> s_tilde, Out<C> out) {
+    C& a_h = scratch_for<C>(a_h_, a_h_b_);
+    a_h.noalias() = hidden_weights(theta) * s_tilde;
     const auto r = k.r.array(), z = k.z.array(), n = k.n.array();
-    const auto h = k.v[1].head(n_).array();
-    const auto r_t = r * (S(1) - r) * a_h_.head(n_).array();
-    const auto z_t = z * (S(1) - z) * a_h_.segment(n_, n_).array();
-    const auto n_t = (S(1) - n.square()) * (r_t * k.hn.array() + r * a_h_.tail(n_).array());
+    const auto h = k.v[1].topRows(n_).array();
+    const auto r_t = r * (S(1) - r) * a_h.topRows(n_).array();
+    const auto z_t = z * (S(1) - z) * a_h.middleRows(n_, n_).array();
+    const auto n_t = (S(1) - n.square()) * (r_t * k.hn.array() + r * a_h.bottomRows(n_).array());
     out = ((S(1) - z) * n_t + z_t * (h - n) + z * s_tilde.array()).matrix();
   }
 
@@ -184,30 +248,48 @@ class GruCell {
 
   // Gate cotangents: the input block sees [δr, δz, δn], the hidden block
   // [δr, δz, δn ⊙ r] because r multiplies W_hn h + b_hn.
-  void param_cotangents(const Cache& k, ConstVecRef<S> c, std::array<Vec<S>, kBlocks>& u) const {
+  template <class C>
+  void param_cotangents(const CacheOf<C>& k, In<C> c, std::array<C, kBlocks>& u) const {
     param_cotangents_hidden(k, c, u[1]);
-    u[0].head(2 * n_) = u[1].head(2 * n_);
-    u[0].tail(n_) = (c.array() * (S(1) - k.z.array()) * (S(1) - k.n.array().square())).matrix();
+    u[0].topRows(2 * n_) = u[1].topRows(2 * n_);
+    u[0].bottomRows(n_) = (c.array() * (S(1) - k.z.array()) * (S(1) - k.n.array().square())).matrix();
   }
 
-  void hidden(ConstVecRef<S> s_next, VecRef<S> h) const { h = s_next; }
-  void hidden_vjp(ConstVecRef<S>, ConstVecRef<S> dh, VecRef<S> c) const { c = dh; }
+  template <class A, class H>
+  void hidden(const A& s_next, H&& h) const {
+    h = s_next;
+  }
+  template <class A, class D, class Co>
+  void hidden_vjp(const A&, const D& dh, Co&& c) const {
+    c = dh;
+  }
 
  private:
-  template <class Out>
-  void param_cotangents_hidden(const Cache& k, ConstVecRef<S> c, Out& u) const {
+  template <class C>
+  CacheOf<C> make(Index streams) const {
+    CacheOf<C> k;
+    k.v[0] = zeros<C>(in_ + 1, streams);
+    k.v[0].row(in_).setOnes();
+    k.v[1] = zeros<C>(n_ + 1, streams);
+    k.v[1].row(n_).setOnes();
+    k.r = k.z = k.n = k.hn = zeros<C>(n_, streams);
+    return k;
+  }
+  template <class K, class Co, class U>
+  void param_cotangents_hidden(const K& k, const Co& c, U& u) const {
     const auto r = k.r.array(), z = k.z.array(), n = k.n.array();
-    const auto h = k.v[1].head(n_).array();
+    const auto h = k.v[1].topRows(n_).array();
     const auto dn = c.array() * (S(1) - z) * (S(1) - n.square());  // at n's pre-activation
-    u.head(n_) = (dn * k.hn.array() * r * (S(1) - r)).matrix();
-    u.segment(n_, n_) = (c.array() * (h - n) * z * (S(1) - z)).matrix();
-    u.tail(n_) = (dn * r).matrix();
+    u.topRows(n_) = (dn * k.hn.array() * r * (S(1) - r)).matrix();
+    u.middleRows(n_, n_) = (c.array() * (h - n) * z * (S(1) - z)).matrix();
+    u.bottomRows(n_) = (dn * r).matrix();
   }
   auto hidden_weights(const S* theta) const { return block_matrix(theta, blocks_[1]).leftCols(n_); }
 
   Index in_, n_;
   std::array<Block, kBlocks> blocks_;
   Vec<S> a_in_, a_h_, scratch_;
+  Mat<S> a_in_b_, a_h_b_;
 };
 
 // PyTorch's LSTMCell, gates i, f, g, o: c' = f ⊙ c + i ⊙ g, h' = o ⊙ tanh(c').
@@ -219,17 +301,24 @@ class LstmCell {
   static constexpr int kBlocks = 2;
   static constexpr int kSnapSlots = 2;  // h and c
 
-  struct Cache {
-    std::array<Vec<S>, kBlocks> v;  // [x; 1] (I + 1), [h; 1] (n + 1)
-    Vec<S> gates;                   // i, f, g, o after activation (4n)
-    Vec<S> c;                       // previous cell state          (n)
-    Vec<S> tanh_c;                  // tanh(c')                     (n)
-    std::array<Vec<S>*, 5> fields() { return {&v[0], &v[1], &gates, &c, &tanh_c}; }
+  template <class C>
+  struct CacheOf {
+    std::array<C, kBlocks> v;  // [x; 1] (I + 1), [h; 1] (n + 1)
+    C gates;                   // i, f, g, o after activation (4n)
+    C c;                       // previous cell state          (n)
+    C tanh_c;                  // tanh(c')                     (n)
+    std::array<C*, 5> fields() { return {&v[0], &v[1], &gates, &c, &tanh_c}; }
   };
+  using Cache = CacheOf<Vec<S>>;
+  using Batch = CacheOf<Mat<S>>;
 
   LstmCell(Index input_size, Index hidden_size) : in_(input_size), n_(hidden_size), a_(4 * n_), dc_(n_) {
     blocks_[0] = {0, 4 * n_, in_ + 1};
     blocks_[1] = {blocks_[0].size(), 4 * n_, n_ + 1};
+  }
+  void reserve_streams(Index streams) {
+    a_b_ = Mat<S>::Zero(4 * n_, streams);
+    dc_b_ = Mat<S>::Zero(n_, streams);
   }
 
   Index input_size() const { return in_; }
@@ -238,50 +327,50 @@ class LstmCell {
   Index param_size() const { return blocks_[0].size() + blocks_[1].size(); }
   const std::array<Block, kBlocks>& blocks() const { return blocks_; }
 
-  Cache make_cache() const {
-    Cache k;
-    k.v[0] = Vec<S>::Zero(in_ + 1);
-    k.v[0](in_) = S(1);
-    k.v[1] = Vec<S>::Zero(n_ + 1);
-    k.v[1](n_) = S(1);
-    k.gates = Vec<S>::Zero(4 * n_);
-    k.c = k.tanh_c = Vec<S>::Zero(n_);
-    return k;
+  Cache make_cache() const { return make<Vec<S>>(1); }
+  Batch make_batch(Index streams) const { return make<Mat<S>>(streams); }
+  template <class K>
+  static auto input(K& k, Index input_size) {
+    return k.v[0].topRows(input_size);
   }
-  static auto input(Cache& k, Index input_size) { return k.v[0].head(input_size); }
 
-  void forward(const S* theta, ConstVecRef<S> s, Cache& k, VecRef<S> s_next) {
-    k.v[1].head(n_) = s.head(n_);
-    k.c = s.tail(n_);
-    a_.noalias() = block_matrix(theta, blocks_[0]) * k.v[0];
-    a_.noalias() += block_matrix(theta, blocks_[1]) * k.v[1];
+  template <class C>
+  void forward(const S* theta, In<C> s, CacheOf<C>& k, Out<C> s_next) {
+    C& a = scratch_for<C>(a_, a_b_);
+    k.v[1].topRows(n_) = s.topRows(n_);
+    k.c = s.bottomRows(n_);
+    a.noalias() = block_matrix(theta, blocks_[0]) * k.v[0];
+    a.noalias() += block_matrix(theta, blocks_[1]) * k.v[1];
     auto g = k.gates.array();
-    g.head(2 * n_) = sigmoid(a_.head(2 * n_).array());
-    g.segment(2 * n_, n_) = a_.segment(2 * n_, n_).array().tanh();
-    g.tail(n_) = sigmoid(a_.tail(n_).array());
-    const auto i = g.head(n_), f = g.segment(n_, n_), gg = g.segment(2 * n_, n_);
-    auto c_next = s_next.tail(n_).array();
+    g.topRows(2 * n_) = sigmoid(a.topRows(2 * n_).array());
+    g.middleRows(2 * n_, n_) = a.middleRows(2 * n_, n_).array().tanh();
+    g.bottomRows(n_) = sigmoid(a.bottomRows(n_).array());
+    const auto i = g.topRows(n_), f = g.middleRows(n_, n_), gg = g.middleRows(2 * n_, n_);
+    auto c_next = s_next.bottomRows(n_).array();
     c_next = f * k.c.array() + i * gg;
     k.tanh_c = c_next.tanh().matrix();
-    s_next.head(n_) = (g.tail(n_) * k.tanh_c.array()).matrix();
+    s_next.topRows(n_) = (g.bottomRows(n_) * k.tanh_c.array()).matrix();
   }
 
-  void jvp_state(const S* theta, const Cache& k, ConstVecRef<S> s_tilde, VecRef<S> out) {
-    a_.noalias() = hidden_weights(theta) * s_tilde.head(n_);
+  template <class C>
+  void jvp_state(const S* theta, const CacheOf<C>& k, In<C> s_tilde, Out<C> out) {
+    C& a = scratch_for<C>(a_, a_b_);
+    a.noalias() = hidden_weights(theta) * s_tilde.topRows(n_);
     const auto g = k.gates.array();
-    const auto i = g.head(n_), f = g.segment(n_, n_), gg = g.segment(2 * n_, n_), o = g.tail(n_);
-    const auto i_t = i * (S(1) - i) * a_.head(n_).array();
-    const auto f_t = f * (S(1) - f) * a_.segment(n_, n_).array();
-    const auto g_t = (S(1) - gg.square()) * a_.segment(2 * n_, n_).array();
-    const auto o_t = o * (S(1) - o) * a_.tail(n_).array();
+    const auto i = g.topRows(n_), f = g.middleRows(n_, n_), gg = g.middleRows(2 * n_, n_),
+               o = g.bottomRows(n_);
+    const auto i_t = i * (S(1) - i) * a.topRows(n_).array();
+    const auto f_t = f * (S(1) - f) * a.middleRows(n_, n_).array();
+    const auto g_t = (S(1) - gg.square()) * a.middleRows(2 * n_, n_).array();
+    const auto o_t = o * (S(1) - o) * a.bottomRows(n_).array();
     const auto tc = k.tanh_c.array();
-    auto c_next_t = out.tail(n_).array();
-    c_next_t = f_t * k.c.array() + f * s_tilde.tail(n_).array() + i_t * gg + i * g_t;
-    out.head(n_) = (o_t * tc + o * (S(1) - tc.square()) * c_next_t).matrix();
+    auto c_next_t = out.bottomRows(n_).array();
+    c_next_t = f_t * k.c.array() + f * s_tilde.bottomRows(n_).array() + i_t * gg + i * g_t;
+    out.topRows(n_) = (o_t * tc + o * (S(1) - tc.square()) * c_next_t).matrix();
   }
 
   void vjp_state(const S* theta, const Cache& k, ConstVecRef<S> c, VecRef<S> out) {
-    gate_cotangents(k, c, a_);
+    gate_cotangents<Vec<S>>(k, c, a_);
     out.head(n_).noalias() = hidden_weights(theta).transpose() * a_;
     out.tail(n_) = dc_.cwiseProduct(k.gates.segment(n_, n_));
   }
@@ -305,38 +394,57 @@ class LstmCell {
   }
 
   // Both blocks see the same gate pre-activation cotangent [δi, δf, δg, δo].
-  void param_cotangents(const Cache& k, ConstVecRef<S> c, std::array<Vec<S>, kBlocks>& u) {
-    gate_cotangents(k, c, u[0]);
+  template <class C>
+  void param_cotangents(const CacheOf<C>& k, In<C> c, std::array<C, kBlocks>& u) {
+    gate_cotangents<C>(k, c, u[0]);
     u[1] = u[0];
   }
 
-  void hidden(ConstVecRef<S> s_next, VecRef<S> h) const { h = s_next.head(n_); }
-  void hidden_vjp(ConstVecRef<S>, ConstVecRef<S> dh, VecRef<S> c) const {
-    c.head(n_) = dh;
-    c.tail(n_).setZero();
+  template <class A, class H>
+  void hidden(const A& s_next, H&& h) const {
+    h = s_next.topRows(n_);
+  }
+  template <class A, class D, class Co>
+  void hidden_vjp(const A&, const D& dh, Co&& c) const {
+    c.topRows(n_) = dh;
+    c.bottomRows(n_).setZero();
   }
 
  private:
+  template <class C>
+  CacheOf<C> make(Index streams) const {
+    CacheOf<C> k;
+    k.v[0] = zeros<C>(in_ + 1, streams);
+    k.v[0].row(in_).setOnes();
+    k.v[1] = zeros<C>(n_ + 1, streams);
+    k.v[1].row(n_).setOnes();
+    k.gates = zeros<C>(4 * n_, streams);
+    k.c = k.tanh_c = zeros<C>(n_, streams);
+    return k;
+  }
   // Cotangent c = [δh'; δc'] -> gate pre-activation cotangents (4n); leaves the total
-  // cotangent on c' in dc_.
-  template <class Out>
-  void gate_cotangents(const Cache& k, ConstVecRef<S> c, Out& da) {
+  // cotangent on c' in dc_ (dc_b_ for many streams).
+  template <class C, class U>
+  void gate_cotangents(const CacheOf<C>& k, const Eigen::Ref<const C>& c, U& da) {
+    C& dc_total = scratch_for<C>(dc_, dc_b_);
     const auto g = k.gates.array();
-    const auto i = g.head(n_), f = g.segment(n_, n_), gg = g.segment(2 * n_, n_), o = g.tail(n_);
+    const auto i = g.topRows(n_), f = g.middleRows(n_, n_), gg = g.middleRows(2 * n_, n_),
+               o = g.bottomRows(n_);
     const auto tc = k.tanh_c.array();
-    const auto dh = c.head(n_).array();
-    dc_ = (c.tail(n_).array() + dh * o * (S(1) - tc.square())).matrix();
-    const auto dc = dc_.array();
-    da.head(n_) = (dc * gg * i * (S(1) - i)).matrix();
-    da.segment(n_, n_) = (dc * k.c.array() * f * (S(1) - f)).matrix();
-    da.segment(2 * n_, n_) = (dc * i * (S(1) - gg.square())).matrix();
-    da.tail(n_) = (dh * tc * o * (S(1) - o)).matrix();
+    const auto dh = c.topRows(n_).array();
+    dc_total = (c.bottomRows(n_).array() + dh * o * (S(1) - tc.square())).matrix();
+    const auto dc = dc_total.array();
+    da.topRows(n_) = (dc * gg * i * (S(1) - i)).matrix();
+    da.middleRows(n_, n_) = (dc * k.c.array() * f * (S(1) - f)).matrix();
+    da.middleRows(2 * n_, n_) = (dc * i * (S(1) - gg.square())).matrix();
+    da.bottomRows(n_) = (dh * tc * o * (S(1) - o)).matrix();
   }
   auto hidden_weights(const S* theta) const { return block_matrix(theta, blocks_[1]).leftCols(n_); }
 
   Index in_, n_;
   std::array<Block, kBlocks> blocks_;
   Vec<S> a_, dc_;
+  Mat<S> a_b_, dc_b_;
 };
 
 // The paper's influence-balancing dynamics (eq. 18): s' = A s + θ x, with A_ii = A_i,i+1
@@ -351,11 +459,14 @@ class InfluenceCell {
   static constexpr int kBlocks = 1;
   static constexpr int kSnapSlots = 0;  // its one parameter reaches every unit: SnAp-1 is RTRL
 
-  struct Cache {
-    std::array<Vec<S>, kBlocks> v;  // [1]
-    Vec<S> x;                       // the input (n)
-    std::array<Vec<S>*, 2> fields() { return {&v[0], &x}; }
+  template <class C>
+  struct CacheOf {
+    std::array<C, kBlocks> v;  // [1]
+    C x;                       // the input (n)
+    std::array<C*, 2> fields() { return {&v[0], &x}; }
   };
+  using Cache = CacheOf<Vec<S>>;
+  using Batch = CacheOf<Mat<S>>;
 
   InfluenceCell(Index input_size, Index hidden_size) : n_(hidden_size) {
     if (input_size != hidden_size)
@@ -370,19 +481,21 @@ class InfluenceCell {
   Index param_size() const { return 1; }
   const std::array<Block, kBlocks>& blocks() const { return blocks_; }
 
-  Cache make_cache() const {
-    Cache k;
-    k.v[0] = Vec<S>::Ones(1);
-    k.x = Vec<S>::Zero(n_);
-    return k;
+  Cache make_cache() const { return make<Vec<S>>(1); }
+  Batch make_batch(Index streams) const { return make<Mat<S>>(streams); }
+  void reserve_streams(Index) {}
+  template <class K>
+  static auto input(K& k, Index input_size) {
+    return k.x.topRows(input_size);
   }
-  static auto input(Cache& k, Index input_size) { return k.x.head(input_size); }
 
-  void forward(const S* theta, ConstVecRef<S> s, Cache& k, VecRef<S> s_next) const {
+  template <class C>
+  void forward(const S* theta, In<C> s, CacheOf<C>& k, Out<C> s_next) const {
     diffuse(s, s_next);
     s_next += theta[0] * k.x;
   }
-  void jvp_state(const S*, const Cache&, ConstVecRef<S> s_tilde, VecRef<S> out) const {
+  template <class C>
+  void jvp_state(const S*, const CacheOf<C>&, In<C> s_tilde, Out<C> out) const {
     diffuse(s_tilde, out);
   }
   // Aᵀ c: unit i receives half of c_i and half of c_{i-1}.
@@ -390,17 +503,36 @@ class InfluenceCell {
     out = S(0.5) * c;
     out.tail(n_ - 1) += S(0.5) * c.head(n_ - 1);
   }
-  void param_cotangents(const Cache& k, ConstVecRef<S> c, std::array<Vec<S>, kBlocks>& u) const {
-    u[0](0) = c.dot(k.x);
+  template <class C>
+  void param_cotangents(const CacheOf<C>& k, In<C> c, std::array<C, kBlocks>& u) const {
+    if constexpr (C::ColsAtCompileTime == 1)
+      u[0](0) = c.dot(k.x);
+    else
+      u[0].row(0) = (c.array() * k.x.array()).colwise().sum().matrix();
   }
-  void hidden(ConstVecRef<S> s_next, VecRef<S> h) const { h = s_next; }
-  void hidden_vjp(ConstVecRef<S>, ConstVecRef<S> dh, VecRef<S> c) const { c = dh; }
+  template <class A, class H>
+  void hidden(const A& s_next, H&& h) const {
+    h = s_next;
+  }
+  template <class A, class D, class Co>
+  void hidden_vjp(const A&, const D& dh, Co&& c) const {
+    c = dh;
+  }
 
  private:
+  template <class C>
+  CacheOf<C> make(Index streams) const {
+    CacheOf<C> k;
+    k.v[0] = zeros<C>(1, streams);
+    k.v[0].setOnes();
+    k.x = zeros<C>(n_, streams);
+    return k;
+  }
   // A s: unit i averages itself and unit i + 1.
-  void diffuse(ConstVecRef<S> s, VecRef<S> out) const {
+  template <class A, class O>
+  void diffuse(const A& s, O& out) const {
     out = S(0.5) * s;
-    out.head(n_ - 1) += S(0.5) * s.tail(n_ - 1);
+    out.topRows(n_ - 1) += S(0.5) * s.bottomRows(n_ - 1);
   }
 
   Index n_;

@@ -17,40 +17,44 @@
 
 namespace uoro {
 
-// One stream's state and the activations of its current step.
+// One stream's own readout (its prediction and gradient factors, on the shared block)
+// and, for the estimators that run one instance per stream, its copy of this tick's
+// activations as a single-stream estimator reads them.
 template <class S, class Cell>
 struct Lane {
+  Readout<S> readout;
   typename Cell::Cache cache;
-  Readout<S> readout;        // its own prediction and gradient factors (same block)
-  Vec<S> state, next_state;  // (S)
-  Vec<S> h, dh, c;           // hidden output, ∂ℓ/∂h, ∂ℓ/∂s'
+  Vec<S> c;  // ∂ℓ/∂s'
 
   Lane(const Cell& cell, const Readout<S>& shared)
-      : cache(cell.make_cache()),
-        readout(shared),
-        state(Vec<S>::Zero(cell.state_size())),
-        next_state(Vec<S>::Zero(cell.state_size())),
-        h(Vec<S>::Zero(cell.hidden_size())),
-        dh(Vec<S>::Zero(cell.hidden_size())),
-        c(Vec<S>::Zero(cell.state_size())) {}
+      : readout(shared), cache(cell.make_cache()), c(Vec<S>::Zero(cell.state_size())) {}
 };
 
-// The learner's parts as one tick sees them: the lanes, which of them step (`present`,
-// in increasing order, never empty), and the shared parameters with their optimizer.
+// The learner's parts as one tick sees them: the activations of all streams at once (one
+// column per stream; the cotangents c of absent streams are zero), which streams step
+// (`present`, increasing, never empty; `absent` the others), the lanes, and the shared
+// parameters with their optimizer.
 template <class S, class Cell>
 struct Streams {
   const LearnerConfig& config;
   Cell& cell;
+  typename Cell::Batch& batch;
+  const Mat<S>& c;  // ∂ℓ/∂s' (S, B)
   std::vector<Lane<S, Cell>>& lanes;
   const std::vector<Index>& present;
+  const std::vector<Index>& absent;
   Vec<S>& theta;
   Optimizer<S>& optimizer;
   Rng& rng;
 
   Index n_params() const { return theta.size(); }
-  // Stream b as a single-stream estimator sees it.
+  // Stream b as a single-stream estimator sees it (its activations copied to its lane).
   Model<S, Cell> model(Index b) {
     Lane<S, Cell>& l = lanes[b];
+    auto to = l.cache.fields();
+    auto from = batch.fields();
+    for (std::size_t i = 0; i < to.size(); ++i) *to[i] = from[i]->col(b);
+    l.c = c.col(b);
     return {config, cell, l.cache, l.readout, l.c, theta, optimizer, rng};
   }
 };

@@ -1,5 +1,6 @@
 // A learner over B concurrent streams that share one model (see streams.hpp): θ, the
-// readout and the optimizer are shared; each stream has its own recurrent state. At each
+// readout and the optimizer are shared; each stream has its own recurrent state, a
+// column of the (S, B) state matrix, and the cell runs on all columns at once. At each
 // tick every stream present gets one sample; the tick's loss is the mean of their losses
 // and θ is updated once per tick with the gradient of that mean. A stream absent from a
 // tick (mask) does not advance, adds no loss and no gradient.
@@ -34,6 +35,7 @@ class StreamsLearner {
         readout_(config.hidden_size, config.output_size, config.loss, cell_.param_size()),
         optimizer_(config.optimizer, cell_.param_size() + readout_.block().size()),
         rng_(config.seed),
+        batch_(cell_.make_batch(streams)),
         estimator_(make_estimator(config_, cell_, readout_, streams)) {
     // The same initialization as a single-stream learner with the same seed.
     theta_ = Vec<S>::Zero(n_params());
@@ -42,6 +44,10 @@ class StreamsLearner {
     lanes_.reserve(streams);
     for (Index b = 0; b < streams; ++b) lanes_.emplace_back(cell_, readout_);
     present_.reserve(streams);
+    absent_.reserve(streams);
+    cell_.reserve_streams(streams);
+    states_ = next_ = c_ = Mat<S>::Zero(cell_.state_size(), streams);
+    h_ = dh_ = Mat<S>::Zero(cell_.hidden_size(), streams);
   }
   StreamsLearner(const StreamsLearner&) = delete;
   StreamsLearner& operator=(const StreamsLearner&) = delete;
@@ -78,7 +84,7 @@ class StreamsLearner {
       const bool zero_state = refusal.kind == Refusal::Forward || attempt == 1;
       forget_memory();
       if (zero_state) {
-        for (Index b : present_) lanes_[b].state.setZero();
+        for (Index b : present_) states_.col(b).setZero();
         ++counters_.state_resets;
         attempt = 1;
       }
@@ -93,13 +99,10 @@ class StreamsLearner {
     const FlushSubnormals flush;
     if (!select(mask, losses)) return;
     load_inputs(samples);
-    for (Index b : present_) {
-      Lane<S, Cell>& l = lanes_[b];
-      cell_.forward(theta_.data(), l.state, l.cache, l.next_state);
-      cell_.hidden(l.next_state, l.h);
-      losses[b] = l.readout.forward(theta_.data(), l.h, samples[b].y);
-      if (advance) std::swap(l.state, l.next_state);
-    }
+    cell_.forward(theta_.data(), states_, batch_, next_);
+    cell_.hidden(next_, h_);
+    for (Index b : present_) losses[b] = lanes_[b].readout.forward(theta_.data(), h_.col(b), samples[b].y);
+    if (advance) commit_states();
   }
 
   // Zero state for the streams with which[b] set (all when null), and their part of the
@@ -107,7 +110,7 @@ class StreamsLearner {
   void reset_state(const bool* which = nullptr) {
     for (Index b = 0; b < streams(); ++b)
       if (!which || which[b]) {
-        lanes_[b].state.setZero();
+        states_.col(b).setZero();
         std::visit([b](auto& e) { e.forget_stream(b); }, estimator_);
       }
   }
@@ -126,7 +129,7 @@ class StreamsLearner {
 
   // ---- state, for inspection and checkpoints
   Vec<S>& theta() { return theta_; }
-  Vec<S>& state(Index b) { return lanes_[b].state; }
+  auto state(Index b) { return states_.col(b); }
   Optimizer<S>& optimizer() { return optimizer_; }
   Rng& rng() { return rng_; }
 
@@ -170,26 +173,37 @@ class StreamsLearner {
 
   double uniform() { return double(rng_.next() >> 11) * 0x1.0p-53; }
 
-  // Lists the streams present; false if there are none. Absent streams' losses are NaN.
+  // Lists the streams present and absent; false if none is present. Absent streams'
+  // losses are NaN.
   bool select(const bool* mask, S* losses) {
     present_.clear();
+    absent_.clear();
     for (Index b = 0; b < streams(); ++b) {
       losses[b] = std::numeric_limits<S>::quiet_NaN();
-      if (!mask || mask[b]) present_.push_back(b);
+      (!mask || mask[b] ? present_ : absent_).push_back(b);
     }
     return !present_.empty();
   }
 
+  // Absent streams get a zero input: their columns are computed with the others' and
+  // then left uncommitted.
   void load_inputs(const Sample<S>* samples) {
+    auto x = Cell::input(batch_, config_.input_size);
+    x.setZero();
     for (Index b : present_) {
-      auto x = Cell::input(lanes_[b].cache, config_.input_size);
-      if (samples[b].x) {
-        x = Eigen::Map<const Vec<S>>(samples[b].x, config_.input_size);
-      } else {
-        x.setZero();
-        x(samples[b].x_token) = S(1);
-      }
+      if (samples[b].x)
+        x.col(b) = Eigen::Map<const Vec<S>>(samples[b].x, config_.input_size);
+      else
+        x(samples[b].x_token, b) = S(1);
     }
+  }
+
+  // The new states of the streams present become their states.
+  void commit_states() {
+    if (absent_.empty())
+      states_.swap(next_);
+    else
+      for (Index b : present_) states_.col(b) = next_.col(b);
   }
 
   void refuse(const S* losses, const Refusal& refusal) {
@@ -207,26 +221,20 @@ class StreamsLearner {
   // Every present stream's forward pass, then the estimator; commits the tick unless it
   // returns a refusal.
   Refusal try_tick(const Sample<S>* samples, S* losses, S* grad_out, bool update) {
-    Refusal refusal;
+    cell_.forward(theta_.data(), states_, batch_, next_);
+    cell_.hidden(next_, h_);
+    for (Index b : absent_) dh_.col(b).setZero();  // so their c is zero: no gradient
+    for (Index b : present_)
+      losses[b] = lanes_[b].readout.loss_and_grad(theta_.data(), h_.col(b), samples[b].y, dh_.col(b));
+    cell_.hidden_vjp(h_, dh_, c_);
     for (Index b : present_) {
-      Lane<S, Cell>& l = lanes_[b];
-      cell_.forward(theta_.data(), l.state, l.cache, l.next_state);
-      cell_.hidden(l.next_state, l.h);
-      const S loss = losses[b] = l.readout.loss_and_grad(theta_.data(), l.h, samples[b].y, l.dh);
-      cell_.hidden_vjp(l.h, l.dh, l.c);
-      if (refusal) continue;
-      if (!std::isfinite(loss))
-        refusal = {Refusal::Forward, "loss", double(loss)};
-      else if (!bounded(l.next_state))
-        refusal = {Refusal::Forward, "recurrent state", max_abs(l.next_state)};
-      else if (!bounded(l.c))
-        refusal = {Refusal::Forward, "loss gradient on the state", max_abs(l.c)};
+      if (!std::isfinite(losses[b])) return {Refusal::Forward, "loss", double(losses[b])};
+      if (!bounded(next_.col(b))) return {Refusal::Forward, "recurrent state", max_abs(next_.col(b))};
+      if (!bounded(c_.col(b))) return {Refusal::Forward, "loss gradient on the state", max_abs(c_.col(b))};
     }
-    if (refusal) return refusal;
-    Streams<S, Cell> view{config_, cell_, lanes_, present_, theta_, optimizer_, rng_};
-    refusal = std::visit([&](auto& e) { return e.update(view, grad_out, update); }, estimator_);
-    if (!refusal)
-      for (Index b : present_) std::swap(lanes_[b].state, lanes_[b].next_state);
+    Streams<S, Cell> view{config_, cell_, batch_, c_, lanes_, present_, absent_, theta_, optimizer_, rng_};
+    const Refusal refusal = std::visit([&](auto& e) { return e.update(view, grad_out, update); }, estimator_);
+    if (!refusal) commit_states();
     return refusal;
   }
 
@@ -237,8 +245,11 @@ class StreamsLearner {
   Rng rng_;
   Counters counters_;
   Vec<S> theta_;
+  typename Cell::Batch batch_;  // this tick's activations, one column per stream
+  Mat<S> states_, next_, c_;    // (S, B)
+  Mat<S> h_, dh_;               // hidden outputs and ∂ℓ/∂h (n, B)
   std::vector<Lane<S, Cell>> lanes_;
-  std::vector<Index> present_;
+  std::vector<Index> present_, absent_;
   Estimator estimator_;
 };
 

@@ -1,0 +1,161 @@
+"""Many streams, one model: per-sample cost as the number of streams B grows, in one run.
+
+For each model (float32, UORO + Adam inside `fit`, a 13-symbol one-hot stream) and each
+B, per sample:
+  - `fit`:       one learner with ``streams=B`` learning a (T, B) chunk;
+  - `separate`:  B single-stream learners, each learning its own stream's chunk in
+                 turn (B copies of θ, B optimizers, B parameter passes per tick);
+  - `forward`:   the batched forward-only step of the same learner (`evaluate`, same B).
+The speed-up is B = 1's `fit` time over B's; `fit / forward` is the median over the
+repeats of a `fit` and the forward pass timed right after it. Every time is the best of
+several repeats. Heap per learner is counted by the C allocator (glibc; else "–").
+
+    python benchmarks/bench_streams.py [--quick] [--repeats N] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+import uoro  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_step import VOCAB, heap_bytes_in_use, machine  # noqa: E402
+
+MODELS = (("gru", 64), ("lstm", 64), ("rnn", 64), ("gru", 256))
+STREAMS = (1, 4, 16, 64)
+
+
+def seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def learner(cell: str, hidden: int, streams: int) -> uoro.Learner:
+    # on_divergence="skip": random tokens can drive a network into exploding
+    # sensitivities; such ticks are counted, not fatal.
+    return uoro.Learner(cell, VOCAB, hidden, lr=1e-3, seed=0, on_divergence="skip", streams=streams)
+
+
+def heap_per_learner(cell: str, hidden: int, streams: int) -> float | None:
+    before = heap_bytes_in_use()
+    kept = []
+    for _ in range(4):
+        one = learner(cell, hidden, streams)
+        tokens = np.zeros((1, streams) if streams > 1 else 1, dtype=np.int64)
+        one.fit(tokens, tokens)
+        kept.append(one)
+    after = heap_bytes_in_use()
+    return None if before is None or after is None else (after - before) / len(kept)
+
+
+def measure(cell: str, hidden: int, streams: int, budget_s: float, repeats: int) -> dict:
+    rng = np.random.default_rng(1)
+    probe = learner(cell, hidden, 1)
+    tokens = rng.integers(0, VOCAB, 65)
+    probe_s = seconds(lambda: probe.fit(tokens[:-1], tokens[1:])) / 64
+    samples = int(np.clip(budget_s / probe_s, 256, 40_000))
+    ticks = max(8, samples // streams)
+    data = rng.integers(0, VOCAB, (ticks + 1, streams))
+    xs, ys = data[:-1], data[1:]
+    if streams == 1:
+        xs, ys = xs[:, 0], ys[:, 0]
+    n = ticks * streams
+    best = {"fit_us": np.inf, "forward_us": np.inf, "separate_us": np.inf}
+    ratios, skipped = [], 0
+    for _ in range(repeats):
+        one = learner(cell, hidden, streams)
+        fit_us = seconds(lambda m=one: m.fit(xs, ys)) / n * 1e6
+        forward_us = seconds(lambda m=one: m.evaluate(xs, ys)) / n * 1e6
+        best["fit_us"] = min(best["fit_us"], fit_us)
+        best["forward_us"] = min(best["forward_us"], forward_us)
+        ratios.append(fit_us / forward_us)
+        skipped += one.skipped_steps
+        if streams > 1:
+            many = [learner(cell, hidden, 1) for _ in range(streams)]
+
+            def in_turn(many=many) -> None:
+                for b, m in enumerate(many):
+                    m.fit(xs[:, b], ys[:, b])
+
+            best["separate_us"] = min(best["separate_us"], seconds(in_turn) / n * 1e6)
+    return {
+        "cell": cell,
+        "hidden": hidden,
+        "streams": streams,
+        "samples": n,
+        **{k: (float(v) if np.isfinite(v) else None) for k, v in best.items()},
+        "fit_over_forward": float(np.median(ratios)),
+        "samples_per_s": float(1e6 / best["fit_us"]),
+        "skipped_ticks": skipped,
+        "bytes_per_learner": heap_per_learner(cell, hidden, streams),
+    }
+
+
+def run(budget_s: float, repeats: int, models=MODELS, streams=STREAMS) -> list[dict]:
+    rows = []
+    for cell, hidden in models:
+        for b in streams:
+            row = measure(cell, hidden, b, budget_s, repeats)
+            rows.append(row)
+            print(f"  {cell}-{hidden} B={b}: {row['fit_us']:.2f} µs/sample", flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    base = {(r["cell"], r["hidden"]): r["fit_us"] for r in rows if r["streams"] == 1}
+    lines = [
+        "| model | B | µs/sample `fit` | samples/s | × B = 1 | B learners in turn µs/sample "
+        "| forward µs/sample | fit / forward | KiB heap |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        speedup = base[(r["cell"], r["hidden"])] / r["fit_us"]
+        separate = "–" if r["separate_us"] is None else f"{r['separate_us']:.2f}"
+        heap = "–" if r["bytes_per_learner"] is None else f"{r['bytes_per_learner'] / 1024:.0f}"
+        lines.append(
+            f"| {r['cell'].upper()}-{r['hidden']} | {r['streams']} | {r['fit_us']:.2f} "
+            f"| {r['samples_per_s']:,.0f} | {speedup:.1f}× | {separate} "
+            f"| {r['forward_us']:.2f} | {r['fit_over_forward']:.1f}× | {heap} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="shorter timings (a smoke run)")
+    parser.add_argument("--repeats", type=int, help="timed repeats, best kept (default 5)")
+    parser.add_argument("--json", help="also write the results and the machine here")
+    args = parser.parse_args()
+    budget_s, repeats = (0.02, 2) if args.quick else (0.3, 5)
+    repeats = args.repeats or repeats
+    rows = run(budget_s, repeats)
+    m = machine()
+    print(
+        f"\n{m['cpu']}, {m['cores']} cores, {m['system']}, Python {m['python']}, core variant "
+        f"{m['variant']}; best of {repeats} repeats, one thread, float32, UORO + Adam, "
+        f"{VOCAB}-symbol one-hot input\n"
+    )
+    print(table(rows))
+    skipped = [f"{r['cell']}-{r['hidden']} B={r['streams']}" for r in rows if r["skipped_ticks"]]
+    if skipped:
+        print("\nTicks refused by the divergence guard (random tokens): " + ", ".join(skipped))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": m, "streams": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
