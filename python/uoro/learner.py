@@ -133,9 +133,11 @@ class Learner:
     gradient (its loss entry is NaN, and its input and target entries are not read:
     any padding will do); a tick without any stream present changes nothing. UORO
     treats the B streams as one system (one θ̃ per rank whatever B, signs drawn for
-    every stream present); RTRL and truncated BPTT keep one Jacobian or window per
-    stream. ``memory > 1`` and ``"snap1"`` (on the dense cells) need ``streams=1``
-    for now. The step counters (`samples_seen`, `skipped_steps`, ...) count ticks.
+    every stream present); memory-T UORO keeps one window per stream and closes it when
+    a stream has T steps in it (every T ticks without a mask); RTRL and truncated BPTT
+    keep one Jacobian or window per stream. ``"snap1"`` (on the dense cells) needs
+    ``streams=1`` for now. The step counters (`samples_seen`, `skipped_steps`, ...)
+    count ticks.
 
     Parameters start as PyTorch initializes them: uniform in ±1/√hidden_size.
     """
@@ -214,8 +216,6 @@ class Learner:
             raise ValueError(f"seed must be in [0, 2**64); got {seed!r}")
         self.streams = self._options["streams"]
         if self.streams > 1:
-            if algo == "uoro" and self._options["memory"] > 1:
-                raise ValueError("memory > 1 (memory-T UORO) needs streams=1 for now")
             if algo == "snap1" and cell != "influence":
                 raise ValueError("algorithm 'snap1' needs streams=1 for now")
         self._core = _make_core(self._options)

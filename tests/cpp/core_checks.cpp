@@ -266,11 +266,11 @@ void ticks_do_not_allocate(const char* name, LearnerConfig config, Index hidden,
   const long before = g_allocations.load();
   run(200);
   const long allocations = g_allocations.load() - before;
-  check(allocations == 0, std::string(name) + "-" + std::to_string(hidden) + " " +
-                              algorithm_name(config.algorithm) + " rank " + std::to_string(config.rank) +
-                              " streams " + std::to_string(streams) +
-                              (config.optimizer.kind == OptimizerKind::Adam ? " adam" : " sgd") + ": " +
-                              std::to_string(allocations) + " allocations in 200 ticks");
+  check(allocations == 0,
+        std::string(name) + "-" + std::to_string(hidden) + " " + algorithm_name(config.algorithm) + " rank " +
+            std::to_string(config.rank) + " memory " + std::to_string(config.memory) + " streams " +
+            std::to_string(streams) + (config.optimizer.kind == OptimizerKind::Adam ? " adam" : " sgd") +
+            ": " + std::to_string(allocations) + " allocations in 200 ticks");
 #else
   run(200);
   check(learner.theta().allFinite(), std::string(name) + " ticks run clean");
@@ -289,6 +289,9 @@ void all_algorithms_on_streams(const char* name) {
         ticks_do_not_allocate<Cell>(name, c, streams > 8 ? 64 : 6, streams);
       }
       c.rank = 1;
+      c.memory = 4;
+      ticks_do_not_allocate<Cell>(name, c, streams > 8 ? 64 : 6, streams);
+      c.memory = 1;
       if (streams > 8) continue;  // the per-stream exact estimators: small cases
       for (Algorithm a : {Algorithm::Rtrl, Algorithm::Tbptt, Algorithm::TbpttChunk}) {
         c.algorithm = a;

@@ -6,7 +6,8 @@
 // tick (mask) does not advance, adds no loss and no gradient.
 //
 // Estimators: UORO rank r as one system over all streams (estimators/uoro_streams.hpp),
-// RTRL and truncated BPTT (every step or chunked) one per stream. The divergence guard
+// memory-T UORO with one window per stream (estimators/memory_uoro_streams.hpp), RTRL
+// and truncated BPTT (every step or chunked) one per stream. The divergence guard
 // works on the whole tick: a refused tick changes nothing for any stream.
 #pragma once
 
@@ -19,6 +20,7 @@
 
 #include "uoro/cells.hpp"
 #include "uoro/config.hpp"
+#include "uoro/estimators/memory_uoro_streams.hpp"
 #include "uoro/estimators/rtrl.hpp"
 #include "uoro/estimators/tbptt.hpp"
 #include "uoro/estimators/uoro_streams.hpp"
@@ -146,13 +148,11 @@ class StreamsLearner {
   }
 
  private:
-  using Estimator = std::variant<UoroStreams<S, Cell>, PerStream<S, Cell, Rtrl<S, Cell>>,
-                                 PerStream<S, Cell, Tbptt<S, Cell>>>;
+  using Estimator = std::variant<UoroStreams<S, Cell>, MemoryUoroStreams<S, Cell>,
+                                 PerStream<S, Cell, Rtrl<S, Cell>>, PerStream<S, Cell, Tbptt<S, Cell>>>;
 
   static LearnerConfig validated(const LearnerConfig& c, Index streams) {
     if (streams < 1) throw std::invalid_argument("streams must be >= 1, got " + std::to_string(streams));
-    if (c.algorithm == Algorithm::Uoro && c.memory > 1)
-      throw std::invalid_argument("memory-T UORO (memory > 1) is not available with several streams yet");
     if (c.algorithm == Algorithm::Snap1 && Cell::kSnapSlots > 0)
       throw std::invalid_argument("snap1 is not available with several streams yet");
     return validated_config(c);
@@ -162,6 +162,8 @@ class StreamsLearner {
                                   Index streams) {
     switch (c.algorithm) {
       case Algorithm::Uoro:
+        if (c.memory > 1)
+          return Estimator(std::in_place_type<MemoryUoroStreams<S, Cell>>, c, cell, readout, streams);
         return Estimator(std::in_place_type<UoroStreams<S, Cell>>, c, cell, readout, streams);
       case Algorithm::Rtrl:
       case Algorithm::Snap1:  // on a cell without SnAp slots, SnAp-1 is RTRL

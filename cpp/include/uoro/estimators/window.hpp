@@ -78,19 +78,9 @@ class Window {
   // refusal it already is.
   template <class Extra>
   Refusal propose(Model<S, Cell>& m, bool every_step, Extra& extra, bool& due) {
-    // Store this step; the slot's previous content is kept in spare_ for a rollback.
-    before_ = counters();
-    std::swap(spare_, steps_[head_]);
-    Step& slot = steps_[head_];
-    slot.cache = m.cache;
-    slot.c = m.c;
-    slot.d_out = m.readout.d_out();
-    slot.readout_v = m.readout.v();
+    store(m, every_step);
+    Step& slot = step(0);
     const Index len = length();
-    head_ = (head_ + 1) % len;
-    count_ = std::min(count_ + 1, len);
-    pending_ = every_step ? 0 : pending_ + 1;
-
     due = due_ = every_step || pending_ >= len;
     if (!due) return {};
     const auto rng_before = m.rng.state();
@@ -113,6 +103,21 @@ class Window {
     }
     return refusal;
   }
+  // Stores this step as the newest, keeping the slot's previous content (in spare_) and
+  // the counters for a rollback().
+  void store(Model<S, Cell>& m, bool every_step) {
+    before_ = counters();
+    std::swap(spare_, steps_[head_]);
+    Step& slot = steps_[head_];
+    slot.cache = m.cache;
+    slot.c = m.c;
+    slot.d_out = m.readout.d_out();
+    slot.readout_v = m.readout.v();
+    head_ = (head_ + 1) % length();
+    count_ = std::min(count_ + 1, length());
+    pending_ = every_step ? 0 : pending_ + 1;
+  }
+
   // Keeps the proposed step (and the extra's proposal).
   template <class Extra>
   void commit(Extra& extra) {
