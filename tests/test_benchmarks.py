@@ -47,3 +47,27 @@ def test_a_timing_row_has_every_column():
     for key in ("fit_us", "step_us", "forward_us", "fit_over_forward", "bytes_per_learner"):
         assert row[key] > 0
     assert "| rnn | 8 | float32 |" in bench_step.core_table([row])
+
+
+@needs_heap_count
+def test_many_streams_hold_one_theta_tilde_and_o_of_b_s():
+    """B streams add per-stream arrays of the state's size, no parameter-sized one."""
+    import bench_streams
+
+    n_params = uoro.Learner("gru", bench_step.VOCAB, 64, streams=2).n_params
+    two = bench_streams.heap_per_learner("gru", 64, 2)
+    many = bench_streams.heap_per_learner("gru", 64, 34)
+    per_stream = (many - two) / 32
+    assert 0 < per_stream < 0.25 * n_params * 4
+    learner = uoro.Learner("gru", bench_step.VOCAB, 64, streams=16, rank=2)
+    assert learner._core.estimator_arrays["theta_tilde"].shape == (2, learner._core.n_cell_params)
+
+
+def test_a_streams_timing_row_has_every_column():
+    import bench_streams
+
+    rows = bench_streams.run(0.002, 1, models=(("rnn", 8),), streams=(1, 4))
+    assert rows[1]["separate_us"] > 0 and rows[0]["separate_us"] is None
+    for row in rows:
+        assert row["fit_us"] > 0 and row["forward_us"] > 0 and row["fit_over_forward"] > 0
+    assert "| RNN-8 | 4 |" in bench_streams.table(rows)

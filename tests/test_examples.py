@@ -24,6 +24,7 @@ def test_every_example_is_tested_and_documented():
     assert scripts == [
         "checkpoint_resume.py",
         "forecast_signal.py",
+        "many_streams.py",
         "next_char.py",
         "river_pipeline.py",
     ]
@@ -75,3 +76,11 @@ def test_river_pipeline():
     assert re.search(r"StandardScaler \| RecurrentRegressor +MAE: \d", out)
     assert re.search(r"OneHotEncoder \| RecurrentClassifier +Accuracy: \d", out)
     assert "running mean" in out and "class prior" in out
+
+
+def test_many_streams():
+    out = run("many_streams.py", "--streams", "4", "--steps", "300", "--report", "100")
+    assert "4 streams of distant brackets, 300 ticks" in out
+    assert len(re.findall(r"^tick +[\d,]+  bits/char \d+\.\d{3}$", out, re.M)) == 3
+    assert re.search(r"^final: one model over 4 streams: \d+\.\d{3} bits/char", out, re.M)
+    assert re.search(r"4 separate learners: +\d+\.\d{3} bits/char", out)

@@ -16,6 +16,15 @@ def test_readme_example_runs(capsys):
     assert "next-character probabilities" in out and "bits/char" in out
 
 
+def test_readme_many_streams_example_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    streams = [b for b in blocks if "streams=B" in b]
+    assert streams, "the README has a many-streams example"
+    exec(compile(streams[0], "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "bits/char" in out
+
+
 def test_readme_test_command_is_what_ci_runs():
     readme = README.read_text(encoding="utf-8")
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")

@@ -53,6 +53,17 @@ ends and an unrelated one begins; the parameters keep what they learned.
 default to ``on_divergence="reset"``: a step that would explode (typically UORO's
 sensitivities, when the learned dynamics turn expansive) forgets the estimator's memory
 and is redone, and learning goes on. ``learner.resets`` counts how often that happened.
+
+**Many keyed streams.** These estimators are single-stream: River's ``learn_one`` sees
+one sample at a time, in one order, so one estimator reads one stream. When a pipeline
+carries many keyed streams (one per sensor, user or symbol) that should share one model,
+use `uoro.Learner` with ``streams=B`` directly: give each key a column b, collect one
+sample per key per tick (a ``mask`` marks the keys without one), and call
+``learner.step(x, y, mask)`` per tick or ``learner.fit(xs, ys, mask)`` per chunk; every
+key keeps its own recurrent state and ``reset_state(streams=b)`` starts a new sequence
+for one key. ``examples/many_streams.py`` does this for several streams of a paper task.
+One estimator per key (e.g. River's ``compose`` helpers keyed by group) is the choice
+when the streams should not share a model.
 """
 
 from __future__ import annotations
