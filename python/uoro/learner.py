@@ -134,10 +134,9 @@ class Learner:
     any padding will do); a tick without any stream present changes nothing. UORO
     treats the B streams as one system (one θ̃ per rank whatever B, signs drawn for
     every stream present); memory-T UORO keeps one window per stream and closes it when
-    a stream has T steps in it (every T ticks without a mask); RTRL and truncated BPTT
-    keep one Jacobian or window per stream. ``"snap1"`` (on the dense cells) needs
-    ``streams=1`` for now. The step counters (`samples_seen`, `skipped_steps`, ...)
-    count ticks.
+    a stream has T steps in it (every T ticks without a mask); RTRL, SnAp-1 and
+    truncated BPTT keep one Jacobian, influence array or window per stream. The step
+    counters (`samples_seen`, `skipped_steps`, ...) count ticks.
 
     Parameters start as PyTorch initializes them: uniform in ±1/√hidden_size.
     """
@@ -215,9 +214,6 @@ class Learner:
         if not 0 <= self._options["seed"] < 2**64:
             raise ValueError(f"seed must be in [0, 2**64); got {seed!r}")
         self.streams = self._options["streams"]
-        if self.streams > 1:
-            if algo == "snap1" and cell != "influence":
-                raise ValueError("algorithm 'snap1' needs streams=1 for now")
         self._core = _make_core(self._options)
         # Bound once: looking the method up on every call costs a third of `step`'s
         # Python-side overhead.

@@ -293,7 +293,7 @@ void all_algorithms_on_streams(const char* name) {
       ticks_do_not_allocate<Cell>(name, c, streams > 8 ? 64 : 6, streams);
       c.memory = 1;
       if (streams > 8) continue;  // the per-stream exact estimators: small cases
-      for (Algorithm a : {Algorithm::Rtrl, Algorithm::Tbptt, Algorithm::TbpttChunk}) {
+      for (Algorithm a : {Algorithm::Rtrl, Algorithm::Tbptt, Algorithm::TbpttChunk, Algorithm::Snap1}) {
         c.algorithm = a;
         c.truncation = 4;
         ticks_do_not_allocate<Cell>(name, c, 6, streams);

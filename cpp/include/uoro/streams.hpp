@@ -59,15 +59,19 @@ struct Streams {
   }
 };
 
-// One exact estimator E per stream (RTRL's Jacobian, a truncation window). E provides
-// propose(Model&, bool& due) -> Refusal (its gradient in gradient() when due), commit(),
-// rollback() (undoes a successful propose), and the single-stream interface otherwise.
+// One estimator E per stream (RTRL's Jacobian, a truncation window, SnAp-1's influence).
+// E provides enable_proposals() (called once), propose(Model&, bool& due) -> Refusal
+// (its gradient in gradient() when due), commit(), rollback() (undoes a successful
+// propose), and the single-stream interface otherwise.
 template <class S, class Cell, class E>
 class PerStream {
  public:
   PerStream(const LearnerConfig& config, const Cell& cell, const Readout<S>& readout, Index streams) {
     estimators_.reserve(streams);
-    for (Index b = 0; b < streams; ++b) estimators_.emplace_back(config, cell, readout);
+    for (Index b = 0; b < streams; ++b) {
+      estimators_.emplace_back(config, cell, readout);
+      estimators_.back().enable_proposals();
+    }
     grad_ = Vec<S>::Zero(cell.param_size() + readout.block().size());
     for (Index b = 0; b < streams; ++b)
       estimators_[b].for_each_array(

@@ -6,8 +6,8 @@
 // tick (mask) does not advance, adds no loss and no gradient.
 //
 // Estimators: UORO rank r as one system over all streams (estimators/uoro_streams.hpp),
-// memory-T UORO with one window per stream (estimators/memory_uoro_streams.hpp), RTRL
-// and truncated BPTT (every step or chunked) one per stream. The divergence guard
+// memory-T UORO with one window per stream (estimators/memory_uoro_streams.hpp), RTRL,
+// SnAp-1 and truncated BPTT (every step or chunked) one per stream. The divergence guard
 // works on the whole tick: a refused tick changes nothing for any stream.
 #pragma once
 
@@ -22,6 +22,7 @@
 #include "uoro/config.hpp"
 #include "uoro/estimators/memory_uoro_streams.hpp"
 #include "uoro/estimators/rtrl.hpp"
+#include "uoro/estimators/snap1.hpp"
 #include "uoro/estimators/tbptt.hpp"
 #include "uoro/estimators/uoro_streams.hpp"
 #include "uoro/streams.hpp"
@@ -148,13 +149,12 @@ class StreamsLearner {
   }
 
  private:
-  using Estimator = std::variant<UoroStreams<S, Cell>, MemoryUoroStreams<S, Cell>,
-                                 PerStream<S, Cell, Rtrl<S, Cell>>, PerStream<S, Cell, Tbptt<S, Cell>>>;
+  using Estimator =
+      std::variant<UoroStreams<S, Cell>, MemoryUoroStreams<S, Cell>, PerStream<S, Cell, Rtrl<S, Cell>>,
+                   PerStream<S, Cell, Snap1<S, Cell>>, PerStream<S, Cell, Tbptt<S, Cell>>>;
 
   static LearnerConfig validated(const LearnerConfig& c, Index streams) {
     if (streams < 1) throw std::invalid_argument("streams must be >= 1, got " + std::to_string(streams));
-    if (c.algorithm == Algorithm::Snap1 && Cell::kSnapSlots > 0)
-      throw std::invalid_argument("snap1 is not available with several streams yet");
     return validated_config(c);
   }
 
@@ -165,8 +165,12 @@ class StreamsLearner {
         if (c.memory > 1)
           return Estimator(std::in_place_type<MemoryUoroStreams<S, Cell>>, c, cell, readout, streams);
         return Estimator(std::in_place_type<UoroStreams<S, Cell>>, c, cell, readout, streams);
+      case Algorithm::Snap1:
+        // On a cell whose parameters reach every unit at once, SnAp-1 is RTRL.
+        if constexpr (Cell::kSnapSlots > 0)
+          return Estimator(std::in_place_type<PerStream<S, Cell, Snap1<S, Cell>>>, c, cell, readout, streams);
+        [[fallthrough]];
       case Algorithm::Rtrl:
-      case Algorithm::Snap1:  // on a cell without SnAp slots, SnAp-1 is RTRL
         return Estimator(std::in_place_type<PerStream<S, Cell, Rtrl<S, Cell>>>, c, cell, readout, streams);
       default:
         return Estimator(std::in_place_type<PerStream<S, Cell, Tbptt<S, Cell>>>, c, cell, readout, streams);

@@ -59,6 +59,7 @@ class Rtrl {
     return {};
   }
   void commit() { std::swap(jac_, jac_next_); }
+  void enable_proposals() {}
   void rollback() {}
   const Vec<S>& gradient() const { return grad_; }
 

@@ -23,7 +23,8 @@ class Snap1 {
   static constexpr int kStored = kSlots > 0 ? kSlots : 1;
 
  public:
-  Snap1(const LearnerConfig&, const Cell& cell, const Readout<S>& readout) : n_(cell.hidden_size()) {
+  Snap1(const LearnerConfig&, const Cell& cell, const Readout<S>& readout)
+      : n_(cell.hidden_size()), proposal_size_(cell.param_size() + readout.block().size()) {
     influence_ = Mat<S>::Zero(cell.param_size(), kStored);
     diagonal_ = Mat<S>::Zero(n_, kStored * kStored);
     indicator_ = Vec<S>::Zero(cell.state_size());
@@ -40,6 +41,61 @@ class Snap1 {
   }
 
   Refusal update(Model<S, Cell>& m, S* grad_out, bool update) {
+    if (const Refusal refusal = prepare(m)) return refusal;
+    if (update) m.optimizer.begin(m.optimizer.config().clip_norm > 0 ? gradient_norm(m) : 0.0);
+    if (m.optimizer.is_adam())
+      pass<true>(m, grad_out, update);
+    else
+      pass<false>(m, grad_out, update);
+    if (update) m.optimizer.end();
+    return {};
+  }
+
+  // For a learner that steps several streams before it keeps a tick (PerStream): the new
+  // influence and the gradient go to buffers of their own, kept by commit().
+  void enable_proposals() {
+    influence_next_ = Mat<S>::Zero(influence_.rows(), influence_.cols());
+    grad_ = Vec<S>::Zero(proposal_size_);
+  }
+  Refusal propose(Model<S, Cell>& m, bool& due) {
+    due = true;
+    if (const Refusal refusal = prepare(m)) return refusal;
+    influence_next_ = influence_;
+    S influence_max = 0;
+    for_each_cell_column(m.cell, m.cache, [&](Index off, Index rows, S vj, Index k) {
+      column<true>(influence_next_, k, off, rows, vj, grad_.data() + off);
+      for (int q = 0; q < kSlots; ++q)
+        influence_max = std::max(
+            influence_max,
+            Eigen::Map<const Vec<S>>(influence_next_.col(q).data() + off, rows).cwiseAbs().maxCoeff());
+    });
+    influence_max_next_ = influence_max;
+    grad_.tail(m.readout.block().size()).setZero();
+    add_readout_gradient(m.readout, m.readout.d_out(), m.readout.v(), grad_.data());
+    return {};
+  }
+  void commit() {
+    std::swap(influence_, influence_next_);
+    influence_max_ = influence_max_next_;
+  }
+  void rollback() {}
+  const Vec<S>& gradient() const { return grad_; }
+
+  void forget() {
+    influence_.setZero();
+    influence_max_ = 0;
+  }
+  template <class Fn>
+  void for_each_array(Fn&& fn) {
+    fn("snap_influence", influence_);
+  }
+  void arrays_written(bool) { influence_max_ = influence_.size() ? influence_.cwiseAbs().maxCoeff() : S(0); }
+  Window<S, Cell>* window() { return nullptr; }
+
+ private:
+  // The unit diagonals and immediate entries of this step, and bounds on the new |J| and
+  // |g| checked before anything is written.
+  Refusal prepare(Model<S, Cell>& m) {
     if constexpr (kSlots == 0) {
       return {Refusal::Sensitivity, "SnAp-1 influence (not defined for this cell)", 0.0};
     } else {
@@ -75,41 +131,23 @@ class Snap1 {
                 double(influence_bound)};
       if (!bounded(grad_bound)) return {Refusal::Gradient, "gradient estimate", double(grad_bound)};
       if (!bounded(update_bound)) return {Refusal::Gradient, "parameter update", double(update_bound)};
-
-      if (update) m.optimizer.begin(m.optimizer.config().clip_norm > 0 ? gradient_norm(m) : 0.0);
-      if (m.optimizer.is_adam())
-        pass<true>(m, grad_out, update);
-      else
-        pass<false>(m, grad_out, update);
-      if (update) m.optimizer.end();
       return {};
     }
   }
-
-  void forget() {
-    influence_.setZero();
-    influence_max_ = 0;
-  }
-  template <class Fn>
-  void for_each_array(Fn&& fn) {
-    fn("snap_influence", influence_);
-  }
-  void arrays_written(bool) { influence_max_ = influence_.size() ? influence_.cwiseAbs().maxCoeff() : S(0); }
-  Window<S, Cell>* window() { return nullptr; }
 
  private:
   // The column's gradient g = Σ_q c_q J_q from its new influence entries, which are
   // written back when kWrite.
   template <bool kWrite>
-  void column(Index k, Index off, Index rows, S vj, S* g) {
+  void column(Mat<S>& influence, Index k, Index off, Index rows, S vj, S* g) {
     const S* d = row_diagonal_[k].data();
     const S* c = row_cotangent_[k].data();
     if constexpr (kSlots == 1)
-      one_slot<kWrite>(d, c, immediate_[0][k].data(), influence_.col(0).data() + off, g, rows, vj);
+      one_slot<kWrite>(d, c, immediate_[0][k].data(), influence.col(0).data() + off, g, rows, vj);
     else
       two_slots<kWrite>(d, d + rows, d + 2 * rows, d + 3 * rows, c, c + rows, immediate_[0][k].data(),
-                        immediate_[1][k].data(), influence_.col(0).data() + off,
-                        influence_.col(kStored - 1).data() + off, g, rows, vj);
+                        immediate_[1][k].data(), influence.col(0).data() + off,
+                        influence.col(kStored - 1).data() + off, g, rows, vj);
   }
   // (Plain loops over restrict-qualified parameters: the compiler vectorizes them.)
   template <bool kWrite>
@@ -142,7 +180,7 @@ class Snap1 {
     double total = 0;
     S* g = column_.data();
     for_each_cell_column(m.cell, m.cache, [&](Index off, Index rows, S vj, Index k) {
-      column<false>(k, off, rows, vj, g);
+      column<false>(influence_, k, off, rows, vj, g);
       total += double(Eigen::Map<const Vec<S>>(g, rows).squaredNorm());
     });
     if (m.config.train_readout)
@@ -155,7 +193,7 @@ class Snap1 {
     S* __restrict g = column_.data();
     S influence_max = 0;
     for_each_cell_column(m.cell, m.cache, [&](Index off, Index rows, S vj, Index k) {
-      column<true>(k, off, rows, vj, g);
+      column<true>(influence_, k, off, rows, vj, g);
       for (int q = 0; q < kSlots; ++q)  // contiguous segments: a vectorized reduction
         influence_max =
             std::max(influence_max,
@@ -171,6 +209,10 @@ class Snap1 {
   Index readout_chunk_;
   Mat<S> influence_;  // J: (P_cell, slots)
   S influence_max_ = 0;
+  Mat<S> influence_next_;  // proposals only (enable_proposals)
+  S influence_max_next_ = 0;
+  Vec<S> grad_;
+  Index proposal_size_;
   Mat<S> diagonal_;   // per unit, its block of ∂F/∂s: (n, slots²)
   Vec<S> indicator_;  // ones on one slot's entries
   std::array<std::array<Vec<S>, Cell::kBlocks>, kStored> immediate_;

@@ -29,6 +29,7 @@ class Tbptt {
     window_.commit(nothing);
   }
   void rollback() { window_.rollback(); }
+  void enable_proposals() {}
   const Vec<S>& gradient() { return window_.grad(); }
 
   void forget() { window_.forget(); }
