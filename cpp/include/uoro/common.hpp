@@ -2,6 +2,7 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <stdexcept>
@@ -95,15 +96,17 @@ class Rng {
     return result;
   }
 
-  // Fills `out` with independent random signs ±1, one bit each.
+  // Fills `out` (a vector, a column of a matrix or a whole matrix: contiguous) with
+  // independent random signs ±1: element i takes bit i % 64 of the (i / 64)-th draw.
   template <class Derived>
   void fill_signs(Eigen::MatrixBase<Derived>& out) {
     using S = typename Derived::Scalar;
-    std::uint64_t bits = 0;
-    for (Index i = 0; i < out.size(); ++i) {
-      if (i % 64 == 0) bits = next();
-      out(i) = (bits & 1u) ? S(1) : S(-1);
-      bits >>= 1;
+    S* __restrict p = out.derived().data();
+    const Index n = out.size();
+    for (Index i = 0; i < n; i += 64) {
+      const std::uint64_t bits = next();
+      const Index end = std::min<Index>(64, n - i);
+      for (Index j = 0; j < end; ++j) p[i + j] = S(2 * int((bits >> j) & 1u) - 1);  // branch-free
     }
   }
 

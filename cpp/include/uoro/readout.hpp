@@ -46,28 +46,49 @@ class Readout {
   S forward(const S* theta, ConstVecRef<S> h, const Target<S>& y) {
     v_.head(hidden_size()) = h;
     output_.noalias() = block_matrix(theta, block_) * v_;
-    if (loss_ == Loss::CrossEntropy) {
-      // Stable log-softmax; `output_` turns from logits into probabilities.
-      const S top = output_.maxCoeff();
-      const S log_norm = top + std::log((output_.array() - top).exp().sum());
-      const S loss = y.token >= 0 ? log_norm - output_(y.token) : S(0);
-      output_ = (output_.array() - log_norm).exp().matrix();
-      return loss;
-    }
-    if (!y.values) return S(0);
-    return S(0.5) * (output_ - Eigen::Map<const Vec<S>>(y.values, output_size())).squaredNorm();
+    return output_loss(output_, y);
   }
 
   // Forward and backward: the loss, d_out, and dh = ∂ℓ/∂h (n).
   S loss_and_grad(const S* theta, ConstVecRef<S> h, const Target<S>& y, VecRef<S> dh) {
     const S loss = forward(theta, h, y);
-    d_out_ = output_;
-    if (loss_ == Loss::CrossEntropy)
-      d_out_(y.token) -= S(1);
-    else
-      d_out_ -= Eigen::Map<const Vec<S>>(y.values, output_size());
+    output_grad(output_, y, d_out_);
     dh.noalias() = block_matrix(theta, block_).leftCols(hidden_size()).transpose() * d_out_;
     return loss;
+  }
+
+  // The loss of an output o = W [h; 1] (0 without a target); o turns from logits into
+  // probabilities for the cross-entropy. For a column of several streams' outputs too.
+  template <class O>
+  S output_loss(O&& o, const Target<S>& y) const {
+    if (loss_ == Loss::CrossEntropy) {
+      // Stable log-softmax.
+      const S top = o.maxCoeff();
+      const S log_norm = top + std::log((o.array() - top).exp().sum());
+      const S loss = y.token >= 0 ? log_norm - o(y.token) : S(0);
+      o = (o.array() - log_norm).exp().matrix();
+      return loss;
+    }
+    if (!y.values) return S(0);
+    return S(0.5) * (o - Eigen::Map<const Vec<S>>(y.values, output_size())).squaredNorm();
+  }
+  // ∂ℓ/∂o of an output that output_loss has seen.
+  template <class O, class D>
+  void output_grad(const O& o, const Target<S>& y, D&& d_out) const {
+    d_out = o;
+    if (loss_ == Loss::CrossEntropy)
+      d_out(y.token) -= S(1);
+    else
+      d_out -= Eigen::Map<const Vec<S>>(y.values, output_size());
+  }
+
+  // One stream's step computed elsewhere (several streams at once): its input factor
+  // [h; 1], output and d_out, as loss_and_grad would have left them.
+  template <class A, class B, class C>
+  void set_step(const A& v, const B& output, const C& d_out) {
+    v_ = v;
+    output_ = output;
+    d_out_ = d_out;
   }
 
  private:

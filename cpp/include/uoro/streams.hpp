@@ -17,9 +17,8 @@
 
 namespace uoro {
 
-// One stream's own readout (its prediction and gradient factors, on the shared block)
-// and, for the estimators that run one instance per stream, its copy of this tick's
-// activations as a single-stream estimator reads them.
+// For the estimators that run one instance per stream: one stream's copy of this tick's
+// activations (cell and readout) as a single-stream estimator reads them.
 template <class S, class Cell>
 struct Lane {
   Readout<S> readout;
@@ -39,7 +38,10 @@ struct Streams {
   const LearnerConfig& config;
   Cell& cell;
   typename Cell::Batch& batch;
-  const Mat<S>& c;  // ∂ℓ/∂s' (S, B)
+  const Mat<S>& c;           // ∂ℓ/∂s' (S, B)
+  const Mat<S>& readout_in;  // the readout's input factors [h; 1] (n + 1, B)
+  const Mat<S>& out;         // its outputs (O, B)
+  const Mat<S>& d_out;       // ∂ℓ/∂o (O, B), zero for absent streams
   std::vector<Lane<S, Cell>>& lanes;
   const std::vector<Index>& present;
   const std::vector<Index>& absent;
@@ -55,6 +57,7 @@ struct Streams {
     auto from = batch.fields();
     for (std::size_t i = 0; i < to.size(); ++i) *to[i] = from[i]->col(b);
     l.c = c.col(b);
+    l.readout.set_step(readout_in.col(b), out.col(b), d_out.col(b));
     return {config, cell, l.cache, l.readout, l.c, theta, optimizer, rng};
   }
 };

@@ -50,7 +50,9 @@ class StreamsLearner {
     absent_.reserve(streams);
     cell_.reserve_streams(streams);
     states_ = next_ = c_ = Mat<S>::Zero(cell_.state_size(), streams);
-    h_ = dh_ = Mat<S>::Zero(cell_.hidden_size(), streams);
+    dh_ = Mat<S>::Zero(cell_.hidden_size(), streams);
+    readout_in_ = Mat<S>::Ones(cell_.hidden_size() + 1, streams);
+    out_ = d_out_ = predictions_ = Mat<S>::Zero(config.output_size, streams);
   }
   StreamsLearner(const StreamsLearner&) = delete;
   StreamsLearner& operator=(const StreamsLearner&) = delete;
@@ -103,8 +105,7 @@ class StreamsLearner {
     if (!select(mask, losses)) return;
     load_inputs(samples);
     cell_.forward(theta_.data(), states_, batch_, next_);
-    cell_.hidden(next_, h_);
-    for (Index b : present_) losses[b] = lanes_[b].readout.forward(theta_.data(), h_.col(b), samples[b].y);
+    readout_forward(samples, losses);
     if (advance) commit_states();
   }
 
@@ -121,7 +122,7 @@ class StreamsLearner {
     std::visit([](auto& e) { e.forget(); }, estimator_);
   }
 
-  const Vec<S>& prediction(Index b) const { return lanes_[b].readout.output(); }
+  auto prediction(Index b) const { return predictions_.col(b); }
 
   using Counters = LearnerCounters;  // in ticks
   Counters counters() const { return counters_; }
@@ -226,19 +227,34 @@ class StreamsLearner {
 
   // Every present stream's forward pass, then the estimator; commits the tick unless it
   // returns a refusal.
+  // The readout on all streams at once: outputs W [h; 1] for every column, the losses and
+  // predictions of the streams present.
+  void readout_forward(const Sample<S>* samples, S* losses) {
+    const Index n = cell_.hidden_size();
+    auto h = readout_in_.topRows(n);
+    cell_.hidden(next_, h);
+    out_.noalias() = block_matrix(theta_.data(), readout_.block()) * readout_in_;
+    for (Index b : present_) {
+      losses[b] = readout_.output_loss(out_.col(b), samples[b].y);
+      predictions_.col(b) = out_.col(b);
+    }
+  }
+
   Refusal try_tick(const Sample<S>* samples, S* losses, S* grad_out, bool update) {
     cell_.forward(theta_.data(), states_, batch_, next_);
-    cell_.hidden(next_, h_);
-    for (Index b : absent_) dh_.col(b).setZero();  // so their c is zero: no gradient
-    for (Index b : present_)
-      losses[b] = lanes_[b].readout.loss_and_grad(theta_.data(), h_.col(b), samples[b].y, dh_.col(b));
-    cell_.hidden_vjp(h_, dh_, c_);
+    readout_forward(samples, losses);
+    d_out_.setZero();  // absent streams: no loss, so c = 0 and no gradient
+    for (Index b : present_) readout_.output_grad(out_.col(b), samples[b].y, d_out_.col(b));
+    const auto weights = block_matrix(theta_.data(), readout_.block()).leftCols(cell_.hidden_size());
+    dh_.noalias() = weights.transpose() * d_out_;
+    cell_.hidden_vjp(readout_in_.topRows(cell_.hidden_size()), dh_, c_);
     for (Index b : present_) {
       if (!std::isfinite(losses[b])) return {Refusal::Forward, "loss", double(losses[b])};
       if (!bounded(next_.col(b))) return {Refusal::Forward, "recurrent state", max_abs(next_.col(b))};
       if (!bounded(c_.col(b))) return {Refusal::Forward, "loss gradient on the state", max_abs(c_.col(b))};
     }
-    Streams<S, Cell> view{config_, cell_, batch_, c_, lanes_, present_, absent_, theta_, optimizer_, rng_};
+    Streams<S, Cell> view{config_, cell_,    batch_,  c_,     readout_in_, out_, d_out_,
+                          lanes_,  present_, absent_, theta_, optimizer_,  rng_};
     const Refusal refusal = std::visit([&](auto& e) { return e.update(view, grad_out, update); }, estimator_);
     if (!refusal) commit_states();
     return refusal;
@@ -246,14 +262,17 @@ class StreamsLearner {
 
   LearnerConfig config_;
   Cell cell_;
-  Readout<S> readout_;  // the shared block; each lane holds its own activations
+  Readout<S> readout_;  // the shared block, run on all streams at once
   Optimizer<S> optimizer_;
   Rng rng_;
   Counters counters_;
   Vec<S> theta_;
   typename Cell::Batch batch_;  // this tick's activations, one column per stream
   Mat<S> states_, next_, c_;    // (S, B)
-  Mat<S> h_, dh_;               // hidden outputs and ∂ℓ/∂h (n, B)
+  Mat<S> dh_;                   // ∂ℓ/∂h (n, B)
+  Mat<S> readout_in_;           // [h; 1] (n + 1, B)
+  Mat<S> out_, d_out_;          // readout outputs and ∂ℓ/∂o (O, B)
+  Mat<S> predictions_;          // each stream's last prediction (O, B)
   std::vector<Lane<S, Cell>> lanes_;
   std::vector<Index> present_, absent_;
   Estimator estimator_;

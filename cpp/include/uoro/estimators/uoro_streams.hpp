@@ -43,7 +43,6 @@ class UoroStreams {
     for (auto& u : u_nu_)
       for (Index k = 0; k < Cell::kBlocks; ++k) u[k] = Mat<S>::Zero(cell.blocks()[k].rows, streams);
     d_out_ = Mat<S>::Zero(readout.output_size(), streams);
-    readout_v_ = Mat<S>::Zero(readout.hidden_size() + 1, streams);
     readout_chunk_ = chunk_columns(readout.block());
     scratch = std::max(scratch, readout.block().rows * readout_chunk_);
     g_ = Vec<S>::Zero(scratch);
@@ -61,11 +60,7 @@ class UoroStreams {
       v_max_.row(k) = m.batch.v[k].cwiseAbs().colwise().maxCoeff();
       v_norm2_.row(k) = m.batch.v[k].colwise().squaredNorm();
     }
-    d_out_.setZero();
-    for (Index b : m.present) {
-      d_out_.col(b) = inv_n * m.lanes[b].readout.d_out();
-      readout_v_.col(b) = m.lanes[b].readout.v();
-    }
+    d_out_ = inv_n * m.d_out;
     // Bounds on |g| and |new θ̃| of the coming pass (|Σ_b u_b v_bᵀ| <= Σ_b max|u_b| max|v_b|).
     S grad_bound = 0, tilde_bound = 0, memory_bound = 0;
     for (Index k = 0; k < Cell::kBlocks; ++k) grad_bound = std::max(grad_bound, column_bound(u_c_[k], k));
@@ -177,10 +172,10 @@ class UoroStreams {
       total += double(g_.head(len).squaredNorm());
     });
     if (m.config.train_readout)
-      for (Index j0 = 0; j0 < readout_v_.rows(); j0 += readout_chunk_) {
-        const Index cols = std::min(readout_chunk_, readout_v_.rows() - j0), len = d_out_.rows() * cols;
+      for (Index j0 = 0; j0 < m.readout_in.rows(); j0 += readout_chunk_) {
+        const Index cols = std::min(readout_chunk_, m.readout_in.rows() - j0), len = d_out_.rows() * cols;
         g_.head(len).setZero();
-        add_outer_sum(d_out_, readout_v_, j0, cols, g);
+        add_outer_sum(d_out_, m.readout_in, j0, cols, g);
         total += double(g_.head(len).squaredNorm());
       }
     return std::sqrt(total);
@@ -230,12 +225,12 @@ class UoroStreams {
       if (update) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, len);
     });
     theta_tilde_norm2_ = norm_acc_;
-    const Index out_rows = d_out_.rows(), readout_offset = m.theta.size() - out_rows * readout_v_.rows();
-    for (Index j0 = 0; j0 < readout_v_.rows(); j0 += readout_chunk_) {
-      const Index cols = std::min(readout_chunk_, readout_v_.rows() - j0);
+    const Index out_rows = d_out_.rows(), readout_offset = m.theta.size() - out_rows * m.readout_in.rows();
+    for (Index j0 = 0; j0 < m.readout_in.rows(); j0 += readout_chunk_) {
+      const Index cols = std::min(readout_chunk_, m.readout_in.rows() - j0);
       const Index off = readout_offset + j0 * out_rows, len = out_rows * cols;
       std::fill(g, g + len, S(0));
-      add_outer_sum(d_out_, readout_v_, j0, cols, g);
+      add_outer_sum(d_out_, m.readout_in, j0, cols, g);
       if (grad_out) std::copy(g, g + len, grad_out + off);
       if (update && m.config.train_readout) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, len);
     }
@@ -251,8 +246,8 @@ class UoroStreams {
   std::array<Mat<S>, Cell::kBlocks> u_c_;                // per block: (rows, B)
   std::vector<std::array<Mat<S>, Cell::kBlocks>> u_nu_;  // per rank and block
   std::array<Index, Cell::kBlocks> chunk_{};
-  Mat<S> v_max_, v_norm2_;    // per block and stream
-  Mat<S> d_out_, readout_v_;  // (O, B), (n + 1, B)
+  Mat<S> v_max_, v_norm2_;  // per block and stream
+  Mat<S> d_out_;            // the readout's loss factors, each stream's share of the mean (O, B)
   Index readout_chunk_;
   Vec<S> g_;  // one chunk of the pass
 };
