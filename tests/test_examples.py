@@ -26,6 +26,7 @@ def test_every_example_is_tested_and_documented():
         "forecast_signal.py",
         "many_streams.py",
         "next_char.py",
+        "own_cell.py",
         "river_pipeline.py",
     ]
     for script in scripts:
@@ -69,6 +70,15 @@ def test_checkpoint_resume_is_bit_identical(tmp_path):
     assert checkpoint.is_file()
     rows = re.findall(r"^ +[\d,]+ +(\d+\.\d{6}) +(\d+\.\d{6})$", out, re.M)
     assert len(rows) == 5 and all(a == b for a, b in rows)
+
+
+def test_own_cell_learns_as_the_builtin_cell():
+    out = run("own_cell.py", "--steps", "300", "--cell", "lstm", "--hidden", "4")
+    assert "aⁿbⁿ, LSTM-4, UORO + Adam, 300 steps" in out
+    rows = re.findall(r"(NumPy|built-in) cell: (\d\.\d{4}) bits/char", out)
+    assert len(rows) == 2 and rows[0][1] == rows[1][1]
+    gap = float(re.search(r"losses: ([\d.e+-]+)", out).group(1))
+    assert gap < 1e-9
 
 
 def test_river_pipeline():

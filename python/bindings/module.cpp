@@ -163,7 +163,8 @@ struct PyLearner {
   using L = uoro::Learner<S, Cell>;
   L core;
   std::mutex busy;
-  explicit PyLearner(const uoro::LearnerConfig& c) : core(c) {}
+  template <class... Args>
+  explicit PyLearner(Args&&... args) : core(std::forward<Args>(args)...) {}
 
   bool categorical() const { return core.config().loss == uoro::Loss::CrossEntropy; }
 
@@ -320,12 +321,212 @@ void state_property(py::class_<P>& cls, const char* name, Get get, Set set) {
   }
 }
 
+// ---- user cells
+
+// A user cell's functions: Python callables on numpy arrays, called with the GIL held.
+// A cell that is not `batched` gets one call per stream, on (rows,) arrays; a batched
+// one gets all streams at once, (B, rows). What they return is checked (a numpy array
+// of real numbers, the expected shape, finite) and any failure names the function.
+template <class S>
+class PyTransition final : public uoro::Transition<S> {
+ public:
+  explicit PyTransition(py::handle functions)
+      : name_(py::str(functions.attr("name"))),
+        forward_(functions.attr("forward")),
+        jvp_state_(functions.attr("jvp_state")),
+        vjp_(functions.attr("vjp")),
+        batched_(functions.attr("batched").cast<bool>()),
+        param_size_(functions.attr("param_size").cast<Index>()) {}
+  ~PyTransition() override {
+    py::gil_scoped_acquire gil;  // the callables are released with the GIL held
+    forward_ = jvp_state_ = vjp_ = theta_ = py::object();
+  }
+
+  void forward(uoro::Columns<S> x, uoro::Columns<S> s, const S* theta, uoro::OutColumns<S> s_next) override {
+    py::gil_scoped_acquire gil;
+    for_streams(x.cols, [&](Index b, Index n) {
+      take(forward_(rows(x, b, n), rows(s, b, n), theta_view(theta)), "forward", s_next, b, n);
+    });
+  }
+  bool has_jvp_state() const override { return !jvp_state_.is_none(); }
+  void jvp_state(uoro::Columns<S> x, uoro::Columns<S> s, const S* theta, uoro::Columns<S> s_dot,
+                 uoro::OutColumns<S> out) override {
+    py::gil_scoped_acquire gil;
+    for_streams(x.cols, [&](Index b, Index n) {
+      take(jvp_state_(rows(x, b, n), rows(s, b, n), theta_view(theta), rows(s_dot, b, n)), "jvp_state", out,
+           b, n);
+    });
+  }
+  void vjp(uoro::Columns<S> x, uoro::Columns<S> s, const S* theta, uoro::Columns<S> c,
+           uoro::OutColumns<S> c_s, uoro::OutColumns<S> c_theta) override {
+    py::gil_scoped_acquire gil;
+    for_streams(x.cols, [&](Index b, Index n) {
+      py::object both = vjp_(rows(x, b, n), rows(s, b, n), theta_view(theta), rows(c, b, n));
+      if (!py::isinstance<py::tuple>(both) || py::len(both) != 2)
+        throw py::type_error(name_ + ".vjp must return a tuple (c_s, c_theta), got " +
+                             std::string(py::str(py::type::of(both).attr("__name__"))));
+      auto pair = py::reinterpret_borrow<py::tuple>(both);
+      take(pair[0], "vjp", c_s, b, n, "c_s");
+      take(pair[1], "vjp", c_theta, b, n, "c_theta");
+    });
+  }
+
+ private:
+  template <class Fn>
+  void for_streams(Index streams, Fn&& fn) {
+    if (batched_)
+      fn(0, streams);
+    else
+      for (Index b = 0; b < streams; ++b) fn(b, 1);
+  }
+
+  // Columns b..b+n of a column-major (rows, B) array as a new numpy array: (rows,) for
+  // one stream of an unbatched cell, (n, rows) for a batched one.
+  py::array rows(uoro::Columns<S> a, Index b, Index n) const {
+    const S* first = a.data + b * a.rows;
+    if (!batched_) return Array<S>(a.rows, first);
+    return Array<S>({n, a.rows}, first);
+  }
+
+  // θ as a read-only view, made once: the learner's θ stays at one address.
+  py::handle theta_view(const S* theta) {
+    if (!theta_ || theta != theta_data_) {
+      Array<S> view(py::ssize_t(param_size_), theta, py::capsule(theta, [](void*) {}));
+      py::detail::array_proxy(view.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+      theta_ = view;
+      theta_data_ = theta;
+    }
+    return theta_;
+  }
+
+  // Checks what a function returned and copies it into columns b..b+n of `out` (skipped
+  // when out is not wanted, after the checks).
+  void take(py::handle result, const char* function, uoro::OutColumns<S> out, Index b, Index n,
+            const char* part = nullptr) const {
+    const std::string what = name_ + "." + function + (part ? std::string(" (") + part + ")" : std::string());
+    const std::string expected = batched_ ? "(" + std::to_string(n) + ", " + std::to_string(out.rows) + ")"
+                                          : "(" + std::to_string(out.rows) + ",)";
+    if (!py::isinstance<py::array>(result))
+      throw py::type_error(what + " must return a numpy array of shape " + expected + ", got " +
+                           std::string(py::str(py::type::of(result).attr("__name__"))));
+    auto a = py::reinterpret_borrow<py::array>(result);
+    const char kind = a.dtype().kind();
+    if (kind != 'f')
+      throw py::type_error(what + " must return an array of floats (float32 or float64), got dtype " +
+                           std::string(py::str(a.dtype())));
+    const bool shape_ok = batched_ ? (a.ndim() == 2 && a.shape(0) == n && a.shape(1) == out.rows)
+                                   : (a.ndim() == 1 && a.shape(0) == out.rows);
+    if (!shape_ok) throw py::value_error(what + " returned shape " + shape_of(a) + ", expected " + expected);
+    // In the learner's dtype, C-contiguous (a copy only if it is not already).
+    auto values = py::array_t<S, py::array::c_style | py::array::forcecast>::ensure(a);
+    if (!values) throw py::error_already_set();
+    const Index size = n * out.rows;
+    if (!Eigen::Map<const uoro::Vec<S>>(values.data(), size).allFinite())
+      throw py::value_error(what + " returned NaN or inf" +
+                            (!batched_ && out.cols > 1 ? " for stream " + std::to_string(b) : std::string()));
+    if (out.data) std::copy(values.data(), values.data() + size, out.data + b * out.rows);
+  }
+
+  std::string name_;
+  py::object forward_, jvp_state_, vjp_, theta_;
+  const S* theta_data_ = nullptr;
+  bool batched_;
+  Index param_size_;
+};
+
+template <class Cell>
+constexpr bool is_user_cell = false;
+template <class S>
+constexpr bool is_user_cell<uoro::UserCell<S>> = true;
+
+// A user cell from its description (sizes, functions; see uoro/cells.py).
+template <class S>
+uoro::UserCell<S> user_cell(const uoro::LearnerConfig& config, py::handle functions) {
+  const uoro::UserCellSizes sizes{config.input_size, config.hidden_size,
+                                  functions.attr("state_size").cast<Index>(),
+                                  functions.attr("param_size").cast<Index>()};
+  return uoro::UserCell<S>(sizes, std::make_shared<PyTransition<S>>(functions));
+}
+
+// The state every learner has, one stream or many: parameters, the estimator's memory,
+// the optimizer, counters and the random generator.
+template <class P>
+void bind_shared_state(py::class_<P>& cls) {
+  state_property(cls, "learning_rate", [](P& p) { return p.core.optimizer().learning_rate(); }, nullptr);
+  state_property(
+      cls, "theta", [](P& p) { return to_numpy(p.core.theta()); },
+      [](P& p, py::handle a) { from_numpy(p.core.theta(), a, "theta"); });
+  // The estimator's memory (UORO's s̃ and θ̃, RTRL's Jacobian, ...) by name. Writing takes
+  // a dict of some or all of them, checked whole before any is written.
+  state_property(
+      cls, "estimator_arrays",
+      [](P& p) {
+        py::dict out;
+        p.core.for_each_estimator_array([&](const char* name, auto& a) { out[name] = to_numpy(a); });
+        return out;
+      },
+      [](P& p, py::handle value) {
+        if (!py::isinstance<py::dict>(value))
+          throw py::type_error("estimator_arrays must be a dict of arrays by name");
+        const auto given = py::reinterpret_borrow<py::dict>(value);
+        std::vector<std::string> names;
+        p.core.for_each_estimator_array([&](const char* name, auto& a) {
+          names.push_back(name);
+          if (!given.contains(name)) return;
+          auto checked = a;  // a trial copy: checks shape, dtype and finiteness
+          from_numpy(checked, given[name], name);
+        });
+        for (auto item : given) {
+          const auto key = py::str(item.first).cast<std::string>();
+          if (std::find(names.begin(), names.end(), key) == names.end()) {
+            std::string carried;
+            for (const auto& n : names) carried += (carried.empty() ? "" : ", ") + n;
+            throw py::value_error("this learner's estimator carries no array '" + key +
+                                  "' (it carries: " + (carried.empty() ? "none" : carried) + ")");
+          }
+        }
+        p.core.for_each_estimator_array([&](const char* name, auto& a) {
+          if (given.contains(name)) from_numpy(a, given[name], name);
+        });
+        p.core.estimator_arrays_written(py::len(given) == names.size());
+      });
+  state_property(
+      cls, "adam_m", [](P& p) { return to_numpy(p.core.optimizer().first_moment()); },
+      [](P& p, py::handle a) { from_numpy(p.core.optimizer().first_moment(), a, "adam_m"); });
+  state_property(
+      cls, "adam_v", [](P& p) { return to_numpy(p.core.optimizer().second_moment()); },
+      [](P& p, py::handle a) { from_numpy(p.core.optimizer().second_moment(), a, "adam_v"); });
+  state_property(
+      cls, "steps", [](P& p) { return p.core.optimizer().steps(); },
+      [](P& p, py::handle a) { p.core.optimizer().set_steps(a.cast<std::int64_t>()); });
+  // samples, skipped, resets, state_resets, last_reset, refused_in_a_row
+  state_property(
+      cls, "counters",
+      [](P& p) {
+        const auto c = p.core.counters();
+        return std::array<std::int64_t, 6>{c.samples,      c.skipped,    c.resets,
+                                           c.state_resets, c.last_reset, c.refused_in_a_row};
+      },
+      [](P& p, py::handle a) {
+        const auto v = a.cast<std::array<std::int64_t, 6>>();
+        p.core.set_counters({v[0], v[1], v[2], v[3], v[4], v[5]});
+      });
+  state_property(
+      cls, "rng_state", [](P& p) { return p.core.rng().state(); },
+      [](P& p, py::handle a) { p.core.rng().set_state(a.cast<std::array<std::uint64_t, 4>>()); });
+}
+
 template <class S, class Cell>
 void bind_learner(py::module_& m, const std::string& name) {
   using P = PyLearner<S, Cell>;
   py::class_<P> cls(m, name.c_str(), py::module_local());
-  cls.def(py::init<const uoro::LearnerConfig&>())
-      .def_property_readonly("n_params", [](P& p) { return p.core.n_params(); })
+  if constexpr (is_user_cell<Cell>)
+    cls.def(py::init([](const uoro::LearnerConfig& c, py::handle functions) {
+      return std::make_unique<P>(c, user_cell<S>(c, functions));
+    }));
+  else
+    cls.def(py::init<const uoro::LearnerConfig&>());
+  cls.def_property_readonly("n_params", [](P& p) { return p.core.n_params(); })
       .def_property_readonly("n_cell_params", [](P& p) { return p.core.n_cell_params(); })
       .def_property_readonly("state_size", [](P& p) { return p.core.state_size(); })
       .def_property_readonly("cell_blocks",
@@ -380,53 +581,10 @@ void bind_learner(py::module_& m, const std::string& name) {
         p.core.reset_state();
       });
   state_property(cls, "prediction", [](P& p) { return to_numpy(p.core.prediction()); }, nullptr);
-  state_property(cls, "learning_rate", [](P& p) { return p.core.optimizer().learning_rate(); }, nullptr);
-  state_property(
-      cls, "theta", [](P& p) { return to_numpy(p.core.theta()); },
-      [](P& p, py::handle a) { from_numpy(p.core.theta(), a, "theta"); });
+  bind_shared_state(cls);
   state_property(
       cls, "state", [](P& p) { return to_numpy(p.core.state()); },
       [](P& p, py::handle a) { from_numpy(p.core.state(), a, "state"); });
-  // The estimator's memory (UORO's s̃ and θ̃, RTRL's Jacobian, ...) by name. Writing takes
-  // a dict of some or all of them, checked whole before any is written.
-  state_property(
-      cls, "estimator_arrays",
-      [](P& p) {
-        py::dict out;
-        p.core.for_each_estimator_array([&](const char* name, auto& a) { out[name] = to_numpy(a); });
-        return out;
-      },
-      [](P& p, py::handle value) {
-        if (!py::isinstance<py::dict>(value))
-          throw py::type_error("estimator_arrays must be a dict of arrays by name");
-        const auto given = py::reinterpret_borrow<py::dict>(value);
-        std::vector<std::string> names;
-        p.core.for_each_estimator_array([&](const char* name, auto& a) {
-          names.push_back(name);
-          if (!given.contains(name)) return;
-          auto checked = a;  // a trial copy: checks shape, dtype and finiteness
-          from_numpy(checked, given[name], name);
-        });
-        for (auto item : given) {
-          const auto key = py::str(item.first).cast<std::string>();
-          if (std::find(names.begin(), names.end(), key) == names.end()) {
-            std::string carried;
-            for (const auto& n : names) carried += (carried.empty() ? "" : ", ") + n;
-            throw py::value_error("this learner's estimator carries no array '" + key +
-                                  "' (it carries: " + (carried.empty() ? "none" : carried) + ")");
-          }
-        }
-        p.core.for_each_estimator_array([&](const char* name, auto& a) {
-          if (given.contains(name)) from_numpy(a, given[name], name);
-        });
-        p.core.estimator_arrays_written(py::len(given) == names.size());
-      });
-  state_property(
-      cls, "adam_m", [](P& p) { return to_numpy(p.core.optimizer().first_moment()); },
-      [](P& p, py::handle a) { from_numpy(p.core.optimizer().first_moment(), a, "adam_m"); });
-  state_property(
-      cls, "adam_v", [](P& p) { return to_numpy(p.core.optimizer().second_moment()); },
-      [](P& p, py::handle a) { from_numpy(p.core.optimizer().second_moment(), a, "adam_v"); });
   state_property(
       cls, "window", [](P& p) { return to_numpy(uoro::Mat<S>(p.core.window_data())); },
       [](P& p, py::handle a) {
@@ -437,24 +595,6 @@ void bind_learner(py::module_& m, const std::string& name) {
   state_property(
       cls, "window_counters", [](P& p) { return p.core.window_counters(); },
       [](P& p, py::handle a) { p.core.set_window_counters(a.cast<std::array<Index, 3>>()); });
-  state_property(
-      cls, "steps", [](P& p) { return p.core.optimizer().steps(); },
-      [](P& p, py::handle a) { p.core.optimizer().set_steps(a.cast<std::int64_t>()); });
-  // samples, skipped, resets, state_resets, last_reset, refused_in_a_row
-  state_property(
-      cls, "counters",
-      [](P& p) {
-        const auto c = p.core.counters();
-        return std::array<std::int64_t, 6>{c.samples,      c.skipped,    c.resets,
-                                           c.state_resets, c.last_reset, c.refused_in_a_row};
-      },
-      [](P& p, py::handle a) {
-        const auto v = a.cast<std::array<std::int64_t, 6>>();
-        p.core.set_counters({v[0], v[1], v[2], v[3], v[4], v[5]});
-      });
-  state_property(
-      cls, "rng_state", [](P& p) { return p.core.rng().state(); },
-      [](P& p, py::handle a) { p.core.rng().set_state(a.cast<std::array<std::uint64_t, 4>>()); });
 }
 
 // ---- many streams
@@ -568,7 +708,8 @@ struct PyStreams {
   L core;
   std::mutex busy;
   bool stuck = false;
-  PyStreams(const uoro::LearnerConfig& c, Index streams) : core(c, streams) {}
+  template <class... Args>
+  explicit PyStreams(Args&&... args) : core(std::forward<Args>(args)...) {}
 
   Index streams() const { return core.streams(); }
   bool categorical() const { return core.config().loss == uoro::Loss::CrossEntropy; }
@@ -646,8 +787,13 @@ template <class S, class Cell>
 void bind_streams(py::module_& m, const std::string& name) {
   using P = PyStreams<S, Cell>;
   py::class_<P> cls(m, name.c_str(), py::module_local());
-  cls.def(py::init<const uoro::LearnerConfig&, Index>())
-      .def_property_readonly("n_params", [](P& p) { return p.core.n_params(); })
+  if constexpr (is_user_cell<Cell>)
+    cls.def(py::init([](const uoro::LearnerConfig& c, Index streams, py::handle functions) {
+      return std::make_unique<P>(c, streams, user_cell<S>(c, functions));
+    }));
+  else
+    cls.def(py::init<const uoro::LearnerConfig&, Index>());
+  cls.def_property_readonly("n_params", [](P& p) { return p.core.n_params(); })
       .def_property_readonly("n_cell_params", [](P& p) { return p.core.n_cell_params(); })
       .def_property_readonly("state_size", [](P& p) { return p.core.state_size(); })
       .def_property_readonly("streams", [](P& p) { return p.core.streams(); })
@@ -736,10 +882,7 @@ void bind_streams(py::module_& m, const std::string& name) {
         return out;
       },
       nullptr);
-  state_property(cls, "learning_rate", [](P& p) { return p.core.optimizer().learning_rate(); }, nullptr);
-  state_property(
-      cls, "theta", [](P& p) { return to_numpy(p.core.theta()); },
-      [](P& p, py::handle a) { from_numpy(p.core.theta(), a, "theta"); });
+  bind_shared_state(cls);
   // (B, S): one row per stream.
   state_property(
       cls, "state",
@@ -753,40 +896,6 @@ void bind_streams(py::module_& m, const std::string& name) {
         from_numpy(states, a, "state");
         for (Index b = 0; b < p.streams(); ++b) p.core.state(b) = states.col(b);
       });
-  state_property(
-      cls, "estimator_arrays",
-      [](P& p) {
-        py::dict out;
-        p.core.for_each_estimator_array([&](const char* name, auto& a) { out[name] = to_numpy(a); });
-        return out;
-      },
-      [](P& p, py::handle value) {
-        if (!py::isinstance<py::dict>(value))
-          throw py::type_error("estimator_arrays must be a dict of arrays by name");
-        const auto given = py::reinterpret_borrow<py::dict>(value);
-        std::vector<std::string> names;
-        p.core.for_each_estimator_array([&](const char* name, auto& a) {
-          names.push_back(name);
-          if (!given.contains(name)) return;
-          auto checked = a;
-          from_numpy(checked, given[name], name);
-        });
-        for (auto item : given) {
-          const auto key = py::str(item.first).cast<std::string>();
-          if (std::find(names.begin(), names.end(), key) == names.end())
-            throw py::value_error("this learner's estimator carries no array '" + key + "'");
-        }
-        p.core.for_each_estimator_array([&](const char* name, auto& a) {
-          if (given.contains(name)) from_numpy(a, given[name], name);
-        });
-        p.core.estimator_arrays_written(py::len(given) == names.size());
-      });
-  state_property(
-      cls, "adam_m", [](P& p) { return to_numpy(p.core.optimizer().first_moment()); },
-      [](P& p, py::handle a) { from_numpy(p.core.optimizer().first_moment(), a, "adam_m"); });
-  state_property(
-      cls, "adam_v", [](P& p) { return to_numpy(p.core.optimizer().second_moment()); },
-      [](P& p, py::handle a) { from_numpy(p.core.optimizer().second_moment(), a, "adam_v"); });
   // The streams' truncation windows, stream after stream: (B·T, width); empty without.
   state_property(
       cls, "window",
@@ -832,23 +941,6 @@ void bind_streams(py::module_& m, const std::string& name) {
         for (Index b = 0; b < p.streams(); ++b)
           if (p.core.window(b)) p.core.window(b)->set_counters(c[b]);
       });
-  state_property(
-      cls, "steps", [](P& p) { return p.core.optimizer().steps(); },
-      [](P& p, py::handle a) { p.core.optimizer().set_steps(a.cast<std::int64_t>()); });
-  state_property(
-      cls, "counters",
-      [](P& p) {
-        const auto c = p.core.counters();
-        return std::array<std::int64_t, 6>{c.samples,      c.skipped,    c.resets,
-                                           c.state_resets, c.last_reset, c.refused_in_a_row};
-      },
-      [](P& p, py::handle a) {
-        const auto v = a.cast<std::array<std::int64_t, 6>>();
-        p.core.set_counters({v[0], v[1], v[2], v[3], v[4], v[5]});
-      });
-  state_property(
-      cls, "rng_state", [](P& p) { return p.core.rng().state(); },
-      [](P& p, py::handle a) { p.core.rng().set_state(a.cast<std::array<std::uint64_t, 4>>()); });
 }
 
 // Cell kernels on explicit arguments, for tests against finite differences.
@@ -972,6 +1064,8 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
   bind_streams<S, uoro::LstmCell<S>>(m, "Streams_lstm_" + suffix);
   bind_streams<S, uoro::InfluenceCell<S>>(m, "Streams_influence_" + suffix);
   bind_kernels<S, uoro::InfluenceCell<S>>(m, "Kernels_influence_" + suffix);
+  bind_learner<S, uoro::UserCell<S>>(m, "Learner_user_" + suffix);
+  bind_streams<S, uoro::UserCell<S>>(m, "Streams_user_" + suffix);
   m.def(("readout_" + suffix).c_str(), &readout_kernel<S>);
 }
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from typing import Any
 
 import numpy as np
 
-from uoro import _core
+from uoro import _core, cells
 
 DivergenceError = _core.DivergenceError
 FORMAT_VERSION = 2  # 2: the divergence counters (samples_seen, resets, ...)
@@ -57,13 +58,16 @@ class Learner:
 
     Args:
         cell: ``"rnn"`` (the paper's ``s' = W_x x + W_s tanh(s) + b``), ``"gru"`` or
-            ``"lstm"`` (PyTorch's ``GRUCell`` / ``LSTMCell`` equations and gate order), or
+            ``"lstm"`` (PyTorch's ``GRUCell`` / ``LSTMCell`` equations and gate order),
             ``"influence"``: the paper's influence-balancing dynamics ``s' = A s + θ x``
             (eq. 18; one scalar parameter θ; ``input_size == hidden_size``), see
-            `uoro.influence.learner`.
+            `uoro.influence.learner`; or your own cell, an object following the
+            `uoro.cells.Cell` protocol (its functions run inside every step; the sizes
+            come from it, and ``input_size`` / ``hidden_size`` may be left out).
         input_size: size of the input vector; with integer inputs, the vocabulary size
-            (tokens are one-hot encoded).
+            (tokens are one-hot encoded). Default 1.
         hidden_size: number of hidden units (the LSTM's state is ``[h; c]``, twice that).
+            Default 64.
         output_size: number of classes (cross-entropy) or of real outputs (squared
             error). Defaults to ``input_size``, as in next-token prediction.
         loss: ``"cross_entropy"`` (softmax readout, integer targets, loss in nats) or
@@ -143,9 +147,9 @@ class Learner:
 
     def __init__(
         self,
-        cell: str = "gru",
-        input_size: int = 1,
-        hidden_size: int = 64,
+        cell: str | cells.Cell = "gru",
+        input_size: int | None = None,
+        hidden_size: int | None = None,
         output_size: int | None = None,
         *,
         loss: str = "cross_entropy",
@@ -167,8 +171,26 @@ class Learner:
         seed: int = 0,
         streams: int = 1,
     ) -> None:
+        self._user: cells.Description | None = None
+        if isinstance(cell, str):
+            cell = _choice("cell", cell, CELLS)
+            input_size = 1 if input_size is None else input_size
+            hidden_size = 64 if hidden_size is None else hidden_size
+        else:
+            self._user = cells.describe(cell)
+            for name, given, own in (
+                ("input_size", input_size, self._user.input_size),
+                ("hidden_size", hidden_size, self._user.hidden_size),
+            ):
+                if given is not None and given != own:
+                    raise ValueError(
+                        f"{name}={given!r} differs from the cell's {name} ({own}); leave it "
+                        "out with a cell object"
+                    )
+            input_size, hidden_size = self._user.input_size, self._user.hidden_size
+        self._cell_object = None if self._user is None else cell
         self._options: dict[str, Any] = dict(
-            cell=_choice("cell", cell, CELLS),
+            cell="user" if self._user is not None else cell,
             input_size=_positive_int("input_size", input_size),
             hidden_size=_positive_int("hidden_size", hidden_size),
             output_size=_positive_int(
@@ -213,8 +235,16 @@ class Learner:
             )
         if not 0 <= self._options["seed"] < 2**64:
             raise ValueError(f"seed must be in [0, 2**64); got {seed!r}")
+        if self._user is not None:
+            if algo == "snap1":
+                raise ValueError(
+                    "algorithm 'snap1' needs the per-unit structure of a built-in cell, which "
+                    "a user cell does not declare; use 'rtrl' (exact) or 'uoro'"
+                )
+            self._options["cell_layout"] = self._user.layout
+            cells.warn_finite_difference(self._user, algo)
         self.streams = self._options["streams"]
-        self._core = _make_core(self._options)
+        self._core = _make_core(self._options, self._user)
         # Bound once: looking the method up on every call costs a third of `step`'s
         # Python-side overhead.
         self._core_step = self._core.step
@@ -395,9 +425,18 @@ class Learner:
         """Copies of the parameters by name, in PyTorch's layout: ``weight_ih``
         (gates·n, input), ``weight_hh`` (gates·n, n), ``bias_ih``, ``bias_hh`` for GRU and
         LSTM (gate orders r,z,n and i,f,g,o); ``weight_ih``, ``weight_hh``, ``bias`` for
-        the RNN; ``readout.weight`` (output, n) and ``readout.bias``."""
+        the RNN; for a user cell, the names of its ``initial_parameters`` (or ``cell``,
+        one flat vector); ``readout.weight`` (output, n) and ``readout.bias``."""
         theta = self.theta
         named = {}
+        if self._user is not None:
+            n_cell = int(self._core.n_cell_params)
+            if self._user.names is None:
+                named["cell"] = theta[:n_cell].copy()
+            else:
+                named.update(
+                    (k, v.copy()) for k, v in cells.unflatten(theta, self._user.names).items()
+                )
         for name, (offset, rows, cols), columns in self._layout():
             matrix = theta[offset : offset + rows * cols].reshape(cols, rows).T
             named[name] = np.ascontiguousarray(
@@ -420,6 +459,14 @@ class Learner:
                 f"missing {missing}, unknown {unknown}"
             )
         theta = self.theta
+        if self._user is not None:
+            n_cell = int(self._core.n_cell_params)
+            if self._user.names is None:
+                theta[:n_cell] = self._checked_value("cell", params["cell"], current["cell"])
+            else:
+                views = cells.unflatten(theta, self._user.names)
+                for name, view in views.items():
+                    view[...] = self._checked_value(name, params[name], current[name])
         for name, (offset, rows, cols), columns in self._layout():
             value = np.asarray(params[name], dtype=self.dtype)
             if value.shape != current[name].shape:
@@ -441,7 +488,7 @@ class Learner:
         core = self._core
         return {
             "format_version": FORMAT_VERSION,
-            "config": self.config,
+            "config": dict(self._options),
             **{name: getattr(core, name) for name in _ARRAY_STATE},
             **core.estimator_arrays,
             "steps": int(core.steps),
@@ -467,6 +514,12 @@ class Learner:
             for k in set(config) | set(self._options)
             if k != "seed" and config.get(k) != self._options.get(k)
         )
+        if "cell_layout" in differing or ("cell" in differing and self._user is not None):
+            raise ValueError(
+                "checkpoint was made with another cell layout: "
+                f"{config.get('cell_layout', config.get('cell'))!r}; this learner's cell has "
+                f"{self._options.get('cell_layout', self._options['cell'])!r}"
+            )
         if differing:
             raise ValueError(
                 f"checkpoint configuration differs from this learner's in "
@@ -522,9 +575,24 @@ class Learner:
         self._options["seed"] = config["seed"]
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> Learner:
-        """A learner built from a `state_dict`'s configuration and restored from it."""
-        learner = cls(**state["config"])
+    def from_state_dict(cls, state: dict[str, Any], cell: Any = None) -> Learner:
+        """A learner built from a `state_dict`'s configuration and restored from it. A
+        checkpoint of a learner with a user cell needs that cell again (``cell=``): the
+        checkpoint holds θ and the estimator's memory, not the cell's code."""
+        config = dict(state["config"])
+        layout = config.pop("cell_layout", None)
+        if config.get("cell") == "user":
+            if cell is None or isinstance(cell, str):
+                raise ValueError(
+                    "this checkpoint was made with a user cell: pass the same cell, "
+                    f"cell=... (its layout: {layout!r})"
+                )
+            config["cell"] = cell
+            config.pop("input_size", None)
+            config.pop("hidden_size", None)
+        elif cell is not None:
+            raise ValueError(f"this checkpoint uses the built-in cell {config.get('cell')!r}")
+        learner = cls(**config)
         learner.load_state_dict(state)
         return learner
 
@@ -538,31 +606,49 @@ class Learner:
             np.savez(f, **arrays)
 
     def __getstate__(self) -> dict[str, Any]:
-        return self.state_dict()
+        state = self.state_dict()
+        if self._cell_object is not None:
+            state["cell_object"] = self._cell_object  # pickled with the learner
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**state["config"])  # type: ignore[misc]
-        self.load_state_dict(state)
+        state = dict(state)
+        cell = state.pop("cell_object", None)
+        with warnings.catch_warnings():  # warned when the learner was first built
+            warnings.simplefilter("ignore", UserWarning)
+            restored = Learner.from_state_dict(state, cell=cell)
+        self.__dict__.update(restored.__dict__)
 
     # ---- descriptions
 
     @property
     def config(self) -> dict[str, Any]:
-        """The constructor arguments of this learner."""
-        return dict(self._options)
+        """The constructor arguments of this learner (with a user cell: ``cell`` is that
+        object and ``cell_layout`` describes its sizes and parameters)."""
+        config = dict(self._options)
+        if self._cell_object is not None:
+            config["cell"] = self._cell_object
+        return config
 
     def clone(self) -> Learner:
         """A fresh learner with the same configuration (parameters newly initialized
         from the same seed)."""
-        return Learner(**self._options)
+        config = self.config
+        if self._cell_object is not None:
+            for key in ("cell_layout", "input_size", "hidden_size"):
+                del config[key]
+        return Learner(**config)
 
     def __repr__(self) -> str:
         defaults = Learner.__init__.__kwdefaults__ or {}
         shown = [
             f"{k}={v!r}"
-            for k, v in self._options.items()
-            if k in ("cell", "input_size", "hidden_size", "output_size")
-            or defaults.get(k, object()) != v
+            for k, v in self.config.items()
+            if k != "cell_layout"
+            and (
+                k in ("cell", "input_size", "hidden_size", "output_size")
+                or defaults.get(k, object()) != v
+            )
         ]
         return f"Learner({', '.join(shown)})"
 
@@ -575,7 +661,9 @@ class Learner:
         readout = (self._core.n_cell_params, o["output_size"], o["hidden_size"] + 1)
         n_in = o["input_size"]
         cell: list[tuple[str, tuple[int, ...], Any]]
-        if o["cell"] == "influence":
+        if o["cell"] == "user":
+            cell = []  # named by the cell's own parameters (see `parameters`)
+        elif o["cell"] == "influence":
             cell = [("theta", blocks[0], [0])]
         elif o["cell"] == "rnn":
             cell = [
@@ -594,6 +682,12 @@ class Learner:
             ("readout.weight", readout, slice(0, o["hidden_size"])),
             ("readout.bias", readout, [o["hidden_size"]]),
         ]
+
+    def _checked_value(self, name: str, value: Any, current: np.ndarray) -> np.ndarray:
+        array = np.asarray(value, dtype=self.dtype)
+        if array.shape != current.shape:
+            raise ValueError(f"{name} must have shape {current.shape}; got {array.shape}")
+        return array
 
     def _as_dtype_vector(self, name: str, value: Any, size: int) -> np.ndarray:
         array = np.ascontiguousarray(value, dtype=self.dtype)
@@ -671,9 +765,11 @@ _COUNTERS = (
 _ARRAY_STATE = ("theta", "state", "adam_m", "adam_v", "window")
 
 
-def load(path: str | os.PathLike[str]) -> Learner:
+def load(path: str | os.PathLike[str], cell: Any = None) -> Learner:
     """Reads a learner written by `Learner.save`; refuses files of another format
-    version, configuration, shape or dtype with a clear error."""
+    version, configuration, shape or dtype with a clear error. A learner with a user
+    cell is read back with the same cell (``cell=``); a cell of another layout is
+    refused."""
     with np.load(path, allow_pickle=False) as data:
         missing = {"format_version", "config"} - set(data.files)
         if missing:
@@ -683,7 +779,7 @@ def load(path: str | os.PathLike[str]) -> Learner:
         state: dict[str, Any] = {k: data[k] for k in data.files}
     state["format_version"] = int(state["format_version"])
     state["config"] = json.loads(str(state["config"]))
-    return Learner.from_state_dict(state)
+    return Learner.from_state_dict(state, cell=cell)
 
 
 def _float_array(name: str, value: Any, dtype: np.dtype) -> np.ndarray:
@@ -702,7 +798,7 @@ def _chunk(name: str, value: Any, dtype: np.dtype) -> np.ndarray:
     return _float_array(name, array, dtype)
 
 
-def _make_core(o: dict[str, Any]) -> Any:
+def _make_core(o: dict[str, Any], user: cells.Description | None = None) -> Any:
     optimizer = _core.OptimizerConfig()
     optimizer.kind = getattr(_core.Optimizer, o["optimizer"])
     optimizer.lr = o["lr"]
@@ -730,6 +826,13 @@ def _make_core(o: dict[str, Any]) -> Any:
     config.optimizer = optimizer
     config.seed = o["seed"]
     suffix = "f32" if o["dtype"] == "float32" else "f64"
+    extra = () if user is None else (user.functions,)
     if o["streams"] > 1:
-        return getattr(_core, f"Streams_{o['cell']}_{suffix}")(config, o["streams"])
-    return getattr(_core, f"Learner_{o['cell']}_{suffix}")(config)
+        core = getattr(_core, f"Streams_{o['cell']}_{suffix}")(config, o["streams"], *extra)
+    else:
+        core = getattr(_core, f"Learner_{o['cell']}_{suffix}")(config, *extra)
+    if user is not None:  # the cell's own initial θ; the readout's as for every cell
+        theta = core.theta
+        theta[: user.initial.size] = user.initial
+        core.theta = theta
+    return core

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <algorithm>
+#include <type_traits>
 
 #include "uoro/cells.hpp"
 #include "uoro/config.hpp"
@@ -44,6 +45,13 @@ struct Model {
   Index n_params() const { return theta.size(); }
   Index n_cell_params() const { return cell.param_size(); }
 };
+
+// Whether a cell gives both halves of a VJP from one call, vjp(θ, cache, c, c_s, &u), as
+// a user cell does (one callback instead of two).
+template <class Cell, class = void>
+struct JointVjp : std::false_type {};
+template <class Cell>
+struct JointVjp<Cell, std::void_t<decltype(Cell::kJointVjp)>> : std::bool_constant<Cell::kJointVjp> {};
 
 // Calls fn(offset, rows, v_j, k) for column j of every cell block k.
 template <class Cell, class Fn>

@@ -33,6 +33,7 @@
 #include "uoro/estimators/uoro.hpp"
 #include "uoro/optimizer.hpp"
 #include "uoro/readout.hpp"
+#include "uoro/user_cell.hpp"
 
 namespace uoro {
 
@@ -40,8 +41,11 @@ template <class S, class Cell>
 class Learner {
  public:
   explicit Learner(const LearnerConfig& config)
+      : Learner(config, Cell(config.input_size, config.hidden_size)) {}
+  // With a cell built by the caller (a user cell, which needs its functions).
+  Learner(const LearnerConfig& config, Cell cell)
       : config_(validated_config(config)),
-        cell_(config.input_size, config.hidden_size),
+        cell_(std::move(cell)),
         cache_(cell_.make_cache()),
         readout_(config.hidden_size, config.output_size, config.loss, cell_.param_size()),
         optimizer_(config.optimizer, cell_.param_size() + readout_.block().size()),
@@ -229,8 +233,14 @@ class Learner {
     if (!std::isfinite(loss)) return {Refusal::Forward, "loss", double(loss)};
     if (!bounded(next_state_)) return {Refusal::Forward, "recurrent state", max_abs(next_state_)};
     if (!bounded(c_)) return {Refusal::Forward, "loss gradient on the state", max_abs(c_)};
-    const Refusal refusal =
-        std::visit([&](auto& e) { return e.update(model_, grad_out, update); }, estimator_);
+    const auto rng_before = rng_.state();
+    Refusal refusal;
+    try {  // a user cell's functions may throw; the estimators commit nothing before them
+      refusal = std::visit([&](auto& e) { return e.update(model_, grad_out, update); }, estimator_);
+    } catch (...) {
+      rng_.set_state(rng_before);
+      throw;
+    }
     if (!refusal) std::swap(state_, next_state_);
     return refusal;
   }

@@ -87,13 +87,18 @@ class PerStream {
     bool any_due = false;
     Refusal refusal;
     std::size_t proposed = 0;
-    for (; proposed < m.present.size(); ++proposed) {
-      auto model = m.model(m.present[proposed]);
-      bool due = false;
-      E& e = estimators_[m.present[proposed]];
-      if ((refusal = e.propose(model, due))) break;
-      if (due) grad_ += e.gradient();
-      any_due = any_due || due;
+    try {  // a user cell's functions may throw: undo the streams already proposed
+      for (; proposed < m.present.size(); ++proposed) {
+        auto model = m.model(m.present[proposed]);
+        bool due = false;
+        E& e = estimators_[m.present[proposed]];
+        if ((refusal = e.propose(model, due))) break;
+        if (due) grad_ += e.gradient();
+        any_due = any_due || due;
+      }
+    } catch (...) {
+      for (std::size_t i = 0; i < proposed; ++i) estimators_[m.present[i]].rollback();
+      throw;
     }
     if (!refusal) {
       grad_ *= S(1) / S(m.present.size());

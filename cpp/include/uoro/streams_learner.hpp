@@ -26,6 +26,7 @@
 #include "uoro/estimators/tbptt.hpp"
 #include "uoro/estimators/uoro_streams.hpp"
 #include "uoro/streams.hpp"
+#include "uoro/user_cell.hpp"
 
 namespace uoro {
 
@@ -33,8 +34,11 @@ template <class S, class Cell>
 class StreamsLearner {
  public:
   StreamsLearner(const LearnerConfig& config, Index streams)
+      : StreamsLearner(config, streams, Cell(config.input_size, config.hidden_size)) {}
+  // With a cell built by the caller (a user cell, which needs its functions).
+  StreamsLearner(const LearnerConfig& config, Index streams, Cell cell)
       : config_(validated(config, streams)),
-        cell_(config.input_size, config.hidden_size),
+        cell_(std::move(cell)),
         readout_(config.hidden_size, config.output_size, config.loss, cell_.param_size()),
         optimizer_(config.optimizer, cell_.param_size() + readout_.block().size()),
         rng_(config.seed),
@@ -255,7 +259,14 @@ class StreamsLearner {
     }
     Streams<S, Cell> view{config_, cell_,    batch_,  c_,     readout_in_, out_, d_out_,
                           lanes_,  present_, absent_, theta_, optimizer_,  rng_};
-    const Refusal refusal = std::visit([&](auto& e) { return e.update(view, grad_out, update); }, estimator_);
+    const auto rng_before = rng_.state();
+    Refusal refusal;
+    try {  // a user cell's functions may throw; the estimators commit nothing before them
+      refusal = std::visit([&](auto& e) { return e.update(view, grad_out, update); }, estimator_);
+    } catch (...) {
+      rng_.set_state(rng_before);
+      throw;
+    }
     if (!refusal) commit_states();
     return refusal;
   }

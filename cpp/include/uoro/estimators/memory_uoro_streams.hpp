@@ -55,7 +55,14 @@ class MemoryUoroStreams {
       return {};
     }
     const auto rng_before = m.rng.state();
-    const Refusal refusal = close(m);
+    Refusal refusal;
+    try {  // a user cell's functions may throw: the windows are restored then too
+      refusal = close(m);
+    } catch (...) {
+      for (Index b : m.present) windows_[b].rollback();
+      m.rng.set_state(rng_before);
+      throw;
+    }
     if (refusal) {
       for (Index b : m.present) windows_[b].rollback();
       m.rng.set_state(rng_before);

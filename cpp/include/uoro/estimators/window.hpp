@@ -84,18 +84,25 @@ class Window {
     due = due_ = every_step || pending_ >= len;
     if (!due) return {};
     const auto rng_before = m.rng.state();
-    grad_.setZero();
-    if (every_step) {
-      add_readout_gradient(m.readout, slot.d_out, slot.readout_v, grad_.data());
-      delta_ = m.c;
-      backprop(m, count_, /*losses=*/false, grad_.data());
-    } else {
-      for (Index i = 0; i < len; ++i)
-        add_readout_gradient(m.readout, step(i).d_out, step(i).readout_v, grad_.data());
-      delta_.setZero();
-      backprop(m, len, /*losses=*/true, grad_.data());
+    Refusal refusal;
+    try {  // a user cell's functions may throw: then too the window is restored
+      grad_.setZero();
+      if (every_step) {
+        add_readout_gradient(m.readout, slot.d_out, slot.readout_v, grad_.data());
+        delta_ = m.c;
+        backprop(m, count_, /*losses=*/false, grad_.data());
+      } else {
+        for (Index i = 0; i < len; ++i)
+          add_readout_gradient(m.readout, step(i).d_out, step(i).readout_v, grad_.data());
+        delta_.setZero();
+        backprop(m, len, /*losses=*/true, grad_.data());
+      }
+      refusal = extra.propose(m, *this);
+    } catch (...) {
+      rollback();
+      m.rng.set_state(rng_before);
+      throw;
     }
-    Refusal refusal = extra.propose(m, *this);
     if (!refusal && !bounded(grad_)) refusal = {Refusal::Gradient, "gradient estimate", max_abs(grad_)};
     if (refusal) {
       rollback();
@@ -139,12 +146,15 @@ class Window {
     for (Index i = 0; i < len; ++i) {
       Step& w = step(i);
       if (losses) delta_ += w.c;
-      m.cell.param_cotangents(w.cache, delta_, u_);
+      if constexpr (JointVjp<Cell>::value)
+        m.cell.vjp(m.theta.data(), w.cache, delta_, delta_next_, &u_);
+      else
+        m.cell.param_cotangents(w.cache, delta_, u_);
       for (Index k = 0; k < Cell::kBlocks; ++k) {
         const Block& b = m.cell.blocks()[k];
         MatMap<S>(grad + b.offset, b.rows, b.cols).noalias() += u_[k] * w.cache.v[k].transpose();
       }
-      m.cell.vjp_state(m.theta.data(), w.cache, delta_, delta_next_);
+      if constexpr (!JointVjp<Cell>::value) m.cell.vjp_state(m.theta.data(), w.cache, delta_, delta_next_);
       std::swap(delta_, delta_next_);
     }
   }
