@@ -71,3 +71,18 @@ def test_a_streams_timing_row_has_every_column():
     for row in rows:
         assert row["fit_us"] > 0 and row["forward_us"] > 0 and row["fit_over_forward"] > 0
     assert "| RNN-8 | 4 |" in bench_streams.table(rows)
+
+
+def test_the_user_cell_benchmark_prints_its_table():
+    import re
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_user_cells.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    for row in ("built-in GRU", "NumPy GRU cell", "PyTorch GRUCell (from_torch)"):
+        assert re.search(rf"^\| {re.escape(row)} \| [\d,.]+ \| [\d,]+× \|", out.stdout, re.M), row
+    added = re.findall(r"\| (\d+)% \|$", out.stdout, re.M)
+    assert len(added) == 2  # the library's share, for both user cells

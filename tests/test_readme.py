@@ -31,3 +31,28 @@ def test_readme_test_command_is_what_ci_runs():
     assert "python -m pytest" in readme
     assert ci.strip().splitlines()[-1] == "python -m pytest"
     assert 'pip install ".[test]"' in readme and 'pip install ".[test]"' in ci
+
+
+def test_readme_own_cell_example_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    own = [b for b in blocks if "uoro.Learner(LeakyCell()" in b]
+    assert own, "the README has a user-cell example"
+    namespace: dict = {}
+    exec(compile(own[0], "README.md", "exec"), namespace)
+    assert re.search(r"own cell: \d\.\d{3} bits/char", capsys.readouterr().out)
+    # Its vjp is right: full-window truncated BPTT equals RTRL with a finite-difference
+    # tangent to the latter's accuracy.
+    import numpy as np
+    import pytest
+
+    import uoro
+
+    cell = namespace["LeakyCell"]()
+    xs, ys = namespace["xs"][:12], namespace["ys"][:12]
+    bptt = uoro.Learner(cell, algorithm="tbptt_chunk", truncation=12, dtype="float64")
+    with pytest.warns(UserWarning, match="finite difference"):
+        rtrl = uoro.Learner(cell, algorithm="rtrl", dtype="float64")
+    rtrl.theta = bptt.theta
+    exact = bptt.gradients(xs, ys)[1][-1]
+    approx = rtrl.gradients(xs, ys)[1].sum(axis=0)
+    np.testing.assert_allclose(approx, exact, atol=1e-6 * np.abs(exact).max())

@@ -5,7 +5,7 @@ import math
 from importlib.metadata import PackageNotFoundError, version
 from typing import TypeVar
 
-from uoro import datasets
+from uoro import cells, datasets
 from uoro.learner import DivergenceError, Learner, load
 
 _Loss = TypeVar("_Loss")
@@ -22,4 +22,4 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["DivergenceError", "Learner", "datasets", "load", "to_bits", "__version__"]
+__all__ = ["DivergenceError", "Learner", "cells", "datasets", "load", "to_bits", "__version__"]
