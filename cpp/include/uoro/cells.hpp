@@ -67,6 +67,7 @@ class RnnCell {
  public:
   static constexpr int kBlocks = 1;
   static constexpr int kSnapSlots = 1;
+  static constexpr bool kInputInFactor = true;  // x is the top I rows of v[0]
 
   template <class C>
   struct CacheOf {
@@ -170,6 +171,7 @@ class GruCell {
  public:
   static constexpr int kBlocks = 2;
   static constexpr int kSnapSlots = 1;
+  static constexpr bool kInputInFactor = true;  // x is the top I rows of v[0]
 
   template <class C>
   struct CacheOf {
@@ -300,6 +302,7 @@ class LstmCell {
  public:
   static constexpr int kBlocks = 2;
   static constexpr int kSnapSlots = 2;  // h and c
+  static constexpr bool kInputInFactor = true;  // x is the top I rows of v[0]
 
   template <class C>
   struct CacheOf {
@@ -458,6 +461,7 @@ class InfluenceCell {
  public:
   static constexpr int kBlocks = 1;
   static constexpr int kSnapSlots = 0;  // its one parameter reaches every unit: SnAp-1 is RTRL
+  static constexpr bool kInputInFactor = false;
 
   template <class C>
   struct CacheOf {

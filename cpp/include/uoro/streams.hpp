@@ -45,6 +45,9 @@ struct Streams {
   std::vector<Lane<S, Cell>>& lanes;
   const std::vector<Index>& present;
   const std::vector<Index>& absent;
+  // Each stream's input symbol when every present stream's input is one-hot (−1 for the
+  // absent ones, whose input is zero), else null.
+  const Index* tokens;
   Vec<S>& theta;
   Optimizer<S>& optimizer;
   Rng& rng;

@@ -153,6 +153,22 @@ class UoroStreams {
     MatMap<S>(out, u.rows(), cols).noalias() += u * v.middleRows(j0, cols).transpose();
   }
 
+  // The same for block k's factors u (rows × B). With one-hot inputs the input's columns
+  // of block 0 are sums of u_b over the streams reading that symbol (v is 0 or 1 there):
+  // added column by column, not multiplied by the mostly-zero rows of v.
+  void add_factor_products(Streams<S, Cell>& m, Index k, const Mat<S>& u, Index j0, Index cols, S* out) const {
+    const Mat<S>& v = m.batch.v[k];
+    if (!Cell::kInputInFactor || k != 0 || !m.tokens || j0 >= m.config.input_size)
+      return add_outer_sum(u, v, j0, cols, out);
+    const Index one_hot_end = std::min(j0 + cols, m.config.input_size), rows = u.rows();
+    for (Index b : m.present) {
+      const Index j = m.tokens[b];
+      if (j >= j0 && j < one_hot_end) Eigen::Map<Vec<S>>(out + (j - j0) * rows, rows) += u.col(b);
+    }
+    if (one_hot_end < j0 + cols)
+      add_outer_sum(u, v, one_hot_end, j0 + cols - one_hot_end, out + (one_hot_end - j0) * rows);
+  }
+
   template <class Fn>
   void for_each_chunk(Streams<S, Cell>& m, Fn&& fn) {
     for (Index k = 0; k < Cell::kBlocks; ++k) {
@@ -168,7 +184,7 @@ class UoroStreams {
     for_each_chunk(m, [&](Index k, Index j0, Index cols, Index rows) {
       const Index off = m.cell.blocks()[k].offset + j0 * rows, len = rows * cols;
       memory_gradient(off, len, g);
-      add_outer_sum(u_c_[k], m.batch.v[k], j0, cols, g);
+      add_factor_products(m, k, u_c_[k], j0, cols, g);
       total += double(g_.head(len).squaredNorm());
     });
     if (m.config.train_readout)
@@ -217,10 +233,10 @@ class UoroStreams {
             g[i] += coef * tt[i];
             tt[i] *= inv_rho0;
           }
-        add_outer_sum(u_nu_[r][k], m.batch.v[k], j0, cols, tt);
+        add_factor_products(m, k, u_nu_[r][k], j0, cols, tt);
         norm_acc_(r) += Eigen::Map<const Vec<S>>(tt, len).squaredNorm();
       }
-      add_outer_sum(u_c_[k], m.batch.v[k], j0, cols, g);
+      add_factor_products(m, k, u_c_[k], j0, cols, g);
       if (grad_out) std::copy(g, g + len, grad_out + off);
       if (update) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, len);
     });
