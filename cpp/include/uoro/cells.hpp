@@ -301,7 +301,7 @@ template <class S>
 class LstmCell {
  public:
   static constexpr int kBlocks = 2;
-  static constexpr int kSnapSlots = 2;  // h and c
+  static constexpr int kSnapSlots = 2;          // h and c
   static constexpr bool kInputInFactor = true;  // x is the top I rows of v[0]
 
   template <class C>

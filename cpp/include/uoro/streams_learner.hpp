@@ -259,10 +259,9 @@ class StreamsLearner {
       if (!bounded(next_.col(b))) return {Refusal::Forward, "recurrent state", max_abs(next_.col(b))};
       if (!bounded(c_.col(b))) return {Refusal::Forward, "loss gradient on the state", max_abs(c_.col(b))};
     }
-    Streams<S, Cell> view{config_,  cell_,   batch_,  c_,
-                          readout_in_, out_,  d_out_,  lanes_,
-                          present_, absent_, one_hot_ ? tokens_.data() : nullptr,
-                          theta_,  optimizer_, rng_};
+    const Index* tokens = one_hot_ ? tokens_.data() : nullptr;
+    Streams<S, Cell> view{config_, cell_,    batch_,  c_,     readout_in_, out_,       d_out_,
+                          lanes_,  present_, absent_, tokens, theta_,      optimizer_, rng_};
     const Refusal refusal = std::visit([&](auto& e) { return e.update(view, grad_out, update); }, estimator_);
     if (!refusal) commit_states();
     return refusal;
