@@ -62,8 +62,8 @@ class UoroStreams {
     }
     d_out_ = inv_n * m.d_out;
     // Bounds on |g| and |new θ̃| of the coming pass (|Σ_b u_b v_bᵀ| <= Σ_b max|u_b| max|v_b|).
-    S grad_bound = 0, tilde_bound = 0, memory_bound = 0;
-    for (Index k = 0; k < Cell::kBlocks; ++k) grad_bound = std::max(grad_bound, column_bound(u_c_[k], k));
+    UoroChecks<S> checks(eps_);
+    for (Index k = 0; k < Cell::kBlocks; ++k) checks.add_direct_bound(column_bound(u_c_[k], k));
     const S nu_norm = std::sqrt(S(n * n_state));  // ‖ν‖ for ±1 signs on the present streams
     for (Index r = 0; r < rank_; ++r) {
       // Tangent forward propagation for all streams; absent ones keep s̃ (the identity).
@@ -82,26 +82,13 @@ class UoroStreams {
         a_norm2 += (u_nu_[r][k].colwise().squaredNorm().array() * v_norm2_.row(k).array()).sum();
         a_max = std::max(a_max, column_bound(u_nu_[r][k], k));
       }
-      const S tt_norm = std::sqrt(theta_tilde_norm2_(r));
-      const S rho0 = std::sqrt(tt_norm / (s_next.norm() + eps_)) + eps_;
-      const S rho1 = std::sqrt(std::sqrt(a_norm2) / (nu_norm + eps_)) + eps_;
-      s_next = rho0 * s_next + rho1 * nu_;
-      inv_rho0_(r) = S(1) / rho0;
-      inv_rho1_(r) = S(1) / rho1;
-      grad_bound += std::abs(coef_(r)) * tt_norm;
-      memory_bound += std::abs(coef_(r)) * tt_norm;
-      tilde_bound = std::max(tilde_bound, tt_norm * inv_rho0_(r) + a_max * inv_rho1_(r));
+      const auto scales =
+          checks.add_rank(coef_(r), std::sqrt(theta_tilde_norm2_(r)), s_next.norm(), a_norm2, a_max, nu_norm);
+      s_next = scales.rho0 * s_next + scales.rho1 * nu_;
+      inv_rho0_(r) = scales.inv_rho0;
+      inv_rho1_(r) = scales.inv_rho1;
     }
-    const S update_bound = S(m.optimizer.learning_rate() * double(grad_bound));
-    Refusal refusal;
-    if (!bounded(s_tilde_next_) || !bounded(tilde_bound) || !bounded(memory_bound))
-      refusal = {Refusal::Sensitivity, kUoroSensitivity,
-                 std::max({max_abs(s_tilde_next_), double(tilde_bound), double(memory_bound)})};
-    else if (!bounded(grad_bound))
-      refusal = {Refusal::Gradient, "gradient estimate", double(grad_bound)};
-    else if (!bounded(update_bound))
-      refusal = {Refusal::Gradient, "parameter update", double(update_bound)};
-    if (refusal) {
+    if (const Refusal refusal = checks.refusal(s_tilde_next_, m.optimizer)) {
       m.rng.set_state(rng_before);
       return refusal;
     }
@@ -156,7 +143,8 @@ class UoroStreams {
   // The same for block k's factors u (rows × B). With one-hot inputs the input's columns
   // of block 0 are sums of u_b over the streams reading that symbol (v is 0 or 1 there):
   // added column by column, not multiplied by the mostly-zero rows of v.
-  void add_factor_products(Streams<S, Cell>& m, Index k, const Mat<S>& u, Index j0, Index cols, S* out) const {
+  void add_factor_products(Streams<S, Cell>& m, Index k, const Mat<S>& u, Index j0, Index cols,
+                           S* out) const {
     const Mat<S>& v = m.batch.v[k];
     if (!Cell::kInputInFactor || k != 0 || !m.tokens || j0 >= m.config.input_size)
       return add_outer_sum(u, v, j0, cols, out);
