@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -21,8 +22,20 @@
 
 namespace uoro {
 
+// Whether the cell computes the per-unit factors its batched tangent and parameter-VJPs
+// share once per tick (GruCell::shared_factors).
+template <class S, class Cell, class = void>
+struct HasSharedFactors : std::false_type {};
+template <class S, class Cell>
+struct HasSharedFactors<S, Cell,
+                        std::void_t<decltype(std::declval<const Cell&>().shared_factors(
+                            std::declval<const typename Cell::Batch&>(), std::declval<Mat<S>&>()))>>
+    : std::true_type {};
+
 template <class S, class Cell>
 class UoroStreams {
+  static constexpr bool kShared = HasSharedFactors<S, Cell>::value;
+
  public:
   UoroStreams(const LearnerConfig& config, const Cell& cell, const Readout<S>& readout, Index streams)
       : rank_(config.rank), eps_(S(config.uoro_eps)), streams_(streams) {
@@ -43,6 +56,7 @@ class UoroStreams {
     for (auto& u : u_nu_)
       for (Index k = 0; k < Cell::kBlocks; ++k) u[k] = Mat<S>::Zero(cell.blocks()[k].rows, streams);
     d_out_ = Mat<S>::Zero(readout.output_size(), streams);
+    if constexpr (kShared) factors_ = Mat<S>::Zero(cell.shared_factor_rows(), streams);
     readout_chunk_ = chunk_columns(readout.block());
     scratch = std::max(scratch, readout.block().rows * readout_chunk_);
     g_ = Vec<S>::Zero(scratch);
@@ -54,7 +68,8 @@ class UoroStreams {
     const auto rng_before = m.rng.state();
     // The loss cotangent's factors (each stream's share of the mean; zero for absent
     // streams, whose c is zero) and the readout's.
-    m.cell.param_cotangents(m.batch, m.c, u_c_);
+    if constexpr (kShared) m.cell.shared_factors(m.batch, factors_);
+    param_cotangents(m, m.c, u_c_);
     for (Index k = 0; k < Cell::kBlocks; ++k) {
       u_c_[k] *= inv_n;
       v_max_.row(k) = m.batch.v[k].cwiseAbs().colwise().maxCoeff();
@@ -68,12 +83,16 @@ class UoroStreams {
     for (Index r = 0; r < rank_; ++r) {
       // Tangent forward propagation for all streams; absent ones keep s̃ (the identity).
       auto s_next = s_tilde_next_.middleCols(r * streams_, streams_);
-      m.cell.jvp_state(m.theta.data(), m.batch, s_tilde_.middleCols(r * streams_, streams_), s_next);
+      if constexpr (kShared)
+        m.cell.jvp_state_shared(m.theta.data(), m.batch, factors_,
+                                s_tilde_.middleCols(r * streams_, streams_), s_next);
+      else
+        m.cell.jvp_state(m.theta.data(), m.batch, s_tilde_.middleCols(r * streams_, streams_), s_next);
       for (Index b : m.absent) s_next.col(b) = s_tilde_.col(r * streams_ + b);
       coef_(r) = (m.c.array() * s_next.array()).sum() * inv_n / S(rank_);
       m.rng.fill_signs(nu_);
       for (Index b : m.absent) nu_.col(b).setZero();
-      m.cell.param_cotangents(m.batch, nu_, u_nu_[r]);
+      param_cotangents(m, nu_, u_nu_[r]);
       // ‖νᵀ ∂F/∂θ‖² taken as Σ_b ‖u_b‖² ‖v_b‖²: its expectation over the cross terms
       // (the streams' signs are independent), exact for one stream, and even in ν as ρ1
       // must be for the estimate to stay unbiased.
@@ -126,6 +145,13 @@ class UoroStreams {
   Window<S, Cell>* window(Index) { return nullptr; }
 
  private:
+  void param_cotangents(Streams<S, Cell>& m, const Mat<S>& c, std::array<Mat<S>, Cell::kBlocks>& u) const {
+    if constexpr (kShared)
+      m.cell.param_cotangents_shared(factors_, c, u);
+    else
+      m.cell.param_cotangents(m.batch, c, u);
+  }
+
   // Columns per chunk of the pass: up to 16384 values, so the scratch stays in cache.
   static Index chunk_columns(const Block& b) { return std::min(b.cols, std::max<Index>(1, 16384 / b.rows)); }
 
@@ -252,6 +278,7 @@ class UoroStreams {
   std::array<Index, Cell::kBlocks> chunk_{};
   Mat<S> v_max_, v_norm2_;  // per block and stream
   Mat<S> d_out_;            // the readout's loss factors, each stream's share of the mean (O, B)
+  Mat<S> factors_;          // this tick's shared per-unit factors, when the cell has them
   Index readout_chunk_;
   Vec<S> g_;  // one chunk of the pass
 };
