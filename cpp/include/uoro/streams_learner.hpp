@@ -260,8 +260,8 @@ class StreamsLearner {
       if (!bounded(c_.col(b))) return {Refusal::Forward, "loss gradient on the state", max_abs(c_.col(b))};
     }
     const Index* tokens = one_hot_ ? tokens_.data() : nullptr;
-    Streams<S, Cell> view{config_, cell_,    batch_,  c_,     readout_in_, out_,       d_out_,
-                          lanes_,  present_, absent_, tokens, theta_,      optimizer_, rng_};
+    Streams<S, Cell> view{config_, cell_,    readout_, batch_, c_,     readout_in_, out_, d_out_,
+                          lanes_,  present_, absent_,  tokens, theta_, optimizer_,  rng_};
     const Refusal refusal = std::visit([&](auto& e) { return e.update(view, grad_out, update); }, estimator_);
     if (!refusal) commit_states();
     return refusal;

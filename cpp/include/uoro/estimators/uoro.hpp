@@ -157,8 +157,7 @@ class Uoro {
         column_.head(rows) += coef_(r) * theta_tilde_.col(r).segment(off, rows);
       total += double(column_.head(rows).squaredNorm());
     });
-    if (m.config.train_readout)
-      total += double(m.readout.d_out().squaredNorm() * m.readout.v().squaredNorm());
+    if (m.config.train_readout) total += double(m.d_out.squaredNorm() * m.readout_v.squaredNorm());
     return std::sqrt(total);
   }
 
