@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <new>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "uoro/learner.hpp"
@@ -146,6 +147,19 @@ void batched_kernels_match_one_stream(const char* name) {
     for (Index k = 0; k < Cell::kBlocks; ++k) error = std::max(error, (u[k].col(b) - u1[k]).norm());
   }
   check(error < 1e-12, std::string(name) + " kernels on 3 streams equal the one-stream kernels per column");
+  if constexpr (std::is_same_v<Cell, GruCell<double>>) {
+    // The tick's shared factors give the same tangent and cotangent factors.
+    M f(cell.shared_factor_rows(), streams), jvp_shared(S, streams);
+    std::array<M, Cell::kBlocks> u_shared = u;
+    cell.shared_factors(batch, f);
+    cell.jvp_state_shared(theta.data(), batch, f, t, jvp_shared);
+    cell.param_cotangents_shared(f, c, u_shared);
+    double shared_error = (jvp_shared - jvp).norm();
+    for (Index k = 0; k < Cell::kBlocks; ++k)
+      shared_error = std::max(shared_error, (u_shared[k] - u[k]).norm());
+    check(shared_error < 1e-12,
+          std::string(name) + " kernels with the shared factors equal the plain kernels");
+  }
 }
 
 [[maybe_unused]] static const char* algorithm_name(Algorithm a) {

@@ -67,6 +67,7 @@ class RnnCell {
  public:
   static constexpr int kBlocks = 1;
   static constexpr int kSnapSlots = 1;
+  static constexpr bool kInputInFactor = true;  // x is the top I rows of v[0]
 
   template <class C>
   struct CacheOf {
@@ -170,6 +171,7 @@ class GruCell {
  public:
   static constexpr int kBlocks = 2;
   static constexpr int kSnapSlots = 1;
+  static constexpr bool kInputInFactor = true;  // x is the top I rows of v[0]
 
   template <class C>
   struct CacheOf {
@@ -255,6 +257,40 @@ class GruCell {
     u[0].bottomRows(n_) = (c.array() * (S(1) - k.z.array()) * (S(1) - k.n.array().square())).matrix();
   }
 
+  // Many streams: the tangent and both parameter-VJPs of a tick (c, then ν per rank) all
+  // scale the gates by the same per-unit factors, so they are computed once per tick:
+  // F = [(1 − z)(1 − n²) hn r(1 − r); z(1 − z)(h − n); (1 − z)(1 − n²) r; (1 − z)(1 − n²)]
+  // (4n, B). Then h̃' = F_r ⊙ ã_r + F_z ⊙ ã_z + F_n ⊙ ã_n + z ⊙ h̃ with ã = W_hh h̃, and
+  // the cotangent factors of c are F_r ⊙ c, F_z ⊙ c, F_n ⊙ c (hidden block) and
+  // F_in ⊙ c (the input block's n rows). The same values as jvp_state and
+  // param_cotangents, the products associated differently.
+  Index shared_factor_rows() const { return 4 * n_; }
+  void shared_factors(const Batch& k, Mat<S>& f) const {
+    const auto r = k.r.array(), z = k.z.array(), n = k.n.array();
+    const auto h = k.v[1].topRows(n_).array();
+    auto n_in = f.bottomRows(n_).array();
+    n_in = (S(1) - z) * (S(1) - n.square());
+    f.topRows(n_).array() = n_in * k.hn.array() * r * (S(1) - r);
+    f.middleRows(n_, n_).array() = (h - n) * z * (S(1) - z);
+    f.middleRows(2 * n_, n_).array() = n_in * r;
+  }
+  void jvp_state_shared(const S* theta, const Batch& k, const Mat<S>& f, In<Mat<S>> s_tilde,
+                        Out<Mat<S>> out) {
+    a_h_b_.noalias() = hidden_weights(theta) * s_tilde;
+    out = (f.topRows(n_).array() * a_h_b_.topRows(n_).array() +
+           f.middleRows(n_, n_).array() * a_h_b_.middleRows(n_, n_).array() +
+           f.middleRows(2 * n_, n_).array() * a_h_b_.bottomRows(n_).array() + k.z.array() * s_tilde.array())
+              .matrix();
+  }
+  void param_cotangents_shared(const Mat<S>& f, In<Mat<S>> c, std::array<Mat<S>, kBlocks>& u) const {
+    const auto ca = c.array();
+    u[1].topRows(n_).array() = f.topRows(n_).array() * ca;
+    u[1].middleRows(n_, n_).array() = f.middleRows(n_, n_).array() * ca;
+    u[1].bottomRows(n_).array() = f.middleRows(2 * n_, n_).array() * ca;
+    u[0].topRows(2 * n_) = u[1].topRows(2 * n_);
+    u[0].bottomRows(n_).array() = f.bottomRows(n_).array() * ca;
+  }
+
   template <class A, class H>
   void hidden(const A& s_next, H&& h) const {
     h = s_next;
@@ -299,7 +335,8 @@ template <class S>
 class LstmCell {
  public:
   static constexpr int kBlocks = 2;
-  static constexpr int kSnapSlots = 2;  // h and c
+  static constexpr int kSnapSlots = 2;          // h and c
+  static constexpr bool kInputInFactor = true;  // x is the top I rows of v[0]
 
   template <class C>
   struct CacheOf {
@@ -458,6 +495,7 @@ class InfluenceCell {
  public:
   static constexpr int kBlocks = 1;
   static constexpr int kSnapSlots = 0;  // its one parameter reaches every unit: SnAp-1 is RTRL
+  static constexpr bool kInputInFactor = false;
 
   template <class C>
   struct CacheOf {

@@ -29,14 +29,17 @@
 namespace uoro {
 
 // The learner's parts as one step sees them: this step's activations (cache), the
-// readout's gradient factors d_out ⊗ v, the cotangent c = ∂ℓ/∂s' of this step's loss on
-// the new state, and the parameters with their optimizer.
+// readout (its block) with this step's gradient factors d_out ⊗ readout_v, the cotangent
+// c = ∂ℓ/∂s' of this step's loss on the new state, and the parameters with their
+// optimizer.
 template <class S, class Cell>
 struct Model {
   const LearnerConfig& config;
   Cell& cell;
   typename Cell::Cache& cache;
   const Readout<S>& readout;
+  const Vec<S>& d_out;      // ∂ℓ/∂o
+  const Vec<S>& readout_v;  // the readout's input factor [h; 1]
   const Vec<S>& c;
   Vec<S>& theta;
   Optimizer<S>& optimizer;
@@ -94,11 +97,11 @@ Index readout_chunk_columns(const Readout<S>& readout) {
 template <bool kAdam, class S, class Cell>
 void readout_pass(Model<S, Cell>& m, S* __restrict g, Index chunk, S* grad_out, bool update) {
   const Block& b = m.readout.block();
-  const S* __restrict d_out = m.readout.d_out().data();
+  const S* __restrict d_out = m.d_out.data();
   for (Index j0 = 0; j0 < b.cols; j0 += chunk) {
     const Index j1 = std::min(b.cols, j0 + chunk);
     for (Index j = j0; j < j1; ++j) {
-      const S vj = m.readout.v()(j);
+      const S vj = m.readout_v(j);
       for (Index i = 0; i < b.rows; ++i) g[(j - j0) * b.rows + i] = d_out[i] * vj;
     }
     const Index off = b.offset + j0 * b.rows, len = (j1 - j0) * b.rows;

@@ -51,7 +51,8 @@ class Learner {
         optimizer_(config.optimizer, cell_.param_size() + readout_.block().size()),
         rng_(config.seed),
         estimator_(make_estimator(config_, cell_, readout_)),
-        model_{config_, cell_, cache_, readout_, c_, theta_, optimizer_, rng_} {
+        model_{config_,      cell_, cache_, readout_,   readout_.d_out(),
+               readout_.v(), c_,    theta_, optimizer_, rng_} {
     const Index n_state = cell_.state_size();
     theta_ = Vec<S>::Zero(n_params());
     // PyTorch's default initialization for RNN cells and Linear(n, O): U(±1/√n).

@@ -82,15 +82,6 @@ class Readout {
       d_out -= Eigen::Map<const Vec<S>>(y.values, output_size());
   }
 
-  // One stream's step computed elsewhere (several streams at once): its input factor
-  // [h; 1], output and d_out, as loss_and_grad would have left them.
-  template <class A, class B, class C>
-  void set_step(const A& v, const B& output, const C& d_out) {
-    v_ = v;
-    output_ = output;
-    d_out_ = d_out;
-  }
-
  private:
   Loss loss_;
   Block block_;

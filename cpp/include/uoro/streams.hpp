@@ -18,15 +18,20 @@
 namespace uoro {
 
 // For the estimators that run one instance per stream: one stream's copy of this tick's
-// activations (cell and readout) as a single-stream estimator reads them.
+// activations (the cell's, and the readout's gradient factors) as a single-stream
+// estimator reads them.
 template <class S, class Cell>
 struct Lane {
-  Readout<S> readout;
   typename Cell::Cache cache;
-  Vec<S> c;  // ∂ℓ/∂s'
+  Vec<S> c;          // ∂ℓ/∂s'
+  Vec<S> d_out;      // ∂ℓ/∂o
+  Vec<S> readout_v;  // [h; 1]
 
-  Lane(const Cell& cell, const Readout<S>& shared)
-      : readout(shared), cache(cell.make_cache()), c(Vec<S>::Zero(cell.state_size())) {}
+  Lane(const Cell& cell, const Readout<S>& readout)
+      : cache(cell.make_cache()),
+        c(Vec<S>::Zero(cell.state_size())),
+        d_out(Vec<S>::Zero(readout.output_size())),
+        readout_v(Vec<S>::Zero(readout.hidden_size() + 1)) {}
 };
 
 // The learner's parts as one tick sees them: the activations of all streams at once (one
@@ -37,6 +42,7 @@ template <class S, class Cell>
 struct Streams {
   const LearnerConfig& config;
   Cell& cell;
+  const Readout<S>& readout;  // the shared block
   typename Cell::Batch& batch;
   const Mat<S>& c;           // ∂ℓ/∂s' (S, B)
   const Mat<S>& readout_in;  // the readout's input factors [h; 1] (n + 1, B)
@@ -45,6 +51,9 @@ struct Streams {
   std::vector<Lane<S, Cell>>& lanes;
   const std::vector<Index>& present;
   const std::vector<Index>& absent;
+  // Each stream's input symbol when every present stream's input is one-hot (−1 for the
+  // absent ones, whose input is zero), else null.
+  const Index* tokens;
   Vec<S>& theta;
   Optimizer<S>& optimizer;
   Rng& rng;
@@ -57,8 +66,9 @@ struct Streams {
     auto from = batch.fields();
     for (std::size_t i = 0; i < to.size(); ++i) *to[i] = from[i]->col(b);
     l.c = c.col(b);
-    l.readout.set_step(readout_in.col(b), out.col(b), d_out.col(b));
-    return {config, cell, l.cache, l.readout, l.c, theta, optimizer, rng};
+    l.d_out = d_out.col(b);
+    l.readout_v = readout_in.col(b);
+    return {config, cell, l.cache, readout, l.d_out, l.readout_v, l.c, theta, optimizer, rng};
   }
 };
 

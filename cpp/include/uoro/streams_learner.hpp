@@ -52,6 +52,7 @@ class StreamsLearner {
     for (Index b = 0; b < streams; ++b) lanes_.emplace_back(cell_, readout_);
     present_.reserve(streams);
     absent_.reserve(streams);
+    tokens_.assign(streams, -1);
     cell_.reserve_streams(streams);
     states_ = next_ = c_ = Mat<S>::Zero(cell_.state_size(), streams);
     dh_ = Mat<S>::Zero(cell_.hidden_size(), streams);
@@ -197,15 +198,20 @@ class StreamsLearner {
   }
 
   // Absent streams get a zero input: their columns are computed with the others' and
-  // then left uncommitted.
+  // then left uncommitted. Notes the symbols when every present input is one-hot.
   void load_inputs(const Sample<S>* samples) {
     auto x = Cell::input(batch_, config_.input_size);
     x.setZero();
+    std::fill(tokens_.begin(), tokens_.end(), Index(-1));
+    one_hot_ = true;
     for (Index b : present_) {
-      if (samples[b].x)
+      if (samples[b].x) {
         x.col(b) = Eigen::Map<const Vec<S>>(samples[b].x, config_.input_size);
-      else
+        one_hot_ = false;
+      } else {
         x(samples[b].x_token, b) = S(1);
+        tokens_[b] = Index(samples[b].x_token);
+      }
     }
   }
 
@@ -257,8 +263,9 @@ class StreamsLearner {
       if (!bounded(next_.col(b))) return {Refusal::Forward, "recurrent state", max_abs(next_.col(b))};
       if (!bounded(c_.col(b))) return {Refusal::Forward, "loss gradient on the state", max_abs(c_.col(b))};
     }
-    Streams<S, Cell> view{config_, cell_,    batch_,  c_,     readout_in_, out_, d_out_,
-                          lanes_,  present_, absent_, theta_, optimizer_,  rng_};
+    const Index* tokens = one_hot_ ? tokens_.data() : nullptr;
+    Streams<S, Cell> view{config_, cell_,    readout_, batch_, c_,     readout_in_, out_, d_out_,
+                          lanes_,  present_, absent_,  tokens, theta_, optimizer_,  rng_};
     const auto rng_before = rng_.state();
     Refusal refusal;
     try {  // a user cell's functions may throw; the estimators commit nothing before them
@@ -286,6 +293,8 @@ class StreamsLearner {
   Mat<S> predictions_;          // each stream's last prediction (O, B)
   std::vector<Lane<S, Cell>> lanes_;
   std::vector<Index> present_, absent_;
+  std::vector<Index> tokens_;  // this tick's input symbols (see Streams::tokens)
+  bool one_hot_ = false;
   Estimator estimator_;
 };
 

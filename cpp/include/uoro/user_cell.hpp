@@ -59,8 +59,9 @@ template <class S>
 class UserCell {
  public:
   static constexpr int kBlocks = 1;
-  static constexpr int kSnapSlots = 0;     // no known sparsity: SnAp-1 does not apply
-  static constexpr bool kJointVjp = true;  // one call gives both halves of the VJP
+  static constexpr int kSnapSlots = 0;           // no known sparsity: SnAp-1 does not apply
+  static constexpr bool kJointVjp = true;        // one call gives both halves of the VJP
+  static constexpr bool kInputInFactor = false;  // v = [1]: the input is not a factor column
 
   template <class C>
   struct CacheOf {

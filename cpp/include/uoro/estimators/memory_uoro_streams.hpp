@@ -119,7 +119,7 @@ class MemoryUoroStreams {
       ++with_steps;
       Window<S, Cell>& w = windows_[b];
       for (Index i = 0; i < len; ++i)
-        add_readout_gradient(m.lanes[b].readout, w.step(i).d_out, w.step(i).readout_v, grad_.data());
+        add_readout_gradient(m.readout, w.step(i).d_out, w.step(i).readout_v, grad_.data());
       w.delta().setZero();
       w.backprop(model, len, /*losses=*/true, grad_.data());  // w.delta(): on the entering state
     }

@@ -52,7 +52,7 @@ class Rtrl {
     });
     grad_.setZero();
     grad_.head(m.n_cell_params()).noalias() = jac_next_.transpose() * m.c;
-    add_readout_gradient(m.readout, m.readout.d_out(), m.readout.v(), grad_.data());
+    add_readout_gradient(m.readout, m.d_out, m.readout_v, grad_.data());
     if (!bounded(jac_next_))
       return {Refusal::Sensitivity, "estimator's sensitivity ∂s/∂θ (RTRL's Jacobian)", max_abs(jac_next_)};
     if (!bounded(grad_)) return {Refusal::Gradient, "gradient estimate", max_abs(grad_)};

@@ -71,7 +71,7 @@ class Snap1 {
     });
     influence_max_next_ = influence_max;
     grad_.tail(m.readout.block().size()).setZero();
-    add_readout_gradient(m.readout, m.readout.d_out(), m.readout.v(), grad_.data());
+    add_readout_gradient(m.readout, m.d_out, m.readout_v, grad_.data());
     return {};
   }
   void commit() {
@@ -183,8 +183,7 @@ class Snap1 {
       column<false>(influence_, k, off, rows, vj, g);
       total += double(Eigen::Map<const Vec<S>>(g, rows).squaredNorm());
     });
-    if (m.config.train_readout)
-      total += double(m.readout.d_out().squaredNorm() * m.readout.v().squaredNorm());
+    if (m.config.train_readout) total += double(m.d_out.squaredNorm() * m.readout_v.squaredNorm());
     return std::sqrt(total);
   }
 

@@ -17,6 +17,51 @@ namespace uoro {
 
 inline constexpr const char* kUoroSensitivity = "estimator's sensitivity ∂s/∂θ (UORO's s̃ ⊗ θ̃)";
 
+// What a UORO step (one stream or many) computes per rank before its pass, and the
+// checks it must pass to be committed: bounds on |g|, on the new |θ̃| and on the part of
+// |g| that comes through θ̃.
+template <class S>
+class UoroChecks {
+ public:
+  explicit UoroChecks(S eps) : eps_(eps) {}
+
+  // The gradient's part from this step's own parameter-VJP (bounded block by block).
+  void add_direct_bound(S bound) { grad_bound_ = std::max(grad_bound_, bound); }
+
+  // One rank: ρ0 = √(‖θ̃‖ / (‖s̃'‖ + ε)) + ε, ρ1 = √(‖a‖ / (‖ν‖ + ε)) + ε with a = νᵀ ∂F/∂θ
+  // (given as ‖a‖² and a bound max|a|), and the rank's part of the bounds.
+  struct Scales {
+    S rho0, rho1, inv_rho0, inv_rho1;
+  };
+  Scales add_rank(S coef, S tt_norm, S s_next_norm, S a_norm2, S a_max, S nu_norm) {
+    Scales k;
+    k.rho0 = std::sqrt(tt_norm / (s_next_norm + eps_)) + eps_;
+    k.rho1 = std::sqrt(std::sqrt(a_norm2) / (nu_norm + eps_)) + eps_;
+    k.inv_rho0 = S(1) / k.rho0;
+    k.inv_rho1 = S(1) / k.rho1;
+    grad_bound_ += std::abs(coef) * tt_norm;
+    memory_bound_ += std::abs(coef) * tt_norm;
+    tilde_bound_ = std::max(tilde_bound_, tt_norm * k.inv_rho0 + a_max * k.inv_rho1);
+    return k;
+  }
+
+  // Why the step must not be committed (the new s̃ given), or no refusal.
+  template <class M>
+  Refusal refusal(const M& s_tilde_next, const Optimizer<S>& optimizer) const {
+    const S update_bound = S(optimizer.learning_rate() * double(grad_bound_));
+    if (!bounded(s_tilde_next) || !bounded(tilde_bound_) || !bounded(memory_bound_))
+      return {Refusal::Sensitivity, kUoroSensitivity,
+              std::max({max_abs(s_tilde_next), double(tilde_bound_), double(memory_bound_)})};
+    if (!bounded(grad_bound_)) return {Refusal::Gradient, "gradient estimate", double(grad_bound_)};
+    if (!bounded(update_bound)) return {Refusal::Gradient, "parameter update", double(update_bound)};
+    return {};
+  }
+
+ private:
+  S eps_;
+  S grad_bound_ = 0, tilde_bound_ = 0, memory_bound_ = 0;
+};
+
 template <class S, class Cell>
 class Uoro {
  public:
@@ -42,12 +87,11 @@ class Uoro {
     const S nu_norm = std::sqrt(S(m.cell.state_size()));  // ‖ν‖ for ±1 signs
     const auto rng_before = m.rng.state();
     m.cell.param_cotangents(m.cache, m.c, u_c_);
-    S grad_bound = 0, tilde_bound = 0;  // bounds on |g| and |new θ̃| of the coming pass
-    S memory_bound = 0;                 // the part of grad_bound that comes through θ̃
+    UoroChecks<S> checks(eps_);
     S v_max[Cell::kBlocks];
     for (Index k = 0; k < Cell::kBlocks; ++k) {
       v_max[k] = m.cache.v[k].cwiseAbs().maxCoeff();
-      grad_bound = std::max(grad_bound, u_c_[k].cwiseAbs().maxCoeff() * v_max[k]);
+      checks.add_direct_bound(u_c_[k].cwiseAbs().maxCoeff() * v_max[k]);
     }
     for (Index r = 0; r < rank_; ++r) {
       // Tangent forward propagation; c · (∂F/∂s s̃) is the paper's δs · s̃.
@@ -62,26 +106,13 @@ class Uoro {
         a_norm2 += u_nu_[r][k].squaredNorm() * m.cache.v[k].squaredNorm();
         a_max = std::max(a_max, u_nu_[r][k].cwiseAbs().maxCoeff() * v_max[k]);
       }
-      const S tt_norm = std::sqrt(theta_tilde_norm2_(r));
-      const S rho0 = std::sqrt(tt_norm / (s_next.norm() + eps_)) + eps_;
-      const S rho1 = std::sqrt(std::sqrt(a_norm2) / (nu_norm + eps_)) + eps_;
-      s_next = rho0 * s_next + rho1 * nu_;  // the new s̃, committed below
-      inv_rho0_(r) = S(1) / rho0;
-      inv_rho1_(r) = S(1) / rho1;
-      grad_bound += std::abs(coef_(r)) * tt_norm;
-      memory_bound += std::abs(coef_(r)) * tt_norm;
-      tilde_bound = std::max(tilde_bound, tt_norm * inv_rho0_(r) + a_max * inv_rho1_(r));
+      const auto scales =
+          checks.add_rank(coef_(r), std::sqrt(theta_tilde_norm2_(r)), s_next.norm(), a_norm2, a_max, nu_norm);
+      s_next = scales.rho0 * s_next + scales.rho1 * nu_;  // the new s̃, committed below
+      inv_rho0_(r) = scales.inv_rho0;
+      inv_rho1_(r) = scales.inv_rho1;
     }
-    const S update_bound = S(m.optimizer.learning_rate() * double(grad_bound));
-    Refusal refusal;
-    if (!bounded(s_tilde_next_) || !bounded(tilde_bound) || !bounded(memory_bound))
-      refusal = {Refusal::Sensitivity, kUoroSensitivity,
-                 std::max({max_abs(s_tilde_next_), double(tilde_bound), double(memory_bound)})};
-    else if (!bounded(grad_bound))
-      refusal = {Refusal::Gradient, "gradient estimate", double(grad_bound)};
-    else if (!bounded(update_bound))
-      refusal = {Refusal::Gradient, "parameter update", double(update_bound)};
-    if (refusal) {
+    if (const Refusal refusal = checks.refusal(s_tilde_next_, m.optimizer)) {
       m.rng.set_state(rng_before);
       return refusal;
     }
@@ -126,8 +157,7 @@ class Uoro {
         column_.head(rows) += coef_(r) * theta_tilde_.col(r).segment(off, rows);
       total += double(column_.head(rows).squaredNorm());
     });
-    if (m.config.train_readout)
-      total += double(m.readout.d_out().squaredNorm() * m.readout.v().squaredNorm());
+    if (m.config.train_readout) total += double(m.d_out.squaredNorm() * m.readout_v.squaredNorm());
     return std::sqrt(total);
   }
 

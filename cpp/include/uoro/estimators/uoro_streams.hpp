@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -21,8 +22,20 @@
 
 namespace uoro {
 
+// Whether the cell computes the per-unit factors its batched tangent and parameter-VJPs
+// share once per tick (GruCell::shared_factors).
+template <class S, class Cell, class = void>
+struct HasSharedFactors : std::false_type {};
+template <class S, class Cell>
+struct HasSharedFactors<S, Cell,
+                        std::void_t<decltype(std::declval<const Cell&>().shared_factors(
+                            std::declval<const typename Cell::Batch&>(), std::declval<Mat<S>&>()))>>
+    : std::true_type {};
+
 template <class S, class Cell>
 class UoroStreams {
+  static constexpr bool kShared = HasSharedFactors<S, Cell>::value;
+
  public:
   UoroStreams(const LearnerConfig& config, const Cell& cell, const Readout<S>& readout, Index streams)
       : rank_(config.rank), eps_(S(config.uoro_eps)), streams_(streams) {
@@ -43,6 +56,7 @@ class UoroStreams {
     for (auto& u : u_nu_)
       for (Index k = 0; k < Cell::kBlocks; ++k) u[k] = Mat<S>::Zero(cell.blocks()[k].rows, streams);
     d_out_ = Mat<S>::Zero(readout.output_size(), streams);
+    if constexpr (kShared) factors_ = Mat<S>::Zero(cell.shared_factor_rows(), streams);
     readout_chunk_ = chunk_columns(readout.block());
     scratch = std::max(scratch, readout.block().rows * readout_chunk_);
     g_ = Vec<S>::Zero(scratch);
@@ -54,7 +68,8 @@ class UoroStreams {
     const auto rng_before = m.rng.state();
     // The loss cotangent's factors (each stream's share of the mean; zero for absent
     // streams, whose c is zero) and the readout's.
-    m.cell.param_cotangents(m.batch, m.c, u_c_);
+    if constexpr (kShared) m.cell.shared_factors(m.batch, factors_);
+    param_cotangents(m, m.c, u_c_);
     for (Index k = 0; k < Cell::kBlocks; ++k) {
       u_c_[k] *= inv_n;
       v_max_.row(k) = m.batch.v[k].cwiseAbs().colwise().maxCoeff();
@@ -62,18 +77,22 @@ class UoroStreams {
     }
     d_out_ = inv_n * m.d_out;
     // Bounds on |g| and |new θ̃| of the coming pass (|Σ_b u_b v_bᵀ| <= Σ_b max|u_b| max|v_b|).
-    S grad_bound = 0, tilde_bound = 0, memory_bound = 0;
-    for (Index k = 0; k < Cell::kBlocks; ++k) grad_bound = std::max(grad_bound, column_bound(u_c_[k], k));
+    UoroChecks<S> checks(eps_);
+    for (Index k = 0; k < Cell::kBlocks; ++k) checks.add_direct_bound(column_bound(u_c_[k], k));
     const S nu_norm = std::sqrt(S(n * n_state));  // ‖ν‖ for ±1 signs on the present streams
     for (Index r = 0; r < rank_; ++r) {
       // Tangent forward propagation for all streams; absent ones keep s̃ (the identity).
       auto s_next = s_tilde_next_.middleCols(r * streams_, streams_);
-      m.cell.jvp_state(m.theta.data(), m.batch, s_tilde_.middleCols(r * streams_, streams_), s_next);
+      if constexpr (kShared)
+        m.cell.jvp_state_shared(m.theta.data(), m.batch, factors_,
+                                s_tilde_.middleCols(r * streams_, streams_), s_next);
+      else
+        m.cell.jvp_state(m.theta.data(), m.batch, s_tilde_.middleCols(r * streams_, streams_), s_next);
       for (Index b : m.absent) s_next.col(b) = s_tilde_.col(r * streams_ + b);
       coef_(r) = (m.c.array() * s_next.array()).sum() * inv_n / S(rank_);
       m.rng.fill_signs(nu_);
       for (Index b : m.absent) nu_.col(b).setZero();
-      m.cell.param_cotangents(m.batch, nu_, u_nu_[r]);
+      param_cotangents(m, nu_, u_nu_[r]);
       // ‖νᵀ ∂F/∂θ‖² taken as Σ_b ‖u_b‖² ‖v_b‖²: its expectation over the cross terms
       // (the streams' signs are independent), exact for one stream, and even in ν as ρ1
       // must be for the estimate to stay unbiased.
@@ -82,26 +101,13 @@ class UoroStreams {
         a_norm2 += (u_nu_[r][k].colwise().squaredNorm().array() * v_norm2_.row(k).array()).sum();
         a_max = std::max(a_max, column_bound(u_nu_[r][k], k));
       }
-      const S tt_norm = std::sqrt(theta_tilde_norm2_(r));
-      const S rho0 = std::sqrt(tt_norm / (s_next.norm() + eps_)) + eps_;
-      const S rho1 = std::sqrt(std::sqrt(a_norm2) / (nu_norm + eps_)) + eps_;
-      s_next = rho0 * s_next + rho1 * nu_;
-      inv_rho0_(r) = S(1) / rho0;
-      inv_rho1_(r) = S(1) / rho1;
-      grad_bound += std::abs(coef_(r)) * tt_norm;
-      memory_bound += std::abs(coef_(r)) * tt_norm;
-      tilde_bound = std::max(tilde_bound, tt_norm * inv_rho0_(r) + a_max * inv_rho1_(r));
+      const auto scales =
+          checks.add_rank(coef_(r), std::sqrt(theta_tilde_norm2_(r)), s_next.norm(), a_norm2, a_max, nu_norm);
+      s_next = scales.rho0 * s_next + scales.rho1 * nu_;
+      inv_rho0_(r) = scales.inv_rho0;
+      inv_rho1_(r) = scales.inv_rho1;
     }
-    const S update_bound = S(m.optimizer.learning_rate() * double(grad_bound));
-    Refusal refusal;
-    if (!bounded(s_tilde_next_) || !bounded(tilde_bound) || !bounded(memory_bound))
-      refusal = {Refusal::Sensitivity, kUoroSensitivity,
-                 std::max({max_abs(s_tilde_next_), double(tilde_bound), double(memory_bound)})};
-    else if (!bounded(grad_bound))
-      refusal = {Refusal::Gradient, "gradient estimate", double(grad_bound)};
-    else if (!bounded(update_bound))
-      refusal = {Refusal::Gradient, "parameter update", double(update_bound)};
-    if (refusal) {
+    if (const Refusal refusal = checks.refusal(s_tilde_next_, m.optimizer)) {
       m.rng.set_state(rng_before);
       return refusal;
     }
@@ -139,6 +145,13 @@ class UoroStreams {
   Window<S, Cell>* window(Index) { return nullptr; }
 
  private:
+  void param_cotangents(Streams<S, Cell>& m, const Mat<S>& c, std::array<Mat<S>, Cell::kBlocks>& u) const {
+    if constexpr (kShared)
+      m.cell.param_cotangents_shared(factors_, c, u);
+    else
+      m.cell.param_cotangents(m.batch, c, u);
+  }
+
   // Columns per chunk of the pass: up to 16384 values, so the scratch stays in cache.
   static Index chunk_columns(const Block& b) { return std::min(b.cols, std::max<Index>(1, 16384 / b.rows)); }
 
@@ -151,6 +164,23 @@ class UoroStreams {
   // one matrix–matrix product, accumulated where it is needed (no scratch to clear).
   static void add_outer_sum(const Mat<S>& u, const Mat<S>& v, Index j0, Index cols, S* out) {
     MatMap<S>(out, u.rows(), cols).noalias() += u * v.middleRows(j0, cols).transpose();
+  }
+
+  // The same for block k's factors u (rows × B). With one-hot inputs the input's columns
+  // of block 0 are sums of u_b over the streams reading that symbol (v is 0 or 1 there):
+  // added column by column, not multiplied by the mostly-zero rows of v.
+  void add_factor_products(Streams<S, Cell>& m, Index k, const Mat<S>& u, Index j0, Index cols,
+                           S* out) const {
+    const Mat<S>& v = m.batch.v[k];
+    if (!Cell::kInputInFactor || k != 0 || !m.tokens || j0 >= m.config.input_size)
+      return add_outer_sum(u, v, j0, cols, out);
+    const Index one_hot_end = std::min(j0 + cols, m.config.input_size), rows = u.rows();
+    for (Index b : m.present) {
+      const Index j = m.tokens[b];
+      if (j >= j0 && j < one_hot_end) Eigen::Map<Vec<S>>(out + (j - j0) * rows, rows) += u.col(b);
+    }
+    if (one_hot_end < j0 + cols)
+      add_outer_sum(u, v, one_hot_end, j0 + cols - one_hot_end, out + (one_hot_end - j0) * rows);
   }
 
   template <class Fn>
@@ -168,7 +198,7 @@ class UoroStreams {
     for_each_chunk(m, [&](Index k, Index j0, Index cols, Index rows) {
       const Index off = m.cell.blocks()[k].offset + j0 * rows, len = rows * cols;
       memory_gradient(off, len, g);
-      add_outer_sum(u_c_[k], m.batch.v[k], j0, cols, g);
+      add_factor_products(m, k, u_c_[k], j0, cols, g);
       total += double(g_.head(len).squaredNorm());
     });
     if (m.config.train_readout)
@@ -217,10 +247,10 @@ class UoroStreams {
             g[i] += coef * tt[i];
             tt[i] *= inv_rho0;
           }
-        add_outer_sum(u_nu_[r][k], m.batch.v[k], j0, cols, tt);
+        add_factor_products(m, k, u_nu_[r][k], j0, cols, tt);
         norm_acc_(r) += Eigen::Map<const Vec<S>>(tt, len).squaredNorm();
       }
-      add_outer_sum(u_c_[k], m.batch.v[k], j0, cols, g);
+      add_factor_products(m, k, u_c_[k], j0, cols, g);
       if (grad_out) std::copy(g, g + len, grad_out + off);
       if (update) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, len);
     });
@@ -248,6 +278,7 @@ class UoroStreams {
   std::array<Index, Cell::kBlocks> chunk_{};
   Mat<S> v_max_, v_norm2_;  // per block and stream
   Mat<S> d_out_;            // the readout's loss factors, each stream's share of the mean (O, B)
+  Mat<S> factors_;          // this tick's shared per-unit factors, when the cell has them
   Index readout_chunk_;
   Vec<S> g_;  // one chunk of the pass
 };

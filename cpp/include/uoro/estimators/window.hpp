@@ -118,8 +118,8 @@ class Window {
     Step& slot = steps_[head_];
     slot.cache = m.cache;
     slot.c = m.c;
-    slot.d_out = m.readout.d_out();
-    slot.readout_v = m.readout.v();
+    slot.d_out = m.d_out;
+    slot.readout_v = m.readout_v;
     head_ = (head_ + 1) % length();
     count_ = std::min(count_ + 1, length());
     pending_ = every_step ? 0 : pending_ + 1;
