@@ -627,7 +627,9 @@ def connect(scheduler: str, *, workers: int | None = None, timeout: float | None
             "scheduler must be 'local' or the address of a Dask scheduler such as "
             f"tcp://host:8786; got {scheduler!r} ({error})"
         ) from None
-    except OSError as error:
+    except (OSError, AssertionError) as error:
+        # AssertionError: Dask's client event loop failed to start in time (seen on a
+        # heavily loaded machine); no connection either way.
         raise ConnectionError(
             f"no Dask scheduler answered at {scheduler!r} within {wait:g} s (expected the "
             f"address of a running 'dask scheduler', e.g. tcp://host:8786): {error}"
