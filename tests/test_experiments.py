@@ -485,3 +485,40 @@ def test_import_uoro_needs_none_of_the_cli_dependencies():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert completed.returncode == 0, completed.stderr
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_run_many_names_a_failing_run_and_finishes_the_others(tmp_path, jobs):
+    good = [experiments.influence_config(steps=500, chunk=250, seed=seed) for seed in (0, 1)]
+    missing = experiments.text_config(tmp_path / "nowhere.txt", hidden=8, steps=100, chunk=50)
+    with pytest.raises(experiments.RunsFailed, match="1 of 3 run") as raised:
+        experiments.run_many([good[0], missing, good[1]], jobs=jobs)
+    [failure] = raised.value.failures
+    assert failure.config == missing
+    assert str(failure).startswith(f"{missing.label} seed 0: FileNotFoundError:")
+    assert [curve.config for curve in raised.value.curves] == good
+    assert experiments.run_many(good, jobs=jobs)[1].final_theta == pytest.approx(
+        raised.value.curves[1].final_theta, abs=0
+    )
+
+
+def test_cli_reports_a_failing_run_by_name_and_keeps_the_others(monkeypatch, tmp_path):
+    run = experiments.run
+
+    def run_failing_seed_1(config, progress=None):
+        if config.seed == 1:
+            raise RuntimeError("worker lost")
+        return run(config, progress)
+
+    monkeypatch.setattr(experiments, "run", run_failing_seed_1)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main,
+        ["experiment", "influence", "--seeds", "3", "--steps", "200", "--chunk", "100"]
+        + ["--out", str(out)],
+    )
+    assert result.exit_code == 1, result.output
+    assert "FAILED UORO η=0.0003 seed 1: RuntimeError: worker lost" in result.output
+    assert "1 of 3 run(s) failed" in result.output and "Traceback" not in result.output
+    assert sorted(row["seed"] for row in read_csv(out / "influence-summary.csv")) == ["0", "2"]
+    assert len(list(out.glob("*seed*.csv"))) == 2

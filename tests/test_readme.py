@@ -30,7 +30,10 @@ def test_readme_test_command_is_what_ci_runs():
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
     assert "python -m pytest" in readme
     assert ci.strip().splitlines()[-1] == "python -m pytest"
-    assert 'pip install ".[test]"' in readme and 'pip install ".[test]"' in ci
+    assert 'pip install ".[test]"' in readme
+    # CI runs it against the built, repaired wheel, installed with the same test extras.
+    assert "bash tools/build_wheel.sh" in ci and '.whl)[test]"' in ci
+    assert "tools/build_wheel.sh" in readme
 
 
 def test_readme_own_cell_example_runs(capsys):

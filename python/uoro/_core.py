@@ -1,13 +1,13 @@
 """The compiled core, in the best variant the running CPU supports.
 
 The build makes `_core_baseline` (portable) and, on x86-64, `_core_avx2` (AVX2 + FMA,
-about twice as fast). Set UORO_CPU=baseline to force the portable one.
+about twice as fast). Set UORO_CPU=baseline to force the portable one. Type checkers
+read `_core.pyi` (one stub for both: `python tools/make_stub.py` regenerates it).
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 
 def _cpu_has_avx2_fma() -> bool:
@@ -19,9 +19,7 @@ def _cpu_has_avx2_fma() -> bool:
 
 
 VARIANT = "baseline"
-if TYPE_CHECKING:  # both variants have the same interface
-    from uoro._core_baseline import *  # noqa: F403
-elif os.environ.get("UORO_CPU", "") != "baseline" and _cpu_has_avx2_fma():
+if os.environ.get("UORO_CPU", "") != "baseline" and _cpu_has_avx2_fma():
     try:
         from uoro._core_avx2 import *  # noqa: F403
         from uoro._core_avx2 import __doc__  # noqa: F401
@@ -29,5 +27,5 @@ elif os.environ.get("UORO_CPU", "") != "baseline" and _cpu_has_avx2_fma():
         VARIANT = "avx2"
     except ImportError:  # not built for this platform
         pass
-if not TYPE_CHECKING and VARIANT == "baseline":
+if VARIANT == "baseline":
     from uoro._core_baseline import *  # noqa: F403

@@ -8,11 +8,8 @@ one PNG with all the curves; it prints a summary table at the end.
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
 import re
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +17,7 @@ from typing import Any
 import click
 
 from uoro import experiments
-from uoro.experiments import Curve, RunConfig
+from uoro.experiments import Curve, RunConfig, RunFailure
 
 #: Options a preset fixes; giving one alongside ``--preset`` is an error.
 PRESET_FIXED = (
@@ -172,7 +169,16 @@ def _learning_options(
             type=POSITIVE,
             default=1,
             show_default=True,
-            help="Runs in parallel, in separate processes.",
+            help="Runs in parallel, in separate processes (with --scheduler local: "
+            "its worker processes).",
+        ),
+        click.option(
+            "--scheduler",
+            metavar="ADDRESS|local",
+            default=None,
+            help="Send the runs to a Dask cluster: the address of its scheduler "
+            "(tcp://host:8786), or 'local' to start one on this machine. Each run is one "
+            "task; the CSV rows come back here. Needs pip install 'uoro[distributed]'.",
         ),
         click.option(
             "--chunk",
@@ -238,7 +244,7 @@ def _preset_option(description: str) -> Callable[..., Any]:
         type=click.Choice(["paper"]),
         default=None,
         help=f"Run the paper's configurations: {description} Fixes every "
-        "model and learning option; --steps, --seeds, --jobs, --chunk, "
+        "model and learning option; --steps, --seeds, --jobs, --scheduler, --chunk, "
         "--out still apply.",
     )
 
@@ -401,7 +407,15 @@ def _run_experiment(
     dataset: dict[str, Any],
     options: dict[str, Any],
 ) -> None:
-    seeds, jobs, out, progress = (options.pop(key) for key in ("seeds", "jobs", "out", "progress"))
+    seeds, jobs, scheduler, out, progress = (
+        options.pop(key) for key in ("seeds", "jobs", "scheduler", "out", "progress")
+    )
+    if scheduler is not None and scheduler != "local" and _given(ctx, "jobs"):
+        raise click.UsageError(
+            f"--jobs applies without --scheduler or with --scheduler local; the cluster at "
+            f"{scheduler} runs as many runs at once as it has worker threads.",
+            ctx,
+        )
     if preset is not None:
         given = [f"--{key.replace('_', '-')}" for key in PRESET_FIXED if _given(ctx, key)]
         if given:
@@ -426,12 +440,27 @@ def _run_experiment(
     def save(curve: Curve) -> None:
         experiments.write_csv(curve, out / f"{curve.config.slug}.csv")
 
-    curves = _run_all(configs, jobs, progress, save)
+    if scheduler is None:
+        curves, failures = _run_all(configs, jobs, progress, save)
+    else:
+        workers = jobs if scheduler == "local" and _given(ctx, "jobs") else None
+        try:
+            client = experiments.connect(scheduler, workers=workers)
+        except (ImportError, ValueError, ConnectionError) as error:
+            raise click.UsageError(f"--scheduler {scheduler}: {error}", ctx) from None
+        with client:
+            curves, failures = _run_many(configs, progress, save, client=client)
     stem = name if preset is None else f"{name}-{preset}"
-    plot = experiments.plot_curves(curves, out / f"{stem}.png", title=_title(name, configs))
-    summary = experiments.write_summary(curves, out / f"{stem}-summary.csv")
-    click.echo(experiments.format_summary(curves))
-    click.echo(f"{len(curves)} run CSV(s), {summary.name} and {plot.name} written to {out}")
+    if curves:
+        plot = experiments.plot_curves(curves, out / f"{stem}.png", title=_title(name, configs))
+        summary = experiments.write_summary(curves, out / f"{stem}-summary.csv")
+        click.echo(experiments.format_summary(curves))
+        click.echo(f"{len(curves)} run CSV(s), {summary.name} and {plot.name} written to {out}")
+    if failures:
+        lines = "".join(f"\n  {failure}" for failure in failures)
+        raise click.ClickException(
+            f"{len(failures)} of {len(configs)} run(s) failed (the others finished):{lines}"
+        )
 
 
 def _given(ctx: click.Context, key: str) -> bool:
@@ -465,56 +494,76 @@ def _title(name: str, configs: Sequence[RunConfig]) -> str:
 
 def _run_all(
     configs: Sequence[RunConfig], jobs: int, show_progress: bool, finished: Callable[[Curve], None]
-) -> list[Curve]:
+) -> tuple[list[Curve], list[RunFailure]]:
     """Runs every configuration, in ``jobs`` processes if more than one; ``finished`` is
-    called on each curve as soon as its run ends (so a long study keeps what it has)."""
+    called on each curve as soon as its run ends (so a long study keeps what it has). A run
+    that raises is reported by name and the others go on."""
     from tqdm import tqdm
 
-    if jobs == 1 or len(configs) == 1:
-        curves = []
-        for config in configs:
-            with tqdm(
-                total=config.steps,
-                desc=config.label,
-                unit="step",
-                unit_scale=True,
-                disable=not show_progress,
-                dynamic_ncols=True,
-            ) as bar:
+    if jobs > 1 and len(configs) > 1:
+        return _run_many(configs, show_progress, finished, jobs=jobs)
+    curves, failures = [], []
+    for config in configs:
+        with tqdm(
+            total=config.steps,
+            desc=config.label,
+            unit="step",
+            unit_scale=True,
+            disable=not show_progress,
+            dynamic_ncols=True,
+        ) as bar:
 
-                def report(count: int, chunk_loss: float, cumulative: float) -> None:
-                    bar.set_postfix_str(
-                        f"loss {chunk_loss:.4g}, cumulative {cumulative:.4g}", refresh=False
-                    )
-                    bar.update(count)
+            def report(count: int, chunk_loss: float, cumulative: float) -> None:
+                bar.set_postfix_str(
+                    f"loss {chunk_loss:.4g}, cumulative {cumulative:.4g}", refresh=False
+                )
+                bar.update(count)
 
-                curves.append(experiments.run(config, report))
-            finished(curves[-1])
-            _report_finished(curves[-1], tqdm.write if show_progress else None)
-        return curves
+            try:
+                curve = experiments.run(config, report)
+            except Exception as error:  # reported by name, the other runs go on
+                failures.append(RunFailure(config, f"{type(error).__name__}: {error}"))
+                curve = None
+        if curve is None:
+            _report_finished(failures[-1], tqdm.write if show_progress else None)
+            continue
+        curves.append(curve)
+        finished(curve)
+        _report_finished(curve, tqdm.write if show_progress else None)
+    return curves, failures
 
-    # NumPy's BLAS threads would otherwise spin beside the learners on the same cores.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    results: dict[int, Curve] = {}
-    context = multiprocessing.get_context("spawn")  # safe with threads, same on every OS
-    with (
-        ProcessPoolExecutor(max_workers=min(jobs, len(configs)), mp_context=context) as pool,
-        tqdm(total=len(configs), desc="runs", unit="run", disable=not show_progress) as bar,
-    ):
-        futures = {
-            pool.submit(experiments.run, config): index for index, config in enumerate(configs)
-        }
-        for future in as_completed(futures):
-            curve = future.result()
-            results[futures[future]] = curve
-            finished(curve)
-            _report_finished(curve, tqdm.write if show_progress else None)
+
+def _run_many(
+    configs: Sequence[RunConfig],
+    show_progress: bool,
+    finished: Callable[[Curve], None],
+    *,
+    jobs: int = 1,
+    client: Any = None,
+) -> tuple[list[Curve], list[RunFailure]]:
+    """Runs in processes or on a Dask cluster with :func:`experiments.run_many`; the bar
+    counts finished runs."""
+    from tqdm import tqdm
+
+    with tqdm(total=len(configs), desc="runs", unit="run", disable=not show_progress) as bar:
+
+        def settle(result: Curve | RunFailure) -> None:
+            if isinstance(result, Curve):
+                finished(result)
+            _report_finished(result, tqdm.write if show_progress else None)
             bar.update(1)
-    return [results[index] for index in range(len(configs))]
+
+        try:
+            return experiments.run_many(configs, jobs=jobs, client=client, finished=settle), []
+        except experiments.RunsFailed as error:
+            return error.curves, error.failures
 
 
-def _report_finished(curve: Curve, write: Callable[[str], None] | None) -> None:
+def _report_finished(curve: Curve | RunFailure, write: Callable[[str], None] | None) -> None:
     if write is None:
+        return
+    if isinstance(curve, RunFailure):
+        write(f"FAILED {curve}")
         return
     theta = "" if curve.final_theta is None else f", θ {curve.final_theta:.4g}"
     write(

@@ -30,11 +30,16 @@ Two choices translate the paper into this library's terms:
 from __future__ import annotations
 
 import csv
+import functools
 import math
+import multiprocessing
+import os
 import re
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -548,6 +553,159 @@ def run_anbn(progress: Progress | None = None, **fields: Any) -> Curve:
 def run_text(path: str | Path, progress: Progress | None = None, **fields: Any) -> Curve:
     """Runs next-character prediction on a text file (see :func:`text_config`)."""
     return run(text_config(path, **fields), progress)
+
+
+# ---- many runs: processes here or a Dask cluster --------------------------------------------
+
+#: Seconds :func:`connect` waits for a Dask scheduler to answer.
+SCHEDULER_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """A run that raised instead of returning its curve: its configuration and the error
+    as text (``"FileNotFoundError: ..."``), as it came back from the process or worker."""
+
+    config: RunConfig
+    error: str
+
+    @property
+    def name(self) -> str:
+        """The run's configuration and seed, e.g. ``GRU UORO η=0.001 seed 3``."""
+        return f"{self.config.label} seed {self.config.seed}"
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.error}"
+
+
+class RunsFailed(RuntimeError):
+    """Raised by :func:`run_many` once every run has ended, if some raised: ``failures``
+    names them with their errors, ``curves`` holds the runs that finished (in the order
+    of the configurations)."""
+
+    def __init__(self, failures: Sequence[RunFailure], curves: Sequence[Curve]) -> None:
+        self.failures = list(failures)
+        self.curves = list(curves)
+        total = len(self.failures) + len(self.curves)
+        lines = "".join(f"\n  {failure}" for failure in self.failures)
+        super().__init__(f"{len(self.failures)} of {total} run(s) failed:{lines}")
+
+
+def connect(scheduler: str, *, workers: int | None = None, timeout: float | None = None) -> Any:
+    """A ``distributed.Client`` for :func:`run_many`.
+
+    ``scheduler`` is the address of a running Dask scheduler (``tcp://host:8786``, started
+    with ``dask scheduler``; ``timeout`` seconds to answer, ``SCHEDULER_TIMEOUT`` by
+    default), or ``"local"`` for a new ``LocalCluster`` on this machine: ``workers``
+    processes of one thread each (Dask's default count if None), shut down when the
+    client is closed. Use the client as a context manager (``with connect(...) as
+    client:``). Needs the ``distributed`` extra (``pip install 'uoro[distributed]'``).
+    """
+    try:
+        import distributed
+    except ImportError as error:
+        raise ImportError(
+            "running on Dask needs its distributed scheduler, which is not installed: "
+            "pip install 'uoro[distributed]'"
+        ) from error
+    if scheduler == "local":
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be >= 1 or None; got {workers}")
+        # NumPy's BLAS threads would otherwise spin beside the learners on the same cores.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        return distributed.Client(n_workers=workers, threads_per_worker=1, processes=True)
+    if workers is not None:
+        raise ValueError(
+            f"workers applies to scheduler='local' only (the cluster at {scheduler!r} has "
+            f"its own workers); got workers={workers}"
+        )
+    wait = SCHEDULER_TIMEOUT if timeout is None else timeout
+    try:
+        return distributed.Client(scheduler, timeout=wait)
+    except ValueError as error:
+        raise ValueError(
+            "scheduler must be 'local' or the address of a Dask scheduler such as "
+            f"tcp://host:8786; got {scheduler!r} ({error})"
+        ) from None
+    except (OSError, AssertionError) as error:
+        # AssertionError: Dask's client event loop failed to start in time (seen on a
+        # heavily loaded machine); no connection either way.
+        raise ConnectionError(
+            f"no Dask scheduler answered at {scheduler!r} within {wait:g} s (expected the "
+            f"address of a running 'dask scheduler', e.g. tcp://host:8786): {error}"
+        ) from None
+
+
+def run_many(
+    configs: Sequence[RunConfig],
+    *,
+    jobs: int = 1,
+    client: Any = None,
+    finished: Callable[[Curve | RunFailure], None] | None = None,
+) -> list[Curve]:
+    """Runs every configuration; returns the curves in the order of ``configs``.
+
+    With ``client`` (a ``distributed.Client``, see :func:`connect`) each run is one task on
+    the Dask cluster: the configuration travels to a worker, the finished curve (its CSV
+    rows) comes back; nothing is written on the workers. Otherwise the runs use ``jobs``
+    processes on this machine (this process if 1). ``finished`` is called with each curve,
+    or :class:`RunFailure`, as soon as its run ends. A run that raises does not stop the
+    others: once all have ended, :class:`RunsFailed` names every failed run and its error
+    and carries the finished curves.
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1; got {jobs}")
+    if client is not None and jobs != 1:
+        raise ValueError(f"give jobs or client, not both; got jobs={jobs} and a client")
+    results: dict[int, Curve | RunFailure] = {}
+
+    def settle(index: int, outcome: Callable[[], Curve]) -> None:
+        result: Curve | RunFailure
+        try:
+            result = outcome()
+        except Exception as error:  # reported by name, the other runs go on
+            result = RunFailure(configs[index], f"{type(error).__name__}: {error}")
+        results[index] = result
+        if finished is not None:
+            finished(result)
+
+    if client is not None:
+        _run_on_dask(configs, client, settle)
+    elif jobs == 1 or len(configs) <= 1:
+        for index, config in enumerate(configs):
+            settle(index, functools.partial(run, config))
+    else:
+        # NumPy's BLAS threads would otherwise spin beside the learners on the same cores.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        context = multiprocessing.get_context("spawn")  # safe with threads, same on every OS
+        with ProcessPoolExecutor(max_workers=min(jobs, len(configs)), mp_context=context) as pool:
+            futures = {pool.submit(run, config): i for i, config in enumerate(configs)}
+            for future in as_completed(futures):
+                settle(futures[future], future.result)
+    ordered = [results[index] for index in range(len(configs))]
+    curves = [result for result in ordered if isinstance(result, Curve)]
+    failures = [result for result in ordered if isinstance(result, RunFailure)]
+    if failures:
+        raise RunsFailed(failures, curves)
+    return curves
+
+
+def _run_on_dask(
+    configs: Sequence[RunConfig], client: Any, settle: Callable[[int, Callable[[], Curve]], None]
+) -> None:
+    """One task per run; each result is settled (and released) as soon as it arrives."""
+    from distributed import as_completed as dask_completed
+
+    futures = {
+        client.submit(run, config, key=f"uoro-run-{config.slug}-{uuid.uuid4().hex[:8]}"): i
+        for i, config in enumerate(configs)
+    }
+    try:
+        for future in dask_completed(futures):
+            settle(futures[future], future.result)
+            future.release()
+    finally:  # interrupted: leave no task running on the cluster
+        client.cancel([future for future in futures if not future.done()])
 
 
 # ---- output --------------------------------------------------------------------------------
