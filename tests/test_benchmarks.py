@@ -86,3 +86,23 @@ def test_the_user_cell_benchmark_prints_its_table():
         assert re.search(rf"^\| {re.escape(row)} \| [\d,.]+ \| [\d,]+× \|", out.stdout, re.M), row
     added = re.findall(r"\| (\d+)% \|$", out.stdout, re.M)
     assert len(added) == 2  # the library's share, for both user cells
+
+
+def test_the_deep_river_comparison_runs_or_says_why_not():
+    import importlib.util
+    import re
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_river_peers.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--tokens", "300"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    if importlib.util.find_spec("deep_river") is None:  # optional, never installed by CI
+        assert "deep-river comparison skipped" in out.stdout
+    else:
+        for row in ("uoro RecurrentRegressor", "deep-river LSTMClassifier"):
+            assert re.search(rf"^\| {row} .*\| [\d,]+ \|$", out.stdout, re.M), row
