@@ -33,8 +33,10 @@ if ! grep -q "\"$tag\"" <<<"$show"; then
   echo "auditwheel show does not find $wheel consistent with its tag $tag" >&2
   exit 1
 fi
+# The listing is read whole (grep -q stopping early would break the pipe under pipefail).
+listing="$("$python" -m zipfile -l "$wheel")"
 for module in _core_baseline _core_avx2; do
-  if ! "$python" -m zipfile -l "$wheel" | grep -q "uoro/$module\."; then
+  if ! grep -q "uoro/$module\." <<<"$listing"; then
     echo "$wheel lacks uoro/$module" >&2
     exit 1
   fi
