@@ -287,6 +287,21 @@ def test_bad_samples_raise_and_change_nothing():
         np.testing.assert_array_equal(before, now)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("k,i", [(0, 0), (6, 2), (9, 12)])
+def test_a_non_finite_input_value_is_found_wherever_it_is(bad, k, i):
+    learner = uoro.Learner("gru", 13, 8, loss="squared_error", output_size=1, seed=0)
+    xs = np.random.default_rng(0).normal(size=(10, 13)).astype(np.float32)
+    xs[k, i] = bad
+    theta = learner.theta
+    with pytest.raises(ValueError, match=rf"xs\[{k}\] contains NaN or inf"):
+        learner.fit(xs, np.zeros((10, 1), np.float32))
+    with pytest.raises(ValueError, match="x contains NaN or inf"):
+        learner.step(xs[k], np.zeros(1, np.float32))
+    np.testing.assert_array_equal(learner.theta, theta)
+    assert learner.samples_seen == 0
+
+
 def test_losses_convert_to_bits():
     assert uoro.to_bits(np.log(2)) == pytest.approx(1.0)
     np.testing.assert_allclose(uoro.to_bits(np.array([0.0, 2 * np.log(2)])), [0.0, 2.0])

@@ -250,6 +250,10 @@ class Broken(NumpyGRU):
             spoiled = array.copy()
             spoiled[..., 0] = np.nan
             return spoiled
+        if self.fault == "inf":  # the last value: past the vectorized part of the check
+            spoiled = array.copy()
+            spoiled[..., -1] = -np.inf
+            return spoiled
         return list(array)  # not an array
 
     def forward(self, x, s, theta):
@@ -277,6 +281,7 @@ FAULTS = {
     "shape": (ValueError, r"Broken\.{where}.* returned shape"),
     "dtype": (TypeError, r"Broken\.{where}.* must return an array of floats"),
     "nan": (ValueError, r"Broken\.{where}.* returned NaN or inf"),
+    "inf": (ValueError, r"Broken\.{where}.* returned NaN or inf"),
     "list": (TypeError, r"Broken\.{where}.* must return a numpy array"),
     "raise": (KeyError, "from inside the cell"),
 }

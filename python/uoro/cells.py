@@ -22,6 +22,7 @@ page of the documentation for what is exact, what is approximate, and the cost.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -172,10 +173,26 @@ def unflatten(flat: np.ndarray, names: list[tuple[str, tuple[int, ...]]]) -> dic
     """The named parameters as views of a flat vector (C order, in the names' order)."""
     out, offset = {}, 0
     for name, shape in names:
-        size = int(np.prod(shape, dtype=np.int64))
+        size = math.prod(shape)
         out[name] = flat[offset : offset + size].reshape(shape)
         offset += size
     return out
+
+
+def _cached_unflatten(
+    names: list[tuple[str, tuple[int, ...]]],
+) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """`unflatten` for the calls of a learner's steps: the core passes the same read-only
+    view of θ to every call, so its named views are made once (each call still gets a
+    dict of its own)."""
+    last: list[Any] = [None, {}]  # the flat vector (kept alive, so `is` is safe), its views
+
+    def views(flat: np.ndarray) -> dict[str, np.ndarray]:
+        if flat is not last[0]:
+            last[0], last[1] = flat, unflatten(flat, names)
+        return dict(last[1])
+
+    return views
 
 
 def _size(cell: str, attribute: str, value: Any) -> int:
@@ -230,6 +247,7 @@ def _named(
 ) -> tuple[Callable[..., Any], Callable[..., Any] | None, Callable[..., Any]]:
     """The user's functions on named parameters, as functions of a flat θ."""
     keys = [n for n, _ in names]
+    unflatten_theta = _cached_unflatten(names)
 
     def packed(c_theta: Any) -> Any:
         if not isinstance(c_theta, Mapping):
@@ -251,10 +269,10 @@ def _named(
         return np.concatenate(parts, axis=-1)
 
     def named_forward(x: np.ndarray, s: np.ndarray, theta: np.ndarray) -> Any:
-        return forward(x, s, unflatten(theta, names))
+        return forward(x, s, unflatten_theta(theta))
 
     def named_vjp(x: np.ndarray, s: np.ndarray, theta: np.ndarray, c: np.ndarray) -> Any:
-        result = vjp(x, s, unflatten(theta, names), c)
+        result = vjp(x, s, unflatten_theta(theta), c)
         if not isinstance(result, tuple) or len(result) != 2:
             return result  # the core names the mistake
         return result[0], packed(result[1])
@@ -264,7 +282,7 @@ def _named(
         user_jvp = jvp
 
         def named_jvp(x: np.ndarray, s: np.ndarray, theta: np.ndarray, s_dot: np.ndarray) -> Any:
-            return user_jvp(x, s, unflatten(theta, names), s_dot)
+            return user_jvp(x, s, unflatten_theta(theta), s_dot)
 
     return named_forward, named_jvp, named_vjp
 
