@@ -59,3 +59,19 @@ def test_readme_own_cell_example_runs(capsys):
     exact = bptt.gradients(xs, ys)[1][-1]
     approx = rtrl.gradients(xs, ys)[1].sum(axis=0)
     np.testing.assert_allclose(approx, exact, atol=1e-6 * np.abs(exact).max())
+
+
+def test_the_documentation_builds_without_warnings(tmp_path):
+    # The site includes this README and the API pages generated from the docstrings: a
+    # broken link or reference there fails the strict build.
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
+        cwd=README.parent,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "own_model" / "index.html").is_file()
