@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -64,9 +66,6 @@ def test_readme_own_cell_example_runs(capsys):
 def test_the_documentation_builds_without_warnings(tmp_path):
     # The site includes this README and the API pages generated from the docstrings: a
     # broken link or reference there fails the strict build.
-    import subprocess
-    import sys
-
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
         cwd=README.parent,

@@ -52,8 +52,8 @@ std::string shape_of(const py::array& a) {
 
 // Whether every value is finite. x − x is 0 for a finite x and NaN otherwise, and a NaN
 // survives the sum: one vectorized reduction, where Eigen's allFinite() tests element by
-// element (about 12× slower on a parameter-sized array, which a user cell's vjp returns
-// twice per step).
+// element with a branch per value (slow on the parameter-sized arrays a user cell's vjp
+// returns twice per step).
 template <class S>
 bool all_finite(const S* values, Index size) {
   const auto v = Eigen::Map<const uoro::Vec<S>>(values, size);
