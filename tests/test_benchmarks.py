@@ -106,3 +106,14 @@ def test_the_deep_river_comparison_runs_or_says_why_not():
     else:
         for row in ("uoro RecurrentRegressor", "deep-river LSTMClassifier"):
             assert re.search(rf"^\| {row} .*\| [\d,]+ \|$", out.stdout, re.M), row
+
+
+def test_the_variants_table_times_every_runnable_variant():
+    import bench_variants
+
+    configs = [("rnn", 8, 1), ("gru", 8, 3)]
+    best = bench_variants.measure(configs, samples=64, repeats=1)
+    assert list(best) == bench_variants.runnable_variants()
+    assert "baseline" in best and all(t > 0 for times in best.values() for t in times)
+    lines = bench_variants.table(configs, best).splitlines()
+    assert len(lines) == 2 + len(configs) and lines[3].startswith("| GRU-8 | 3 |")

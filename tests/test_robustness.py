@@ -231,8 +231,8 @@ def test_learners_train_in_parallel_threads_with_speedup():
 def test_fit_releases_the_gil():
     """While one thread runs a long `fit`, Python code in another keeps running (with the
     GIL held it would stall until the fit ends)."""
-    xs, ys = tokens(100_000)
-    learner = uoro.Learner("gru", 5, 32)
+    xs, ys = tokens(200_000)  # about a second of learning: longer than the measurement
+    learner = uoro.Learner("gru", 5, 64)
 
     def count_for(seconds: float) -> int:
         n, end = 0, time.perf_counter() + seconds

@@ -12,9 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from uoro import _core
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "python" / "uoro"
-VARIANTS = [v for v in ("baseline", "avx2") if importlib.util.find_spec(f"uoro._core_{v}")]
+# Every variant built that this CPU can import.
+VARIANTS = [
+    v
+    for v in _core.VARIANTS
+    if importlib.util.find_spec(f"uoro._core_{v}") and _core.cpu_supports(v)
+]
 
 
 def load_make_stub():

@@ -35,7 +35,7 @@ if ! grep -q "\"$tag\"" <<<"$show"; then
 fi
 # The listing is read whole (grep -q stopping early would break the pipe under pipefail).
 listing="$("$python" -m zipfile -l "$wheel")"
-for module in _core_baseline _core_avx2; do
+for module in _core_baseline _core_avx2 _core_avx512; do
   if ! grep -q "uoro/$module\." <<<"$listing"; then
     echo "$wheel lacks uoro/$module" >&2
     exit 1

@@ -1,5 +1,5 @@
 """Checks that ``uoro`` is imported from an installed wheel, not from a source tree, and
-that the wheel holds both instruction-set variants: ``python tools/check_installed.py``."""
+that the wheel holds every instruction-set variant: ``python tools/check_installed.py``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ print(f"uoro {uoro.__version__} from {package} (variant {_core.VARIANT})")
 if "site-packages" not in package.parts:
     sys.exit(f"uoro must come from an installed wheel (site-packages); got {package}")
 names = sorted(path.name for path in package.iterdir())
-for variant in ("_core_baseline", "_core_avx2"):
+for variant in ("_core_baseline", "_core_avx2", "_core_avx512"):
     if not any(name.startswith(variant + ".") for name in names):
         sys.exit(f"the wheel must hold {variant}; its package holds {names}")
 stubs = [name for name in names if name.endswith(".pyi")]
@@ -31,4 +31,4 @@ forced = subprocess.run(
 ).stdout.strip()
 if forced != "baseline":
     sys.exit(f"UORO_CPU=baseline must load the baseline variant; got {forced!r}")
-print("installed wheel: both variants present, UORO_CPU=baseline works")
+print("installed wheel: every variant present, UORO_CPU=baseline works")

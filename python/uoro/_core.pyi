@@ -2400,5 +2400,7 @@ def readout_f32(arg0: Loss, arg1: typing.SupportsInt | typing.SupportsIndex, arg
 def readout_f64(arg0: Loss, arg1: typing.SupportsInt | typing.SupportsIndex, arg2: typing.Any, arg3: typing.Any, arg4: typing.Any) -> tuple:
     ...
 
-# The variant uoro._core re-exports, 'baseline' or 'avx2' (see _core.py).
+# The variant uoro._core re-exports, one of VARIANTS (see _core.py).
 VARIANT: str
+VARIANTS: tuple[str, ...]
+def cpu_supports(variant: str) -> bool: ...
