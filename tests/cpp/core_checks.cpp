@@ -160,6 +160,19 @@ void batched_kernels_match_one_stream(const char* name) {
     check(shared_error < 1e-12,
           std::string(name) + " kernels with the shared factors equal the plain kernels");
   }
+  if constexpr (Cell::kInputInFactor) {
+    // (Last: it changes the batch.) With one-hot inputs the forward gathers W's input columns (tokens; −1:
+    // zero input) instead of multiplying by x: the same states.
+    const Index tokens[streams] = {2, -1, 0};
+    M one_hot = M::Zero(in, streams), gathered(S, streams), multiplied(S, streams);
+    for (Index b = 0; b < streams; ++b)
+      if (tokens[b] >= 0) one_hot(tokens[b], b) = 1;
+    Cell::input(batch, in) = one_hot;
+    cell.forward(theta.data(), s, batch, multiplied);
+    cell.forward(theta.data(), s, batch, gathered, tokens);
+    check((gathered - multiplied).norm() < 1e-14 && (gathered - next).norm() > 1e-3,
+          std::string(name) + " forward with the tokens gathered equals the one-hot product");
+  }
 }
 
 [[maybe_unused]] static const char* algorithm_name(Algorithm a) {

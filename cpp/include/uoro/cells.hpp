@@ -60,6 +60,21 @@ auto sigmoid(const Eigen::ArrayBase<Derived>& x) {
   return x.logistic();
 }
 
+// out = W v for a block whose factor v starts with the input x (its top I rows). With
+// one-hot inputs (tokens[b] the symbol of column b, −1 for a zero input) W's input columns
+// are gathered instead of multiplied by the mostly-zero rows of x: the same values, as a
+// product with zeros and ones adds nothing else (the same sum, added in another order).
+template <class W, class V, class O>
+void input_block_product(const W& w, const V& v, Index input_size, const Index* tokens, O&& out) {
+  if (!tokens) {
+    out.noalias() = w * v;
+    return;
+  }
+  out.noalias() = w.rightCols(w.cols() - input_size) * v.bottomRows(v.rows() - input_size);
+  for (Index b = 0; b < out.cols(); ++b)
+    if (tokens[b] >= 0) out.col(b) += w.col(tokens[b]);
+}
+
 // The paper's RNN: the state is the pre-activation, s' = W_x x + W_s tanh(s) + b,
 // read out from tanh(s'). One block [W_x | W_s | b] of shape (n, I + n + 1).
 template <class S>
@@ -102,12 +117,14 @@ class RnnCell {
   }
 
   // s_next = W v, v = [x; tanh(s); 1].                               s, s_next: (n)
+  // tokens: each column's input symbol when every input is one-hot (see
+  // input_block_product), else null.
   template <class C>
-  void forward(const S* theta, In<C> s, CacheOf<C>& k, Out<C> s_next) const {
+  void forward(const S* theta, In<C> s, CacheOf<C>& k, Out<C> s_next, const Index* tokens = nullptr) const {
     auto th = k.v[0].middleRows(in_, n_);
     th = s.array().tanh().matrix();
     k.dtanh = (S(1) - th.array().square()).matrix();
-    s_next.noalias() = block_matrix(theta, blocks_[0]) * k.v[0];
+    input_block_product(block_matrix(theta, blocks_[0]), k.v[0], in_, tokens, s_next);
   }
 
   // (∂F/∂s) s̃ = W_s (tanh'(s) ⊙ s̃).                                   (n) -> (n)
@@ -204,11 +221,11 @@ class GruCell {
   }
 
   template <class C>
-  void forward(const S* theta, In<C> s, CacheOf<C>& k, Out<C> s_next) {
+  void forward(const S* theta, In<C> s, CacheOf<C>& k, Out<C> s_next, const Index* tokens = nullptr) {
     C& a_in = scratch_for<C>(a_in_, a_in_b_);
     C& a_h = scratch_for<C>(a_h_, a_h_b_);
     k.v[1].topRows(n_) = s;
-    a_in.noalias() = block_matrix(theta, blocks_[0]) * k.v[0];
+    input_block_product(block_matrix(theta, blocks_[0]), k.v[0], in_, tokens, a_in);
     a_h.noalias() = block_matrix(theta, blocks_[1]) * k.v[1];
     k.r = sigmoid(a_in.topRows(n_).array() + a_h.topRows(n_).array()).matrix();
     k.z = sigmoid(a_in.middleRows(n_, n_).array() + a_h.middleRows(n_, n_).array()).matrix();
@@ -372,11 +389,11 @@ class LstmCell {
   }
 
   template <class C>
-  void forward(const S* theta, In<C> s, CacheOf<C>& k, Out<C> s_next) {
+  void forward(const S* theta, In<C> s, CacheOf<C>& k, Out<C> s_next, const Index* tokens = nullptr) {
     C& a = scratch_for<C>(a_, a_b_);
     k.v[1].topRows(n_) = s.topRows(n_);
     k.c = s.bottomRows(n_);
-    a.noalias() = block_matrix(theta, blocks_[0]) * k.v[0];
+    input_block_product(block_matrix(theta, blocks_[0]), k.v[0], in_, tokens, a);
     a.noalias() += block_matrix(theta, blocks_[1]) * k.v[1];
     auto g = k.gates.array();
     g.topRows(2 * n_) = sigmoid(a.topRows(2 * n_).array());
