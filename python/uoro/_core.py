@@ -32,10 +32,6 @@ def cpu_supports(variant: str) -> bool:
     return all(features.get(name) for name in _NEEDS[variant])
 
 
-def _cpu_has_avx2_fma() -> bool:
-    return cpu_supports("avx2")
-
-
 def _load() -> tuple[str, object]:
     forced = os.environ.get("UORO_CPU", "")
     if forced and forced not in VARIANTS:
