@@ -13,7 +13,6 @@ variant's time over each one's.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -57,14 +56,6 @@ print(json.dumps(out))
 """
 
 
-def runnable_variants() -> list[str]:
-    return [
-        v
-        for v in uoro._core.VARIANTS
-        if importlib.util.find_spec(f"uoro._core_{v}") and uoro._core.cpu_supports(v)
-    ]
-
-
 def one_repeat(variant: str, configs, samples: int) -> list[float]:
     result = subprocess.run(
         [sys.executable, "-c", TIMER, json.dumps([configs, samples, VOCAB])],
@@ -82,7 +73,7 @@ def measure(configs, samples: int, repeats: int) -> dict[str, list[float]]:
     """The best µs per sample of every configuration, per variant."""
     best: dict[str, list[float]] = {}
     for _ in range(repeats):
-        for variant in runnable_variants():
+        for variant in uoro._core.runnable_variants():
             times = one_repeat(variant, configs, samples)
             best[variant] = [min(a, b) for a, b in zip(best.get(variant, times), times)]
     return best

@@ -16,12 +16,7 @@ from uoro import _core
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "python" / "uoro"
-# Every variant built that this CPU can import.
-VARIANTS = [
-    v
-    for v in _core.VARIANTS
-    if importlib.util.find_spec(f"uoro._core_{v}") and _core.cpu_supports(v)
-]
+VARIANTS = _core.runnable_variants()  # every variant built that this CPU can import
 
 
 def load_make_stub():

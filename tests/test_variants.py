@@ -23,7 +23,7 @@ print(json.dumps({"variant": uoro._core.VARIANT, "losses": losses.tolist()}))
 """
 
 BUILT = [v for v in _core.VARIANTS if importlib.util.find_spec(f"uoro._core_{v}")]
-RUNNABLE = [v for v in BUILT if _core.cpu_supports(v)]
+RUNNABLE = _core.runnable_variants()
 
 
 def run(cpu: str, script: str = SCRIPT) -> subprocess.CompletedProcess:

@@ -24,6 +24,7 @@ FOOTER = (
     "VARIANT: str\n"
     "VARIANTS: tuple[str, ...]\n"
     "def cpu_supports(variant: str) -> bool: ...\n"
+    "def runnable_variants() -> list[str]: ...\n"
 )
 
 

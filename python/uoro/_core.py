@@ -11,6 +11,7 @@ illegal instruction later. Type checkers read `_core.pyi` (one stub for every va
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 
 # Most capable first; each with the CPU features it needs (numpy's names).
@@ -30,6 +31,11 @@ def cpu_supports(variant: str) -> bool:
     """Whether the running CPU has every instruction `variant` is built with."""
     features = _cpu_features()
     return all(features.get(name) for name in _NEEDS[variant])
+
+
+def runnable_variants() -> list[str]:
+    """The variants built here that this CPU can run, most capable first."""
+    return [v for v in VARIANTS if cpu_supports(v) and importlib.util.find_spec(f"uoro._core_{v}")]
 
 
 def _load() -> tuple[str, object]:

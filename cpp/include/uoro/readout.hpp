@@ -72,6 +72,30 @@ class Readout {
     if (!y.values) return S(0);
     return S(0.5) * (o - Eigen::Map<const Vec<S>>(y.values, output_size())).squaredNorm();
   }
+  // output_loss for several streams' outputs at once (one column of o each): losses[b]
+  // for every b in `columns`, target(b) its target. For the cross-entropy every column's
+  // log-softmax in one go, the exponentials vectorized over the whole matrix (column by
+  // column, a 13-class column is mostly a scalar tail). reserve_streams first.
+  template <class Columns, class TargetOf>
+  void output_losses(Mat<S>& o, const Columns& columns, TargetOf&& target, S* losses) {
+    if (loss_ != Loss::CrossEntropy) {
+      for (Index b : columns) losses[b] = output_loss(o.col(b), target(b));
+      return;
+    }
+    column_top_ = o.colwise().maxCoeff();
+    o.array().rowwise() -= column_top_.array();
+    for (Index b : columns) {
+      const std::int64_t y = target(b).token;
+      losses[b] = y >= 0 ? -o(y, b) : S(0);
+    }
+    o.array() = o.array().exp();
+    column_sum_ = o.colwise().sum();
+    o.array().rowwise() /= column_sum_.array();
+    for (Index b : columns)
+      if (target(b).token >= 0) losses[b] += std::log(column_sum_(b));
+  }
+  void reserve_streams(Index streams) { column_top_ = column_sum_ = RowVec::Zero(streams); }
+
   // ∂ℓ/∂o of an output that output_loss has seen.
   template <class O, class D>
   void output_grad(const O& o, const Target<S>& y, D&& d_out) const {
@@ -86,6 +110,8 @@ class Readout {
   Loss loss_;
   Block block_;
   Vec<S> v_, output_, d_out_;
+  using RowVec = Eigen::Matrix<S, 1, Eigen::Dynamic>;
+  RowVec column_top_, column_sum_;  // per stream: the largest logit, Σ exp(logit − largest)
 };
 
 }  // namespace uoro

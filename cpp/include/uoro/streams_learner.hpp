@@ -58,7 +58,7 @@ class StreamsLearner {
     dh_ = Mat<S>::Zero(cell_.hidden_size(), streams);
     readout_in_ = Mat<S>::Ones(cell_.hidden_size() + 1, streams);
     out_ = d_out_ = predictions_ = Mat<S>::Zero(config.output_size, streams);
-    column_top_ = column_sum_ = RowVec::Zero(streams);
+    readout_.reserve_streams(streams);
   }
   StreamsLearner(const StreamsLearner&) = delete;
   StreamsLearner& operator=(const StreamsLearner&) = delete;
@@ -253,28 +253,9 @@ class StreamsLearner {
     auto h = readout_in_.topRows(n);
     cell_.hidden(next_, h);
     out_.noalias() = block_matrix(theta_.data(), readout_.block()) * readout_in_;
-    if (readout_.loss() == Loss::CrossEntropy) {
-      // Every column's stable log-softmax at once, the exponentials vectorized over the
-      // whole matrix (column by column, a 13-class column is mostly a scalar tail).
-      column_top_ = out_.colwise().maxCoeff();
-      out_.array().rowwise() -= column_top_.array();
-      for (Index b : present_) {
-        const std::int64_t y = samples[b].y.token;
-        losses[b] = y >= 0 ? -out_(y, b) : S(0);
-      }
-      out_.array() = out_.array().exp();
-      column_sum_ = out_.colwise().sum();
-      out_.array().rowwise() /= column_sum_.array();
-      for (Index b : present_) {
-        if (samples[b].y.token >= 0) losses[b] += std::log(column_sum_(b));
-        predictions_.col(b) = out_.col(b);
-      }
-      return;
-    }
-    for (Index b : present_) {
-      losses[b] = readout_.output_loss(out_.col(b), samples[b].y);
-      predictions_.col(b) = out_.col(b);
-    }
+    readout_.output_losses(
+        out_, present_, [samples](Index b) -> const Target<S>& { return samples[b].y; }, losses);
+    for (Index b : present_) predictions_.col(b) = out_.col(b);
   }
 
   Refusal try_tick(const Sample<S>* samples, S* losses, S* grad_out, bool update) {
@@ -318,8 +299,6 @@ class StreamsLearner {
   Mat<S> readout_in_;           // [h; 1] (n + 1, B)
   Mat<S> out_, d_out_;          // readout outputs and ∂ℓ/∂o (O, B)
   Mat<S> predictions_;          // each stream's last prediction (O, B)
-  using RowVec = Eigen::Matrix<S, 1, Eigen::Dynamic>;
-  RowVec column_top_, column_sum_;  // per stream: the largest logit, Σ exp(logit − largest)
   std::vector<Lane<S, Cell>> lanes_;
   std::vector<Index> present_, absent_;
   std::vector<Index> tokens_;  // this tick's input symbols (see Streams::tokens)
