@@ -6,6 +6,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
+from uoro import _core
+
 sys.path.insert(0, str(Path(__file__).parent / "cpp"))
 from run_core_checks import build_and_run  # noqa: E402
 
@@ -25,3 +29,13 @@ def test_core_checks_pass():
     # Many streams: the batched kernels, and allocation-free ticks for every estimator.
     assert sum("equal the one-stream kernels per column" in line for line in lines) == 4
     assert sum("0 allocations in 200 ticks" in line for line in lines) == 4 * (2 * 2 * 3 + 2 * 4)
+
+
+# Each variant this CPU runs: the SIMD width decides which paths of the kernel run.
+@pytest.mark.parametrize("variant", [v for v in _core.VARIANTS if _core.cpu_supports(v)])
+def test_many_streams_products_equal_eigen(variant):
+    result = build_and_run(source="product_checks.cpp", variant=variant)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "0 failed"
+    assert sum("400 shapes, products equal Eigen's" in line for line in lines) == 2

@@ -24,6 +24,7 @@
 #include <type_traits>
 
 #include "uoro/common.hpp"
+#include "uoro/products.hpp"
 
 namespace uoro {
 
@@ -67,10 +68,10 @@ auto sigmoid(const Eigen::ArrayBase<Derived>& x) {
 template <class W, class V, class O>
 void input_block_product(const W& w, const V& v, Index input_size, const Index* tokens, O&& out) {
   if (!tokens) {
-    out.noalias() = w * v;
+    assign_product(w, v, out);
     return;
   }
-  out.noalias() = w.rightCols(w.cols() - input_size) * v.bottomRows(v.rows() - input_size);
+  assign_product(w.rightCols(w.cols() - input_size), v.bottomRows(v.rows() - input_size), out);
   for (Index b = 0; b < out.cols(); ++b)
     if (tokens[b] >= 0) out.col(b) += w.col(tokens[b]);
 }
@@ -132,7 +133,7 @@ class RnnCell {
   void jvp_state(const S* theta, const CacheOf<C>& k, In<C> s_tilde, Out<C> out) {
     C& scratch = scratch_for<C>(scratch_, scratch_b_);
     scratch = k.dtanh.cwiseProduct(s_tilde);
-    out.noalias() = recurrent_weights(theta) * scratch;
+    assign_product(recurrent_weights(theta), scratch, out);
   }
 
   // cᵀ ∂F/∂s = tanh'(s) ⊙ W_sᵀ c.                                     (n) -> (n)
@@ -226,7 +227,7 @@ class GruCell {
     C& a_h = scratch_for<C>(a_h_, a_h_b_);
     k.v[1].topRows(n_) = s;
     input_block_product(block_matrix(theta, blocks_[0]), k.v[0], in_, tokens, a_in);
-    a_h.noalias() = block_matrix(theta, blocks_[1]) * k.v[1];
+    assign_product(block_matrix(theta, blocks_[1]), k.v[1], a_h);
     k.r = sigmoid(a_in.topRows(n_).array() + a_h.topRows(n_).array()).matrix();
     k.z = sigmoid(a_in.middleRows(n_, n_).array() + a_h.middleRows(n_, n_).array()).matrix();
     k.hn = a_h.bottomRows(n_);
@@ -238,7 +239,7 @@ class GruCell {
   template <class C>
   void jvp_state(const S* theta, const CacheOf<C>& k, In<C> s_tilde, Out<C> out) {
     C& a_h = scratch_for<C>(a_h_, a_h_b_);
-    a_h.noalias() = hidden_weights(theta) * s_tilde;
+    assign_product(hidden_weights(theta), s_tilde, a_h);
     const auto r = k.r.array(), z = k.z.array(), n = k.n.array();
     const auto h = k.v[1].topRows(n_).array();
     const auto r_t = r * (S(1) - r) * a_h.topRows(n_).array();
@@ -293,7 +294,7 @@ class GruCell {
   }
   void jvp_state_shared(const S* theta, const Batch& k, const Mat<S>& f, In<Mat<S>> s_tilde,
                         Out<Mat<S>> out) {
-    a_h_b_.noalias() = hidden_weights(theta) * s_tilde;
+    assign_product(hidden_weights(theta), s_tilde, a_h_b_);
     out = (f.topRows(n_).array() * a_h_b_.topRows(n_).array() +
            f.middleRows(n_, n_).array() * a_h_b_.middleRows(n_, n_).array() +
            f.middleRows(2 * n_, n_).array() * a_h_b_.bottomRows(n_).array() + k.z.array() * s_tilde.array())
@@ -394,7 +395,7 @@ class LstmCell {
     k.v[1].topRows(n_) = s.topRows(n_);
     k.c = s.bottomRows(n_);
     input_block_product(block_matrix(theta, blocks_[0]), k.v[0], in_, tokens, a);
-    a.noalias() += block_matrix(theta, blocks_[1]) * k.v[1];
+    add_product(block_matrix(theta, blocks_[1]), k.v[1], a);
     auto g = k.gates.array();
     g.topRows(2 * n_) = sigmoid(a.topRows(2 * n_).array());
     g.middleRows(2 * n_, n_) = a.middleRows(2 * n_, n_).array().tanh();
@@ -409,7 +410,7 @@ class LstmCell {
   template <class C>
   void jvp_state(const S* theta, const CacheOf<C>& k, In<C> s_tilde, Out<C> out) {
     C& a = scratch_for<C>(a_, a_b_);
-    a.noalias() = hidden_weights(theta) * s_tilde.topRows(n_);
+    assign_product(hidden_weights(theta), s_tilde.topRows(n_), a);
     const auto g = k.gates.array();
     const auto i = g.topRows(n_), f = g.middleRows(n_, n_), gg = g.middleRows(2 * n_, n_),
                o = g.bottomRows(n_);

@@ -25,6 +25,7 @@
 #include "uoro/estimators/snap1.hpp"
 #include "uoro/estimators/tbptt.hpp"
 #include "uoro/estimators/uoro_streams.hpp"
+#include "uoro/products.hpp"
 #include "uoro/streams.hpp"
 #include "uoro/user_cell.hpp"
 
@@ -252,7 +253,7 @@ class StreamsLearner {
     const Index n = cell_.hidden_size();
     auto h = readout_in_.topRows(n);
     cell_.hidden(next_, h);
-    out_.noalias() = block_matrix(theta_.data(), readout_.block()) * readout_in_;
+    multiply_into(block_matrix(theta_.data(), readout_.block()), readout_in_, out_);
     readout_.output_losses(
         out_, present_, [samples](Index b) -> const Target<S>& { return samples[b].y; }, losses);
     for (Index b : present_) predictions_.col(b) = out_.col(b);

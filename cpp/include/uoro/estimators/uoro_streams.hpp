@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "uoro/estimators/uoro.hpp"
+#include "uoro/products.hpp"
 #include "uoro/streams.hpp"
 
 namespace uoro {
@@ -163,7 +164,7 @@ class UoroStreams {
   // out (rows × cols, column-major) += Σ_b u_b ⊗ v_b[j0 : j0 + cols] over the streams:
   // one matrix–matrix product, accumulated where it is needed (no scratch to clear).
   static void add_outer_sum(const Mat<S>& u, const Mat<S>& v, Index j0, Index cols, S* out) {
-    MatMap<S>(out, u.rows(), cols).noalias() += u * v.middleRows(j0, cols).transpose();
+    multiply_add(u, v.middleRows(j0, cols).transpose(), MatMap<S>(out, u.rows(), cols));
   }
 
   // The same for block k's factors u (rows × B). With one-hot inputs the input's columns
@@ -259,8 +260,7 @@ class UoroStreams {
     for (Index j0 = 0; j0 < m.readout_in.rows(); j0 += readout_chunk_) {
       const Index cols = std::min(readout_chunk_, m.readout_in.rows() - j0);
       const Index off = readout_offset + j0 * out_rows, len = out_rows * cols;
-      std::fill(g, g + len, S(0));
-      add_outer_sum(d_out_, m.readout_in, j0, cols, g);
+      multiply_into(d_out_, m.readout_in.middleRows(j0, cols).transpose(), MatMap<S>(g, out_rows, cols));
       if (grad_out) std::copy(g, g + len, grad_out + off);
       if (update && m.config.train_readout) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, len);
     }

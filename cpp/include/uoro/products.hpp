@@ -1,0 +1,135 @@
+// The matrix products of a many-streams tick: W times B columns (forward pass, tangent)
+// and the rank-B parameter-side sums U Vᵀ. At these sizes (a few hundred rows, B or
+// I + n + 1 columns) Eigen's general product spends a third of its time packing W into
+// panels on every call; here the micro-kernel reads the column-major operand where it
+// lies. A tile of 3 SIMD vectors of rows × 4 columns stays in registers (12 accumulators:
+// fits the 16 vector registers of SSE2 and AVX2 too), so W's tile is read once per 4
+// columns. Measured side by side (GRU-64, float32, B = 16 and 64): 14–35 % less time per
+// product than Eigen's. Single-stream (matrix–vector) products stay with Eigen.
+#pragma once
+
+#include <type_traits>
+
+#include "uoro/common.hpp"
+
+// Packet types carry vector attributes that GCC reports as ignored when they are template
+// arguments; they are meant to be (as inside Eigen, which silences the same warning).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#endif
+
+namespace uoro {
+namespace detail {
+
+template <class P>
+inline constexpr int kLanes = Eigen::internal::unpacket_traits<P>::size;
+template <class P>
+using HalfPacket = typename Eigen::internal::unpacket_traits<P>::half;
+inline constexpr int kTileVectors = 3;
+
+// One tile: c[:, 0:NC] (RV packets of rows) (+)= a · b over k, b(p, j) = b[p·b_p + j·b_j].
+template <class P, int RV, int NC, bool kAdd, class S>
+inline void product_tile(Index k, const S* a, Index lda, const S* b, Index b_p, Index b_j, S* c, Index ldc) {
+  using namespace Eigen::internal;
+  constexpr int L = kLanes<P>;
+  P acc[NC][RV];
+  for (int j = 0; j < NC; ++j)
+    for (int r = 0; r < RV; ++r) acc[j][r] = kAdd ? ploadu<P>(c + j * ldc + r * L) : pset1<P>(S(0));
+  for (Index p = 0; p < k; ++p) {
+    P col[RV];
+    for (int r = 0; r < RV; ++r) col[r] = ploadu<P>(a + p * lda + r * L);
+    const S* row = b + p * b_p;
+    for (int j = 0; j < NC; ++j) {
+      const P x = pset1<P>(row[j * b_j]);
+      for (int r = 0; r < RV; ++r) acc[j][r] = pmadd(col[r], x, acc[j][r]);
+    }
+  }
+  for (int j = 0; j < NC; ++j)
+    for (int r = 0; r < RV; ++r) pstoreu(c + j * ldc + r * L, acc[j][r]);
+}
+
+// A band of RV packets of rows across all n columns, NC columns at a time: 12
+// accumulators in a tile of 3 packets, 8 in a tile of one (enough independent
+// multiply-adds to cover their latency).
+template <class P, int RV, bool kAdd, class S, int NC = RV == 1 ? 8 : 4>
+inline void product_band(Index n, Index k, const S* a, Index lda, const S* b, Index b_p, Index b_j, S* c,
+                         Index ldc) {
+  Index j = 0;
+  for (; j + NC <= n; j += NC)
+    product_tile<P, RV, NC, kAdd>(k, a, lda, b + j * b_j, b_p, b_j, c + j * ldc, ldc);
+  if constexpr (NC > 1)
+    if (j < n)
+      product_band<P, RV, kAdd, S, NC / 2>(n - j, k, a, lda, b + j * b_j, b_p, b_j, c + j * ldc, ldc);
+}
+
+// Rows [i, m) in bands of P's packets, then what is left in half packets (a 13-row
+// readout: 8 + 4 rows with AVX-512). Returns the first row not done.
+template <class P, bool kAdd, class S>
+Index product_rows(Index i, Index m, Index n, Index k, const S* a, Index lda, const S* b, Index b_p,
+                   Index b_j, S* c, Index ldc) {
+  constexpr int L = kLanes<P>;
+  for (; i + kTileVectors * L <= m; i += kTileVectors * L)
+    product_band<P, kTileVectors, kAdd>(n, k, a + i, lda, b, b_p, b_j, c + i, ldc);
+  for (; i + L <= m; i += L) product_band<P, 1, kAdd>(n, k, a + i, lda, b, b_p, b_j, c + i, ldc);
+  if constexpr (kLanes<HalfPacket<P>> < L)
+    return product_rows<HalfPacket<P>, kAdd>(i, m, n, k, a, lda, b, b_p, b_j, c, ldc);
+  else
+    return i;
+}
+
+template <bool kAdd, class A, class B, class C>
+void multiply(const A& a, const B& b, C& c) {
+  using S = typename C::Scalar;
+  static_assert(!A::IsRowMajor && !C::IsRowMajor, "a and c must be column-major");
+  eigen_assert(a.innerStride() == 1 && c.innerStride() == 1 && a.rows() == c.rows() && a.cols() == b.rows() &&
+               b.cols() == c.cols());
+  const Index m = c.rows();
+  const Index b_p = B::IsRowMajor ? b.outerStride() : b.innerStride();
+  const Index b_j = B::IsRowMajor ? b.innerStride() : b.outerStride();
+  const Index i = product_rows<typename Eigen::internal::packet_traits<S>::type, kAdd>(
+      0, m, c.cols(), a.cols(), a.data(), a.outerStride(), b.data(), b_p, b_j, c.data(), c.outerStride());
+  if (i < m) {  // the last rows, below a whole half packet: Eigen's product
+    if constexpr (kAdd)
+      c.bottomRows(m - i).noalias() += a.bottomRows(m - i) * b;
+    else
+      c.bottomRows(m - i).noalias() = a.bottomRows(m - i) * b;
+  }
+}
+
+}  // namespace detail
+
+// c = a b for a column-major a and c with contiguous columns, b any matrix with direct
+// access (a block, a map or the transpose of one).
+template <class A, class B, class C>
+void multiply_into(const A& a, const B& b, C&& c) {
+  detail::multiply<false>(a, b, c);
+}
+// c += a b.
+template <class A, class B, class C>
+void multiply_add(const A& a, const B& b, C&& c) {
+  detail::multiply<true>(a, b, c);
+}
+
+// out = w x for a cell: Eigen's matrix–vector product for one stream (so a single-stream
+// learner computes exactly what it always has), the kernel above for B columns.
+template <class W, class X, class O>
+void assign_product(const W& w, const X& x, O&& out) {
+  if constexpr (X::ColsAtCompileTime == 1)
+    out.noalias() = w * x;
+  else
+    multiply_into(w, x, out);
+}
+template <class W, class X, class O>
+void add_product(const W& w, const X& x, O&& out) {
+  if constexpr (X::ColsAtCompileTime == 1)
+    out.noalias() += w * x;
+  else
+    multiply_add(w, x, out);
+}
+
+}  // namespace uoro
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
