@@ -28,14 +28,16 @@ template <class P>
 using HalfPacket = typename Eigen::internal::unpacket_traits<P>::half;
 inline constexpr int kTileVectors = 3;
 
-// One tile: c[:, 0:NC] (RV packets of rows) (+)= a · b over k, b(p, j) = b[p·b_p + j·b_j].
+// One tile: c[:, 0:NC] (RV packets of rows) = a b, or += α a b (kAdd), over k;
+// b(p, j) = b[p·b_p + j·b_j].
 template <class P, int RV, int NC, bool kAdd, class S>
-inline void product_tile(Index k, const S* a, Index lda, const S* b, Index b_p, Index b_j, S* c, Index ldc) {
+inline void product_tile(Index k, const S* a, Index lda, const S* b, Index b_p, Index b_j, S alpha, S* c,
+                         Index ldc) {
   using namespace Eigen::internal;
   constexpr int L = kLanes<P>;
   P acc[NC][RV];
   for (int j = 0; j < NC; ++j)
-    for (int r = 0; r < RV; ++r) acc[j][r] = kAdd ? ploadu<P>(c + j * ldc + r * L) : pset1<P>(S(0));
+    for (int r = 0; r < RV; ++r) acc[j][r] = pset1<P>(S(0));
   for (Index p = 0; p < k; ++p) {
     P col[RV];
     for (int r = 0; r < RV; ++r) col[r] = ploadu<P>(a + p * lda + r * L);
@@ -45,42 +47,45 @@ inline void product_tile(Index k, const S* a, Index lda, const S* b, Index b_p, 
       for (int r = 0; r < RV; ++r) acc[j][r] = pmadd(col[r], x, acc[j][r]);
     }
   }
+  const P scale = pset1<P>(alpha);
   for (int j = 0; j < NC; ++j)
-    for (int r = 0; r < RV; ++r) pstoreu(c + j * ldc + r * L, acc[j][r]);
+    for (int r = 0; r < RV; ++r) {
+      S* out = c + j * ldc + r * L;
+      pstoreu(out, kAdd ? pmadd(scale, acc[j][r], ploadu<P>(out)) : acc[j][r]);
+    }
 }
 
 // A band of RV packets of rows across all n columns, NC columns at a time: 12
 // accumulators in a tile of 3 packets, 8 in a tile of one (enough independent
 // multiply-adds to cover their latency).
 template <class P, int RV, bool kAdd, class S, int NC = RV == 1 ? 8 : 4>
-inline void product_band(Index n, Index k, const S* a, Index lda, const S* b, Index b_p, Index b_j, S* c,
-                         Index ldc) {
+inline void product_band(Index n, Index k, const S* a, Index lda, const S* b, Index b_p, Index b_j, S alpha,
+                         S* c, Index ldc) {
   Index j = 0;
   for (; j + NC <= n; j += NC)
-    product_tile<P, RV, NC, kAdd>(k, a, lda, b + j * b_j, b_p, b_j, c + j * ldc, ldc);
+    product_tile<P, RV, NC, kAdd>(k, a, lda, b + j * b_j, b_p, b_j, alpha, c + j * ldc, ldc);
   if constexpr (NC > 1)
     if (j < n)
-      product_band<P, RV, kAdd, S, NC / 2>(n - j, k, a, lda, b + j * b_j, b_p, b_j, c + j * ldc, ldc);
+      product_band<P, RV, kAdd, S, NC / 2>(n - j, k, a, lda, b + j * b_j, b_p, b_j, alpha, c + j * ldc, ldc);
 }
 
 // Rows [i, m) in bands of P's packets, then what is left in half packets (a 13-row
 // readout: 8 + 4 rows with AVX-512). Returns the first row not done.
 template <class P, bool kAdd, class S>
 Index product_rows(Index i, Index m, Index n, Index k, const S* a, Index lda, const S* b, Index b_p,
-                   Index b_j, S* c, Index ldc) {
+                   Index b_j, S alpha, S* c, Index ldc) {
   constexpr int L = kLanes<P>;
   for (; i + kTileVectors * L <= m; i += kTileVectors * L)
-    product_band<P, kTileVectors, kAdd>(n, k, a + i, lda, b, b_p, b_j, c + i, ldc);
-  for (; i + L <= m; i += L) product_band<P, 1, kAdd>(n, k, a + i, lda, b, b_p, b_j, c + i, ldc);
+    product_band<P, kTileVectors, kAdd>(n, k, a + i, lda, b, b_p, b_j, alpha, c + i, ldc);
+  for (; i + L <= m; i += L) product_band<P, 1, kAdd>(n, k, a + i, lda, b, b_p, b_j, alpha, c + i, ldc);
   if constexpr (kLanes<HalfPacket<P>> < L)
-    return product_rows<HalfPacket<P>, kAdd>(i, m, n, k, a, lda, b, b_p, b_j, c, ldc);
+    return product_rows<HalfPacket<P>, kAdd>(i, m, n, k, a, lda, b, b_p, b_j, alpha, c, ldc);
   else
     return i;
 }
 
-template <bool kAdd, class A, class B, class C>
-void multiply(const A& a, const B& b, C& c) {
-  using S = typename C::Scalar;
+template <bool kAdd, class A, class B, class C, class S = typename C::Scalar>
+void multiply(const A& a, const B& b, C& c, S alpha) {
   static_assert(!A::IsRowMajor && !C::IsRowMajor, "a and c must be column-major");
   eigen_assert(a.innerStride() == 1 && c.innerStride() == 1 && a.rows() == c.rows() && a.cols() == b.rows() &&
                b.cols() == c.cols());
@@ -88,10 +93,11 @@ void multiply(const A& a, const B& b, C& c) {
   const Index b_p = B::IsRowMajor ? b.outerStride() : b.innerStride();
   const Index b_j = B::IsRowMajor ? b.innerStride() : b.outerStride();
   const Index i = product_rows<typename Eigen::internal::packet_traits<S>::type, kAdd>(
-      0, m, c.cols(), a.cols(), a.data(), a.outerStride(), b.data(), b_p, b_j, c.data(), c.outerStride());
+      0, m, c.cols(), a.cols(), a.data(), a.outerStride(), b.data(), b_p, b_j, alpha, c.data(),
+      c.outerStride());
   if (i < m) {  // the last rows, below a whole half packet: Eigen's product
     if constexpr (kAdd)
-      c.bottomRows(m - i).noalias() += a.bottomRows(m - i) * b;
+      c.bottomRows(m - i).noalias() += alpha * (a.bottomRows(m - i) * b);
     else
       c.bottomRows(m - i).noalias() = a.bottomRows(m - i) * b;
   }
@@ -103,12 +109,42 @@ void multiply(const A& a, const B& b, C& c) {
 // access (a block, a map or the transpose of one).
 template <class A, class B, class C>
 void multiply_into(const A& a, const B& b, C&& c) {
-  detail::multiply<false>(a, b, c);
+  detail::multiply<false>(a, b, c, typename std::decay_t<C>::Scalar(1));
 }
-// c += a b.
+// c += α a b.
 template <class A, class B, class C>
-void multiply_add(const A& a, const B& b, C&& c) {
-  detail::multiply<true>(a, b, c);
+void multiply_add(const A& a, const B& b, C&& c, typename std::decay_t<C>::Scalar alpha = 1) {
+  detail::multiply<true>(a, b, c, alpha);
+}
+
+// Per column b of x: max|x_b| and ‖x_b‖², four columns at a time so that their
+// reductions overlap (Eigen's column-wise reductions finish one column before the next).
+template <class S, class Max, class Norm2>
+void column_stats(const Mat<S>& x, Max&& max_abs, Norm2&& norm2) {
+  using namespace Eigen::internal;
+  using P = typename packet_traits<S>::type;
+  constexpr Index L = unpacket_traits<P>::size, kCols = 4;
+  const Index rows = x.rows(), whole = rows / L * L;
+  Index b = 0;
+  for (; b + kCols <= x.cols(); b += kCols) {
+    P mx[kCols], sq[kCols];
+    for (Index j = 0; j < kCols; ++j) mx[j] = sq[j] = pset1<P>(S(0));
+    for (Index i = 0; i < whole; i += L)
+      for (Index j = 0; j < kCols; ++j) {
+        const P v = ploadu<P>(x.col(b + j).data() + i);
+        mx[j] = pmax(mx[j], pabs(v));
+        sq[j] = pmadd(v, v, sq[j]);
+      }
+    for (Index j = 0; j < kCols; ++j) {
+      const auto tail = x.col(b + j).tail(rows - whole);
+      max_abs(b + j) = std::max(predux_max(mx[j]), tail.size() ? tail.cwiseAbs().maxCoeff() : S(0));
+      norm2(b + j) = predux(sq[j]) + tail.squaredNorm();
+    }
+  }
+  for (; b < x.cols(); ++b) {
+    max_abs(b) = x.col(b).cwiseAbs().maxCoeff();
+    norm2(b) = x.col(b).squaredNorm();
+  }
 }
 
 // out = w x for a cell: Eigen's matrix–vector product for one stream (so a single-stream

@@ -267,11 +267,16 @@ class StreamsLearner {
     const auto weights = block_matrix(theta_.data(), readout_.block()).leftCols(cell_.hidden_size());
     dh_.noalias() = weights.transpose() * d_out_;
     cell_.hidden_vjp(readout_in_.topRows(cell_.hidden_size()), dh_, c_);
-    for (Index b : present_) {
-      if (!std::isfinite(losses[b])) return {Refusal::Forward, "loss", double(losses[b])};
-      if (!bounded(next_.col(b))) return {Refusal::Forward, "recurrent state", max_abs(next_.col(b))};
-      if (!bounded(c_.col(b))) return {Refusal::Forward, "loss gradient on the state", max_abs(c_.col(b))};
-    }
+    // All streams at once first (one reduction each); stream by stream to name the first
+    // failure, or when some are absent (their columns are not checked).
+    bool losses_finite = true;
+    for (Index b : present_) losses_finite = losses_finite && std::isfinite(losses[b]);
+    if (!(losses_finite && absent_.empty() && bounded(next_) && bounded(c_)))
+      for (Index b : present_) {
+        if (!std::isfinite(losses[b])) return {Refusal::Forward, "loss", double(losses[b])};
+        if (!bounded(next_.col(b))) return {Refusal::Forward, "recurrent state", max_abs(next_.col(b))};
+        if (!bounded(c_.col(b))) return {Refusal::Forward, "loss gradient on the state", max_abs(c_.col(b))};
+      }
     const Index* tokens = one_hot_ ? tokens_.data() : nullptr;
     Streams<S, Cell> view{config_, cell_,    readout_, batch_, c_,     readout_in_, out_, d_out_,
                           lanes_,  present_, absent_,  tokens, theta_, optimizer_,  rng_};

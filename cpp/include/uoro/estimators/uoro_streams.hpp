@@ -53,6 +53,8 @@ class UoroStreams {
       scratch = std::max(scratch, b.rows * chunk_[k]);
     }
     v_max_ = v_norm2_ = Mat<S>::Zero(Cell::kBlocks, streams);
+    u_max_ = u_norm2_ = Vec<S>::Zero(streams);
+    c_mean_ = Mat<S>::Zero(n_state, streams);
     u_nu_.resize(rank_);
     for (auto& u : u_nu_)
       for (Index k = 0; k < Cell::kBlocks; ++k) u[k] = Mat<S>::Zero(cell.blocks()[k].rows, streams);
@@ -70,16 +72,16 @@ class UoroStreams {
     // The loss cotangent's factors (each stream's share of the mean; zero for absent
     // streams, whose c is zero) and the readout's.
     if constexpr (kShared) m.cell.shared_factors(m.batch, factors_);
-    param_cotangents(m, m.c, u_c_);
-    for (Index k = 0; k < Cell::kBlocks; ++k) {
-      u_c_[k] *= inv_n;
-      v_max_.row(k) = m.batch.v[k].cwiseAbs().colwise().maxCoeff();
-      v_norm2_.row(k) = m.batch.v[k].colwise().squaredNorm();
-    }
+    c_mean_ = inv_n * m.c;
+    param_cotangents(m, c_mean_, u_c_);
+    for (Index k = 0; k < Cell::kBlocks; ++k) column_stats(m.batch.v[k], v_max_.row(k), v_norm2_.row(k));
     d_out_ = inv_n * m.d_out;
     // Bounds on |g| and |new θ̃| of the coming pass (|Σ_b u_b v_bᵀ| <= Σ_b max|u_b| max|v_b|).
     UoroChecks<S> checks(eps_);
-    for (Index k = 0; k < Cell::kBlocks; ++k) checks.add_direct_bound(column_bound(u_c_[k], k));
+    for (Index k = 0; k < Cell::kBlocks; ++k) {
+      column_stats(u_c_[k], u_max_, u_norm2_);
+      checks.add_direct_bound(column_bound(k));
+    }
     const S nu_norm = std::sqrt(S(n * n_state));  // ‖ν‖ for ±1 signs on the present streams
     for (Index r = 0; r < rank_; ++r) {
       // Tangent forward propagation for all streams; absent ones keep s̃ (the identity).
@@ -99,8 +101,9 @@ class UoroStreams {
       // must be for the estimate to stay unbiased.
       S a_norm2 = 0, a_max = 0;
       for (Index k = 0; k < Cell::kBlocks; ++k) {
-        a_norm2 += (u_nu_[r][k].colwise().squaredNorm().array() * v_norm2_.row(k).array()).sum();
-        a_max = std::max(a_max, column_bound(u_nu_[r][k], k));
+        column_stats(u_nu_[r][k], u_max_, u_norm2_);
+        a_norm2 += (u_norm2_.array() * v_norm2_.row(k).transpose().array()).sum();
+        a_max = std::max(a_max, column_bound(k));
       }
       const auto scales =
           checks.add_rank(coef_(r), std::sqrt(theta_tilde_norm2_(r)), s_next.norm(), a_norm2, a_max, nu_norm);
@@ -156,32 +159,31 @@ class UoroStreams {
   // Columns per chunk of the pass: up to 16384 values, so the scratch stays in cache.
   static Index chunk_columns(const Block& b) { return std::min(b.cols, std::max<Index>(1, 16384 / b.rows)); }
 
-  // Σ_b max|u_b| max|v_b| over the streams: a bound on |U Vᵀ| for block k.
-  S column_bound(const Mat<S>& u, Index k) const {
-    return (u.cwiseAbs().colwise().maxCoeff().array() * v_max_.row(k).array()).sum();
-  }
+  // Σ_b max|u_b| max|v_b| over the streams (u's from the last column_stats): a bound on
+  // |U Vᵀ| for block k.
+  S column_bound(Index k) const { return (u_max_.array() * v_max_.row(k).transpose().array()).sum(); }
 
-  // out (rows × cols, column-major) += Σ_b u_b ⊗ v_b[j0 : j0 + cols] over the streams:
+  // out (rows × cols, column-major) += α Σ_b u_b ⊗ v_b[j0 : j0 + cols] over the streams:
   // one matrix–matrix product, accumulated where it is needed (no scratch to clear).
-  static void add_outer_sum(const Mat<S>& u, const Mat<S>& v, Index j0, Index cols, S* out) {
-    multiply_add(u, v.middleRows(j0, cols).transpose(), MatMap<S>(out, u.rows(), cols));
+  static void add_outer_sum(const Mat<S>& u, const Mat<S>& v, Index j0, Index cols, S* out, S alpha = 1) {
+    multiply_add(u, v.middleRows(j0, cols).transpose(), MatMap<S>(out, u.rows(), cols), alpha);
   }
 
   // The same for block k's factors u (rows × B). With one-hot inputs the input's columns
   // of block 0 are sums of u_b over the streams reading that symbol (v is 0 or 1 there):
   // added column by column, not multiplied by the mostly-zero rows of v.
-  void add_factor_products(Streams<S, Cell>& m, Index k, const Mat<S>& u, Index j0, Index cols,
-                           S* out) const {
+  void add_factor_products(Streams<S, Cell>& m, Index k, const Mat<S>& u, Index j0, Index cols, S* out,
+                           S alpha = 1) const {
     const Mat<S>& v = m.batch.v[k];
     if (!Cell::kInputInFactor || k != 0 || !m.tokens || j0 >= m.config.input_size)
-      return add_outer_sum(u, v, j0, cols, out);
+      return add_outer_sum(u, v, j0, cols, out, alpha);
     const Index one_hot_end = std::min(j0 + cols, m.config.input_size), rows = u.rows();
     for (Index b : m.present) {
       const Index j = m.tokens[b];
-      if (j >= j0 && j < one_hot_end) Eigen::Map<Vec<S>>(out + (j - j0) * rows, rows) += u.col(b);
+      if (j >= j0 && j < one_hot_end) Eigen::Map<Vec<S>>(out + (j - j0) * rows, rows) += alpha * u.col(b);
     }
     if (one_hot_end < j0 + cols)
-      add_outer_sum(u, v, one_hot_end, j0 + cols - one_hot_end, out + (one_hot_end - j0) * rows);
+      add_outer_sum(u, v, one_hot_end, j0 + cols - one_hot_end, out + (one_hot_end - j0) * rows, alpha);
   }
 
   template <class Fn>
@@ -230,8 +232,6 @@ class UoroStreams {
   template <bool kAdam>
   void pass(Streams<S, Cell>& m, S* grad_out, bool update) {
     norm_acc_.setZero();
-    for (Index r = 0; r < rank_; ++r)
-      for (auto& u : u_nu_[r]) u *= inv_rho1_(r);
     S* __restrict g = g_.data();
     for_each_chunk(m, [&](Index k, Index j0, Index cols, Index rows) {
       const Index off = m.cell.blocks()[k].offset + j0 * rows, len = rows * cols;
@@ -248,7 +248,7 @@ class UoroStreams {
             g[i] += coef * tt[i];
             tt[i] *= inv_rho0;
           }
-        add_factor_products(m, k, u_nu_[r][k], j0, cols, tt);
+        add_factor_products(m, k, u_nu_[r][k], j0, cols, tt, inv_rho1_(r));
         norm_acc_(r) += Eigen::Map<const Vec<S>>(tt, len).squaredNorm();
       }
       add_factor_products(m, k, u_c_[k], j0, cols, g);
@@ -277,6 +277,8 @@ class UoroStreams {
   std::vector<std::array<Mat<S>, Cell::kBlocks>> u_nu_;  // per rank and block
   std::array<Index, Cell::kBlocks> chunk_{};
   Mat<S> v_max_, v_norm2_;  // per block and stream
+  Vec<S> u_max_, u_norm2_;  // per stream, of the last factors column_stats saw
+  Mat<S> c_mean_;           // c / (streams present): each stream's share of the mean loss
   Mat<S> d_out_;            // the readout's loss factors, each stream's share of the mean (O, B)
   Mat<S> factors_;          // this tick's shared per-unit factors, when the cell has them
   Index readout_chunk_;
