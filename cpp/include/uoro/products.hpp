@@ -1,11 +1,11 @@
-// The matrix products of a many-streams tick: W times B columns (forward pass, tangent)
-// and the rank-B parameter-side sums U Vᵀ. At these sizes (a few hundred rows, B or
-// I + n + 1 columns) Eigen's general product spends a third of its time packing W into
-// panels on every call; here the micro-kernel reads the column-major operand where it
-// lies. A tile of 3 SIMD vectors of rows × 4 columns stays in registers (12 accumulators:
-// fits the 16 vector registers of SSE2 and AVX2 too), so W's tile is read once per 4
-// columns. Measured side by side (GRU-64, float32, B = 16 and 64): 14–35 % less time per
-// product than Eigen's. Single-stream (matrix–vector) products stay with Eigen.
+// The dense kernels of a many-streams tick: W times B columns (forward pass, tangent),
+// the rank-B parameter-side sums U Vᵀ, and the per-column statistics of the estimator's
+// checks. At these sizes (a few hundred rows, B or I + n + 1 columns) Eigen's general
+// product spent about a third of its time packing W into panels on every call (profile
+// of a GRU-64 tick); here the micro-kernel reads the column-major operand where it lies.
+// A tile of 3 SIMD vectors of rows × 4 columns stays in registers (12 accumulators: fits
+// the 16 vector registers of SSE2 and AVX2 too), so W's tile is read once per 4 columns.
+// Single-stream (matrix–vector) products stay with Eigen.
 #pragma once
 
 #include <type_traits>
