@@ -1,7 +1,7 @@
 // The dense kernels of a many-streams tick: W times B columns (forward pass, tangent),
 // the rank-B parameter-side sums U Vᵀ, and the per-column statistics of the estimator's
 // checks. At these sizes (a few hundred rows, B or I + n + 1 columns) Eigen's general
-// product spent about a third of its time packing W into panels on every call (profile
+// product spent about a quarter of its time packing W into panels on every call (profile
 // of a GRU-64 tick); here the micro-kernel reads the column-major operand where it lies.
 // A tile of 3 SIMD vectors of rows × 4 columns stays in registers (12 accumulators: fits
 // the 16 vector registers of SSE2 and AVX2 too), so W's tile is read once per 4 columns.

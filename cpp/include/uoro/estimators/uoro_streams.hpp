@@ -78,10 +78,7 @@ class UoroStreams {
     d_out_ = inv_n * m.d_out;
     // Bounds on |g| and |new θ̃| of the coming pass (|Σ_b u_b v_bᵀ| <= Σ_b max|u_b| max|v_b|).
     UoroChecks<S> checks(eps_);
-    for (Index k = 0; k < Cell::kBlocks; ++k) {
-      column_stats(u_c_[k], u_max_, u_norm2_);
-      checks.add_direct_bound(column_bound(k));
-    }
+    for (Index k = 0; k < Cell::kBlocks; ++k) checks.add_direct_bound(factor_bounds(u_c_[k], k).max);
     const S nu_norm = std::sqrt(S(n * n_state));  // ‖ν‖ for ±1 signs on the present streams
     for (Index r = 0; r < rank_; ++r) {
       // Tangent forward propagation for all streams; absent ones keep s̃ (the identity).
@@ -101,9 +98,9 @@ class UoroStreams {
       // must be for the estimate to stay unbiased.
       S a_norm2 = 0, a_max = 0;
       for (Index k = 0; k < Cell::kBlocks; ++k) {
-        column_stats(u_nu_[r][k], u_max_, u_norm2_);
-        a_norm2 += (u_norm2_.array() * v_norm2_.row(k).transpose().array()).sum();
-        a_max = std::max(a_max, column_bound(k));
+        const FactorBounds bounds = factor_bounds(u_nu_[r][k], k);
+        a_norm2 += bounds.norm2;
+        a_max = std::max(a_max, bounds.max);
       }
       const auto scales =
           checks.add_rank(coef_(r), std::sqrt(theta_tilde_norm2_(r)), s_next.norm(), a_norm2, a_max, nu_norm);
@@ -159,9 +156,16 @@ class UoroStreams {
   // Columns per chunk of the pass: up to 16384 values, so the scratch stays in cache.
   static Index chunk_columns(const Block& b) { return std::min(b.cols, std::max<Index>(1, 16384 / b.rows)); }
 
-  // Σ_b max|u_b| max|v_b| over the streams (u's from the last column_stats): a bound on
-  // |U Vᵀ| for block k.
-  S column_bound(Index k) const { return (u_max_.array() * v_max_.row(k).transpose().array()).sum(); }
+  // For block k's factors u over the streams: max = Σ_b max|u_b| max|v_b|, a bound on
+  // |U Vᵀ|; norm2 = Σ_b ‖u_b‖² ‖v_b‖².
+  struct FactorBounds {
+    S max, norm2;
+  };
+  FactorBounds factor_bounds(const Mat<S>& u, Index k) {
+    column_stats(u, u_max_, u_norm2_);
+    return {(u_max_.array() * v_max_.row(k).transpose().array()).sum(),
+            (u_norm2_.array() * v_norm2_.row(k).transpose().array()).sum()};
+  }
 
   // out (rows × cols, column-major) += α Σ_b u_b ⊗ v_b[j0 : j0 + cols] over the streams:
   // one matrix–matrix product, accumulated where it is needed (no scratch to clear).
@@ -277,7 +281,7 @@ class UoroStreams {
   std::vector<std::array<Mat<S>, Cell::kBlocks>> u_nu_;  // per rank and block
   std::array<Index, Cell::kBlocks> chunk_{};
   Mat<S> v_max_, v_norm2_;  // per block and stream
-  Vec<S> u_max_, u_norm2_;  // per stream, of the last factors column_stats saw
+  Vec<S> u_max_, u_norm2_;  // factor_bounds' scratch: per stream
   Mat<S> c_mean_;           // c / (streams present): each stream's share of the mean loss
   Mat<S> d_out_;            // the readout's loss factors, each stream's share of the mean (O, B)
   Mat<S> factors_;          // this tick's shared per-unit factors, when the cell has them
