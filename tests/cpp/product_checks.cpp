@@ -1,12 +1,16 @@
 // The many-streams kernels (products.hpp) against Eigen's: the matrix products, on shapes that reach
 // every path of the kernel: whole tiles, the last columns, bands of one packet, half
 // packets and the rows left to Eigen; b column-major or transposed; c = a b and c += α a b.
-// And the per-column statistics of the estimator's checks.
+// And the per-column statistics of the estimator's checks, the column sums of the
+// one-hot input's gradient, and the GRU's many-streams passes written in packets: its
+// gates with the shared factors (forward), the tangent's combination (jvp_state_shared)
+// and the cotangent factors with their bounds (param_cotangents_bounded).
 // Built once per instruction-set variant (run_core_checks.py --products), since the
 // packet sizes and so the paths taken differ with the SIMD width.
 #include <cstdio>
 #include <string>
 
+#include "uoro/cells.hpp"
 #include "uoro/products.hpp"
 
 using namespace uoro;
@@ -87,11 +91,134 @@ void column_stats_match_eigen(const char* type, double tolerance) {
               type, done - failed);
 }
 
+// GruCell::param_cotangents_bounded: the factors param_cotangents_shared gives, bit for
+// bit, and per block Σ_b max|u_b| max|v_b| and Σ_b ‖u_b‖² ‖v_b‖² as Eigen computes them.
+template <class S>
+void gru_bounds_match_eigen(const char* type, double tolerance) {
+  Rng rng(13);
+  auto random = [&](Index rows, Index cols) {
+    Mat<S> m(rows, cols);
+    for (Index i = 0; i < m.size(); ++i) m(i) = S(double(rng.next() >> 11) * 0x1.0p-53 * 4.0 - 2.0);
+    return m;
+  };
+  int failed = 0, done = 0;
+  for (Index n : {1, 3, 8, 16, 21, 64})
+    for (Index streams : {1, 2, 5, 16}) {
+      const GruCell<S> cell(4, n);
+      const Mat<S> f = random(cell.shared_factor_rows(), streams), c = random(n, streams);
+      const Mat<S> v_max = random(2, streams).cwiseAbs(), v_norm2 = random(2, streams).cwiseAbs();
+      std::array<Mat<S>, 2> u, want_u;
+      for (Index k = 0; k < 2; ++k) u[k] = want_u[k] = Mat<S>::Zero(cell.blocks()[k].rows, streams);
+      std::array<FactorBounds<S>, 2> bounds;
+      cell.param_cotangents_bounded(f, c, v_max, v_norm2, u, bounds);
+      cell.param_cotangents_shared(f, c, want_u);
+      bool ok = u[0] == want_u[0] && u[1] == want_u[1];
+      for (Index k = 0; k < 2; ++k) {
+        const Mat<double> uk = want_u[k].template cast<double>();
+        const double want_max =
+            (uk.cwiseAbs().colwise().maxCoeff().array() * v_max.row(k).template cast<double>().array()).sum();
+        const double want_norm2 =
+            (uk.colwise().squaredNorm().array() * v_norm2.row(k).template cast<double>().array()).sum();
+        ok = ok && std::abs(double(bounds[k].max) - want_max) <= tolerance * want_max &&
+             std::abs(double(bounds[k].norm2) - want_norm2) <= tolerance * want_norm2;
+      }
+      ++done;
+      if (!ok) {
+        ++failed;
+        std::printf("  mismatch (%s): n = %ld, %ld streams\n", type, long(n), long(streams));
+      }
+    }
+  ++g_checks;
+  if (failed) ++g_failures;
+  std::printf("%s %s: %d shapes, GRU cotangent factors and their bounds equal Eigen's\n",
+              failed ? "FAIL" : "ok  ", type, done - failed);
+}
+
+// add_column_sum: out += α Σ of the chosen columns, as Eigen sums them.
+template <class S>
+void column_sums_match_eigen(const char* type, double tolerance) {
+  Rng rng(17);
+  int failed = 0, done = 0;
+  for (Index rows : {1, 5, 16, 64, 70, 192})
+    for (Index count : {0, 1, 2, 7}) {
+      Mat<S> u(rows, 9);
+      for (Index i = 0; i < u.size(); ++i) u(i) = S(double(rng.next() >> 11) * 0x1.0p-53 * 2.0 - 1.0);
+      const Index cols[7] = {3, 0, 8, 3, 5, 1, 6};  // a column may come twice
+      Vec<S> out = Vec<S>::Ones(rows), want = out;
+      for (Index c = 0; c < count; ++c) want += S(-0.5) * u.col(cols[c]);
+      add_column_sum(u, cols, count, S(-0.5), out.data());
+      ++done;
+      if (((out - want).array().abs() > tolerance).any()) {
+        ++failed;
+        std::printf("  mismatch (%s): %ld rows, %ld columns\n", type, long(rows), long(count));
+      }
+    }
+  ++g_checks;
+  if (failed) ++g_failures;
+  std::printf("%s %s: %d shapes, column sums equal Eigen's\n", failed ? "FAIL" : "ok  ", type, done - failed);
+}
+
+// The GRU on B streams (its gates and shared factors in one pass, the tangent's
+// combination) against the single-stream kernels column by column (Eigen's expressions).
+template <class S>
+void gru_streams_match_one_stream(const char* type, double tolerance) {
+  Rng rng(19);
+  auto random = [&](Index rows, Index cols) {
+    Mat<S> m(rows, cols);
+    for (Index i = 0; i < m.size(); ++i) m(i) = S(double(rng.next() >> 11) * 0x1.0p-53 * 1.6 - 0.8);
+    return m;
+  };
+  int failed = 0, done = 0;
+  for (Index n : {1, 3, 16, 21, 64})
+    for (Index streams : {1, 2, 5, 16}) {
+      const Index in = 4;
+      GruCell<S> cell(in, n);
+      cell.reserve_streams(streams);
+      auto batch = cell.make_batch(streams);
+      auto one = cell.make_cache();
+      const Vec<S> theta = random(cell.param_size(), 1);
+      const Mat<S> s = random(n, streams), x = random(in, streams), t = random(n, streams);
+      Mat<S> next(n, streams), f(cell.shared_factor_rows(), streams), want_f = f, jvp(n, streams);
+      GruCell<S>::input(batch, in) = x;
+      cell.forward(theta.data(), s, batch, next, nullptr, &f);
+      cell.shared_factors(batch, want_f);
+      cell.jvp_state_shared(theta.data(), batch, f, t, jvp);
+      double error = (f - want_f).cwiseAbs().maxCoeff();
+      for (Index b = 0; b < streams; ++b) {
+        Vec<S> next1(n), jvp1(n);
+        GruCell<S>::input(one, in) = x.col(b);
+        cell.forward(theta.data(), Vec<S>(s.col(b)), one, next1);
+        cell.jvp_state(theta.data(), one, Vec<S>(t.col(b)), jvp1);
+        error = std::max({error, double((next.col(b) - next1).cwiseAbs().maxCoeff()),
+                          double((jvp.col(b) - jvp1).cwiseAbs().maxCoeff()),
+                          double((batch.r.col(b) - one.r).cwiseAbs().maxCoeff()),
+                          double((batch.z.col(b) - one.z).cwiseAbs().maxCoeff()),
+                          double((batch.n.col(b) - one.n).cwiseAbs().maxCoeff()),
+                          double((batch.hn.col(b) - one.hn).cwiseAbs().maxCoeff())});
+      }
+      ++done;
+      if (!(error <= tolerance)) {
+        ++failed;
+        std::printf("  mismatch (%s): n = %ld, %ld streams: %g\n", type, long(n), long(streams), error);
+      }
+    }
+  ++g_checks;
+  if (failed) ++g_failures;
+  std::printf("%s %s: %d shapes, the GRU on many streams equals the one-stream GRU per column\n",
+              failed ? "FAIL" : "ok  ", type, done - failed);
+}
+
 int main() {
   products_match_eigen<float>("float", 1e-5);
   products_match_eigen<double>("double", 1e-13);
   column_stats_match_eigen<float>("float", 1e-5);
   column_stats_match_eigen<double>("double", 1e-13);
+  gru_bounds_match_eigen<float>("float", 1e-5);
+  gru_bounds_match_eigen<double>("double", 1e-13);
+  column_sums_match_eigen<float>("float", 1e-6);
+  column_sums_match_eigen<double>("double", 1e-14);
+  gru_streams_match_one_stream<float>("float", 1e-6);
+  gru_streams_match_one_stream<double>("double", 1e-14);
   std::printf("%d failed\n", g_failures);
   return g_failures ? 1 : 0;
 }

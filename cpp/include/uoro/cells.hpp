@@ -21,6 +21,8 @@
 // Shapes: I = input size, n = hidden size, S = state size (n, or 2n for the LSTM).
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <type_traits>
 
 #include "uoro/common.hpp"
@@ -221,18 +223,26 @@ class GruCell {
     return k.v[0].topRows(input_size);
   }
 
+  // With `factors` (many streams), also shared_factors' values for the estimator.
   template <class C>
-  void forward(const S* theta, In<C> s, CacheOf<C>& k, Out<C> s_next, const Index* tokens = nullptr) {
+  void forward(const S* theta, In<C> s, CacheOf<C>& k, Out<C> s_next, const Index* tokens = nullptr,
+               Mat<S>* factors = nullptr) {
     C& a_in = scratch_for<C>(a_in_, a_in_b_);
     C& a_h = scratch_for<C>(a_h_, a_h_b_);
     k.v[1].topRows(n_) = s;
     input_block_product(block_matrix(theta, blocks_[0]), k.v[0], in_, tokens, a_in);
     assign_product(block_matrix(theta, blocks_[1]), k.v[1], a_h);
+    if constexpr (std::is_same_v<C, Mat<S>> && kFusedGates) {
+      fused_gates(k, s, s_next, factors);
+      return;
+    }
     k.r = sigmoid(a_in.topRows(n_).array() + a_h.topRows(n_).array()).matrix();
     k.z = sigmoid(a_in.middleRows(n_, n_).array() + a_h.middleRows(n_, n_).array()).matrix();
     k.hn = a_h.bottomRows(n_);
     k.n = (a_in.bottomRows(n_).array() + k.r.array() * k.hn.array()).tanh().matrix();
     s_next = ((S(1) - k.z.array()) * k.n.array() + k.z.array() * s.array()).matrix();
+    if constexpr (std::is_same_v<C, Mat<S>>)
+      if (factors) shared_factors(k, *factors);
   }
 
   // h̃' = (1 − z) ⊙ ñ + z̃ ⊙ (h − n) + z ⊙ h̃, with ã = W_hh h̃ driving r̃, z̃, ñ.
@@ -276,7 +286,8 @@ class GruCell {
   }
 
   // Many streams: the tangent and both parameter-VJPs of a tick (c, then ν per rank) all
-  // scale the gates by the same per-unit factors, so they are computed once per tick:
+  // scale the gates by the same per-unit factors, so they are computed once per tick (by
+  // the forward pass when it is given where, see fused_gates; else by shared_factors):
   // F = [(1 − z)(1 − n²) hn r(1 − r); z(1 − z)(h − n); (1 − z)(1 − n²) r; (1 − z)(1 − n²)]
   // (4n, B). Then h̃' = F_r ⊙ ã_r + F_z ⊙ ã_z + F_n ⊙ ã_n + z ⊙ h̃ with ã = W_hh h̃, and
   // the cotangent factors of c are F_r ⊙ c, F_z ⊙ c, F_n ⊙ c (hidden block) and
@@ -295,10 +306,7 @@ class GruCell {
   void jvp_state_shared(const S* theta, const Batch& k, const Mat<S>& f, In<Mat<S>> s_tilde,
                         Out<Mat<S>> out) {
     assign_product(hidden_weights(theta), s_tilde, a_h_b_);
-    out = (f.topRows(n_).array() * a_h_b_.topRows(n_).array() +
-           f.middleRows(n_, n_).array() * a_h_b_.middleRows(n_, n_).array() +
-           f.middleRows(2 * n_, n_).array() * a_h_b_.bottomRows(n_).array() + k.z.array() * s_tilde.array())
-              .matrix();
+    combine_tangent(k, f, s_tilde, out);
   }
   void param_cotangents_shared(const Mat<S>& f, In<Mat<S>> c, std::array<Mat<S>, kBlocks>& u) const {
     const auto ca = c.array();
@@ -308,6 +316,79 @@ class GruCell {
     u[0].topRows(2 * n_) = u[1].topRows(2 * n_);
     u[0].bottomRows(n_).array() = f.bottomRows(n_).array() * ca;
   }
+
+#if defined(__GNUC__) && !defined(__clang__)  // packet types as template arguments (see products.hpp)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#endif
+  // param_cotangents_shared and, per block k, the FactorBounds of its factors against
+  // v's per-stream max|v_b| (v_max row k) and ‖v_b‖² (v_norm2 row k), in one pass: the
+  // factors are not read back, and the gate rows both blocks share are computed once.
+  void param_cotangents_bounded(const Mat<S>& f, In<Mat<S>> c, const Mat<S>& v_max, const Mat<S>& v_norm2,
+                                std::array<Mat<S>, kBlocks>& u,
+                                std::array<FactorBounds<S>, kBlocks>& bounds) const {
+    using namespace Eigen::internal;
+    using P = typename packet_traits<S>::type;
+    constexpr Index L = unpacket_traits<P>::size;
+    const Index n = n_, whole = n / L * L;
+    const P zero = pset1<P>(S(0));
+    P norm2_in = zero, norm2_h = zero;  // Σ_b ‖v_b‖² u_b ⊙ u_b, per block
+    S max_in = 0, max_h = 0, tail_in = 0, tail_h = 0;
+    for (Index b = 0; b < c.cols(); ++b) {
+      const S* cb = c.col(b).data();
+      const S* fb = f.col(b).data();
+      S* u_in = u[0].col(b).data();
+      S* u_h = u[1].col(b).data();
+      // Per column: max|·| and Σ(·)² of the r and z rows (both blocks), the hidden
+      // block's n rows and the input block's n rows.
+      P max_rz = zero, max_n = zero, max_x = zero, sq_rz = zero, sq_n = zero, sq_x = zero;
+      for (Index i = 0; i < whole; i += L) {
+        const P ci = ploadu<P>(cb + i);
+        const P r = pmul(ploadu<P>(fb + i), ci), z = pmul(ploadu<P>(fb + n + i), ci);
+        const P hn = pmul(ploadu<P>(fb + 2 * n + i), ci), xn = pmul(ploadu<P>(fb + 3 * n + i), ci);
+        pstoreu(u_h + i, r);
+        pstoreu(u_in + i, r);
+        pstoreu(u_h + n + i, z);
+        pstoreu(u_in + n + i, z);
+        pstoreu(u_h + 2 * n + i, hn);
+        pstoreu(u_in + 2 * n + i, xn);
+        max_rz = pmax(max_rz, pmax(pabs(r), pabs(z)));
+        max_n = pmax(max_n, pabs(hn));
+        max_x = pmax(max_x, pabs(xn));
+        sq_rz = pmadd(r, r, pmadd(z, z, sq_rz));
+        sq_n = pmadd(hn, hn, sq_n);
+        sq_x = pmadd(xn, xn, sq_x);
+      }
+      S t_max_rz = 0, t_max_n = 0, t_max_x = 0, t_sq_rz = 0, t_sq_n = 0, t_sq_x = 0;
+      for (Index i = whole; i < n; ++i) {
+        const S r = fb[i] * cb[i], z = fb[n + i] * cb[i], hn = fb[2 * n + i] * cb[i],
+                xn = fb[3 * n + i] * cb[i];
+        u_h[i] = u_in[i] = r;
+        u_h[n + i] = u_in[n + i] = z;
+        u_h[2 * n + i] = hn;
+        u_in[2 * n + i] = xn;
+        t_max_rz = std::max({t_max_rz, std::abs(r), std::abs(z)});
+        t_max_n = std::max(t_max_n, std::abs(hn));
+        t_max_x = std::max(t_max_x, std::abs(xn));
+        t_sq_rz += r * r + z * z;
+        t_sq_n += hn * hn;
+        t_sq_x += xn * xn;
+      }
+      const S m_h = std::max({predux_max(pmax(max_rz, max_n)), t_max_rz, t_max_n});
+      const S m_in = std::max({predux_max(pmax(max_rz, max_x)), t_max_rz, t_max_x});
+      max_h += m_h * v_max(1, b);
+      max_in += m_in * v_max(0, b);
+      norm2_h = pmadd(pset1<P>(v_norm2(1, b)), padd(sq_rz, sq_n), norm2_h);
+      norm2_in = pmadd(pset1<P>(v_norm2(0, b)), padd(sq_rz, sq_x), norm2_in);
+      tail_h += v_norm2(1, b) * (t_sq_rz + t_sq_n);
+      tail_in += v_norm2(0, b) * (t_sq_rz + t_sq_x);
+    }
+    bounds[0] = {max_in, predux(norm2_in) + tail_in};
+    bounds[1] = {max_h, predux(norm2_h) + tail_h};
+  }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
   template <class A, class H>
   void hidden(const A& s_next, H&& h) const {
@@ -329,6 +410,108 @@ class GruCell {
     k.r = k.z = k.n = k.hn = zeros<C>(n_, streams);
     return k;
   }
+  // Eigen's vectorized logistic and tanh, used by the many-streams forward pass.
+  static constexpr bool kFusedGates =
+      Eigen::internal::packet_traits<S>::HasExp && Eigen::internal::packet_traits<S>::HasTanh;
+
+#if defined(__GNUC__) && !defined(__clang__)  // packet types as template arguments (see products.hpp)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#endif
+  // The forward pass's gates for B streams from the pre-activations in a_in_b_ and a_h_b_:
+  // the values of the expressions in `forward`, in one pass per stream instead of one per
+  // gate, and with `factors` shared_factors' values while the gates are in registers.
+  // Rows below a whole packet go through those expressions.
+  void fused_gates(Batch& k, In<Mat<S>> s, Out<Mat<S>> s_next, Mat<S>* factors) const {
+    using namespace Eigen::internal;
+    using P = typename packet_traits<S>::type;
+    constexpr Index L = unpacket_traits<P>::size;
+    const Index n = n_, whole = n / L * L;
+    const P one = pset1<P>(S(1));
+    const scalar_logistic_op<S> logistic;
+    for (Index b = 0; b < s.cols(); ++b) {
+      const S* a_in = a_in_b_.col(b).data();
+      const S* a_h = a_h_b_.col(b).data();
+      const S* h = s.col(b).data();
+      S* r = k.r.col(b).data();
+      S* z = k.z.col(b).data();
+      S* nn = k.n.col(b).data();
+      S* hn = k.hn.col(b).data();
+      S* out = s_next.col(b).data();
+      S* f = factors ? factors->col(b).data() : nullptr;
+      for (Index i = 0; i < whole; i += L) {
+        const P ri = logistic.packetOp(padd(ploadu<P>(a_in + i), ploadu<P>(a_h + i)));
+        const P zi = logistic.packetOp(padd(ploadu<P>(a_in + n + i), ploadu<P>(a_h + n + i)));
+        const P hni = ploadu<P>(a_h + 2 * n + i);
+        const P ni = ptanh(padd(ploadu<P>(a_in + 2 * n + i), pmul(ri, hni)));
+        const P hi = ploadu<P>(h + i), one_z = psub(one, zi);
+        pstoreu(r + i, ri);
+        pstoreu(z + i, zi);
+        pstoreu(nn + i, ni);
+        pstoreu(hn + i, hni);
+        pstoreu(out + i, padd(pmul(one_z, ni), pmul(zi, hi)));
+        if (f) {
+          const P n_in = pmul(one_z, psub(one, pmul(ni, ni)));
+          pstoreu(f + i, pmul(pmul(pmul(n_in, hni), ri), psub(one, ri)));
+          pstoreu(f + n + i, pmul(pmul(psub(hi, ni), zi), one_z));
+          pstoreu(f + 2 * n + i, pmul(n_in, ri));
+          pstoreu(f + 3 * n + i, n_in);
+        }
+      }
+    }
+    if (whole == n) return;
+    const Index t = n - whole;
+    auto r = k.r.bottomRows(t).array(), z = k.z.bottomRows(t).array(), nn = k.n.bottomRows(t).array();
+    auto hn = k.hn.bottomRows(t).array();
+    const auto h = s.bottomRows(t).array();
+    r = sigmoid(a_in_b_.middleRows(whole, t).array() + a_h_b_.middleRows(whole, t).array());
+    z = sigmoid(a_in_b_.middleRows(n + whole, t).array() + a_h_b_.middleRows(n + whole, t).array());
+    hn = a_h_b_.middleRows(2 * n + whole, t).array();
+    nn = (a_in_b_.middleRows(2 * n + whole, t).array() + r * hn).tanh();
+    s_next.bottomRows(t).array() = (S(1) - z) * nn + z * h;
+    if (factors) {
+      auto n_in = factors->middleRows(3 * n + whole, t).array();
+      n_in = (S(1) - z) * (S(1) - nn.square());
+      factors->middleRows(whole, t).array() = n_in * hn * r * (S(1) - r);
+      factors->middleRows(n + whole, t).array() = (h - nn) * z * (S(1) - z);
+      factors->middleRows(2 * n + whole, t).array() = n_in * r;
+    }
+  }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__)  // packet types as template arguments (see products.hpp)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#endif
+  // out = F_r ⊙ ã_r + F_z ⊙ ã_z + F_n ⊙ ã_n + z ⊙ h̃ (ã in a_h_b_), one pass per stream.
+  void combine_tangent(const Batch& k, const Mat<S>& f, In<Mat<S>> s_tilde, Out<Mat<S>> out) const {
+    using namespace Eigen::internal;
+    using P = typename packet_traits<S>::type;
+    constexpr Index L = unpacket_traits<P>::size;
+    const Index n = n_, whole = n / L * L;
+    for (Index b = 0; b < out.cols(); ++b) {
+      const S* fb = f.col(b).data();
+      const S* a = a_h_b_.col(b).data();
+      const S* z = k.z.col(b).data();
+      const S* t = s_tilde.col(b).data();
+      S* o = out.col(b).data();
+      for (Index i = 0; i < whole; i += L) {
+        const P sum = padd(padd(padd(pmul(ploadu<P>(fb + i), ploadu<P>(a + i)),
+                                     pmul(ploadu<P>(fb + n + i), ploadu<P>(a + n + i))),
+                                pmul(ploadu<P>(fb + 2 * n + i), ploadu<P>(a + 2 * n + i))),
+                           pmul(ploadu<P>(z + i), ploadu<P>(t + i)));
+        pstoreu(o + i, sum);
+      }
+      for (Index i = whole; i < n; ++i)
+        o[i] = fb[i] * a[i] + fb[n + i] * a[n + i] + fb[2 * n + i] * a[2 * n + i] + z[i] * t[i];
+    }
+  }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
   template <class K, class Co, class U>
   void param_cotangents_hidden(const K& k, const Co& c, U& u) const {
     const auto r = k.r.array(), z = k.z.array(), n = k.n.array();

@@ -5,9 +5,13 @@
 // of a GRU-64 tick); here the micro-kernel reads the column-major operand where it lies.
 // A tile of 3 SIMD vectors of rows × 4 columns stays in registers (12 accumulators: fits
 // the 16 vector registers of SSE2 and AVX2 too), so W's tile is read once per 4 columns.
-// Single-stream (matrix–vector) products stay with Eigen.
+// Single-stream (matrix–vector) products stay with Eigen. Also here: the padding that
+// lets a few-row output (the readout) run as whole bands, and the column sums of a
+// one-hot input's gradient.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <type_traits>
 
 #include "uoro/common.hpp"
@@ -27,6 +31,13 @@ inline constexpr int kLanes = Eigen::internal::unpacket_traits<P>::size;
 template <class P>
 using HalfPacket = typename Eigen::internal::unpacket_traits<P>::half;
 inline constexpr int kTileVectors = 3;
+template <class P>
+constexpr Index smallest_lanes() {
+  if constexpr (kLanes<HalfPacket<P>> < kLanes<P>)
+    return smallest_lanes<HalfPacket<P>>();
+  else
+    return kLanes<P>;
+}
 
 // One tile: c[:, 0:NC] (RV packets of rows) = a b, or += α a b (kAdd), over k;
 // b(p, j) = b[p·b_p + j·b_j].
@@ -117,6 +128,59 @@ void multiply_add(const A& a, const B& b, C&& c, typename std::decay_t<C>::Scala
   detail::multiply<true>(a, b, c, alpha);
 }
 
+// The multiple of rows that the kernel covers with its packets, down to the smallest
+// half packet: an output padded to it (a 13-row readout to 16 rows, with zero rows)
+// runs as whole bands, none of its rows left to Eigen's product.
+template <class S>
+constexpr Index kernel_row_multiple() {
+  return detail::smallest_lanes<typename Eigen::internal::packet_traits<S>::type>();
+}
+inline Index padded_rows(Index rows, Index multiple) { return (rows + multiple - 1) / multiple * multiple; }
+
+// dst[0 : rows, :] = src[0 : rows, :] column by column, for copies into and out of
+// padded matrices (Eigen's block copy peels for alignment on every short column).
+template <class Src, class Dst>
+void copy_rows(const Src& src, Dst&& dst, Index rows) {
+  for (Index j = 0; j < src.cols(); ++j) {
+    const auto* from = src.data() + j * src.outerStride();
+    auto* to = dst.data() + j * dst.outerStride();
+    for (Index i = 0; i < rows; ++i) to[i] = from[i];
+  }
+}
+
+// out[0 : rows] += α Σ_c u.col(cols[c]) for c < count: the columns summed in registers
+// and added to out once (adding them to out one by one would wait on each store).
+template <class S>
+void add_column_sum(const Mat<S>& u, const Index* cols, Index count, S alpha, S* __restrict out) {
+  using namespace Eigen::internal;
+  using P = typename packet_traits<S>::type;
+  constexpr Index L = detail::kLanes<P>, kBand = 4 * L;
+  const Index rows = u.rows();
+  Index i = 0;
+  for (; i + kBand <= rows; i += kBand) {
+    P acc[4];
+    for (int r = 0; r < 4; ++r) acc[r] = pset1<P>(S(0));
+    for (Index c = 0; c < count; ++c) {
+      const S* col = u.col(cols[c]).data() + i;
+      for (int r = 0; r < 4; ++r) acc[r] = padd(acc[r], ploadu<P>(col + r * L));
+    }
+    const P a = pset1<P>(alpha);
+    for (int r = 0; r < 4; ++r) pstoreu(out + i + r * L, pmadd(a, acc[r], ploadu<P>(out + i + r * L)));
+  }
+  for (; i < rows; ++i) {
+    S sum = 0;
+    for (Index c = 0; c < count; ++c) sum += u(i, cols[c]);
+    out[i] += alpha * sum;
+  }
+}
+
+// Bounds on a rank-B parameter-side sum Σ_b u_b ⊗ v_b, for the estimator's checks:
+// max = Σ_b max|u_b| max|v_b| bounds its entries, norm2 = Σ_b ‖u_b‖² ‖v_b‖².
+template <class S>
+struct FactorBounds {
+  S max = 0, norm2 = 0;
+};
+
 // Per column b of x: max|x_b| and ‖x_b‖², four columns at a time so that their
 // reductions overlap (Eigen's column-wise reductions finish one column before the next).
 template <class S, class Max, class Norm2>
@@ -135,10 +199,17 @@ void column_stats(const Mat<S>& x, Max&& max_abs, Norm2&& norm2) {
         mx[j] = pmax(mx[j], pabs(v));
         sq[j] = pmadd(v, v, sq[j]);
       }
+    // Rows below a whole packet (all of a short column), the columns interleaved too.
+    S tail_max[kCols] = {}, tail_norm2[kCols] = {};
+    for (Index i = whole; i < rows; ++i)
+      for (Index j = 0; j < kCols; ++j) {
+        const S v = x(i, b + j);
+        tail_max[j] = std::max(tail_max[j], std::abs(v));
+        tail_norm2[j] += v * v;
+      }
     for (Index j = 0; j < kCols; ++j) {
-      const auto tail = x.col(b + j).tail(rows - whole);
-      max_abs(b + j) = std::max(predux_max(mx[j]), tail.size() ? tail.cwiseAbs().maxCoeff() : S(0));
-      norm2(b + j) = predux(sq[j]) + tail.squaredNorm();
+      max_abs(b + j) = whole ? std::max(predux_max(mx[j]), tail_max[j]) : tail_max[j];
+      norm2(b + j) = whole ? predux(sq[j]) + tail_norm2[j] : tail_norm2[j];
     }
   }
   for (; b < x.cols(); ++b) {

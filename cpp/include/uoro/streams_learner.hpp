@@ -59,6 +59,10 @@ class StreamsLearner {
     dh_ = Mat<S>::Zero(cell_.hidden_size(), streams);
     readout_in_ = Mat<S>::Ones(cell_.hidden_size() + 1, streams);
     out_ = d_out_ = predictions_ = Mat<S>::Zero(config.output_size, streams);
+    const Index padded = padded_rows(config.output_size, kernel_row_multiple<S>());
+    readout_w_ = Mat<S>::Zero(padded, config.hidden_size + 1);
+    readout_wt_ = Mat<S>::Zero(config.hidden_size, config.output_size);
+    out_padded_ = Mat<S>::Zero(padded, streams);
     readout_.reserve_streams(streams);
   }
   StreamsLearner(const StreamsLearner&) = delete;
@@ -218,11 +222,23 @@ class StreamsLearner {
   }
 
   // The cell on every stream, the input's columns gathered when the inputs are one-hot.
-  void cell_forward() {
-    if constexpr (Cell::kInputInFactor)
-      cell_.forward(theta_.data(), states_, batch_, next_, one_hot_ ? tokens_.data() : nullptr);
+  // With `factors`, the cell's shared factors too (a cell that has them).
+  void cell_forward(Mat<S>* factors = nullptr) {
+    const Index* tokens = one_hot_ ? tokens_.data() : nullptr;
+    if constexpr (HasSharedFactors<S, Cell>::value)
+      cell_.forward(theta_.data(), states_, batch_, next_, tokens, factors);
+    else if constexpr (Cell::kInputInFactor)
+      cell_.forward(theta_.data(), states_, batch_, next_, tokens);
     else
       cell_.forward(theta_.data(), states_, batch_, next_);
+  }
+
+  // Where a learning tick's forward pass leaves the cell's shared factors: the UORO
+  // estimator's, on a cell that has them (see UoroStreams::factors); else null.
+  Mat<S>* estimator_factors() {
+    if constexpr (HasSharedFactors<S, Cell>::value)
+      if (auto* e = std::get_if<UoroStreams<S, Cell>>(&estimator_)) return &e->factors();
+    return nullptr;
   }
 
   // The new states of the streams present become their states.
@@ -253,19 +269,21 @@ class StreamsLearner {
     const Index n = cell_.hidden_size();
     auto h = readout_in_.topRows(n);
     cell_.hidden(next_, h);
-    multiply_into(block_matrix(theta_.data(), readout_.block()), readout_in_, out_);
+    copy_rows(block_matrix(theta_.data(), readout_.block()), readout_w_, out_.rows());
+    multiply_into(readout_w_, readout_in_, out_padded_);
+    copy_rows(out_padded_, out_, out_.rows());
     readout_.output_losses(
         out_, present_, [samples](Index b) -> const Target<S>& { return samples[b].y; }, losses);
     for (Index b : present_) predictions_.col(b) = out_.col(b);
   }
 
   Refusal try_tick(const Sample<S>* samples, S* losses, S* grad_out, bool update) {
-    cell_forward();
+    cell_forward(estimator_factors());
     readout_forward(samples, losses);
     d_out_.setZero();  // absent streams: no loss, so c = 0 and no gradient
     for (Index b : present_) readout_.output_grad(out_.col(b), samples[b].y, d_out_.col(b));
-    const auto weights = block_matrix(theta_.data(), readout_.block()).leftCols(cell_.hidden_size());
-    dh_.noalias() = weights.transpose() * d_out_;
+    readout_wt_ = readout_w_.topLeftCorner(out_.rows(), cell_.hidden_size()).transpose();
+    multiply_into(readout_wt_, d_out_, dh_);
     cell_.hidden_vjp(readout_in_.topRows(cell_.hidden_size()), dh_, c_);
     // All streams at once first (one reduction each); stream by stream to name the first
     // failure, or when some are absent (their columns are not checked).
@@ -305,6 +323,9 @@ class StreamsLearner {
   Mat<S> readout_in_;           // [h; 1] (n + 1, B)
   Mat<S> out_, d_out_;          // readout outputs and ∂ℓ/∂o (O, B)
   Mat<S> predictions_;          // each stream's last prediction (O, B)
+  // The readout's W with zero rows up to the kernel's row multiple, its Wᵀ (without the
+  // bias), and the padded outputs: a 13-row readout runs as whole bands of the kernel.
+  Mat<S> readout_w_, readout_wt_, out_padded_;
   std::vector<Lane<S, Cell>> lanes_;
   std::vector<Index> present_, absent_;
   std::vector<Index> tokens_;  // this tick's input symbols (see Streams::tokens)

@@ -33,9 +33,23 @@ struct HasSharedFactors<S, Cell,
                             std::declval<const typename Cell::Batch&>(), std::declval<Mat<S>&>()))>>
     : std::true_type {};
 
+// Whether the cell also computes its factors' bounds in the same pass
+// (GruCell::param_cotangents_bounded).
+template <class S, class Cell, class = void>
+struct HasBoundedCotangents : std::false_type {};
+template <class S, class Cell>
+struct HasBoundedCotangents<
+    S, Cell,
+    std::void_t<decltype(std::declval<const Cell&>().param_cotangents_bounded(
+        std::declval<const Mat<S>&>(), std::declval<const Mat<S>&>(), std::declval<const Mat<S>&>(),
+        std::declval<const Mat<S>&>(), std::declval<std::array<Mat<S>, Cell::kBlocks>&>(),
+        std::declval<std::array<FactorBounds<S>, Cell::kBlocks>&>()))>> : std::true_type {};
+
 template <class S, class Cell>
 class UoroStreams {
   static constexpr bool kShared = HasSharedFactors<S, Cell>::value;
+  static constexpr bool kBounded = kShared && HasBoundedCotangents<S, Cell>::value;
+  using Bounds = std::array<FactorBounds<S>, Cell::kBlocks>;
 
  public:
   UoroStreams(const LearnerConfig& config, const Cell& cell, const Readout<S>& readout, Index streams)
@@ -58,10 +72,15 @@ class UoroStreams {
     u_nu_.resize(rank_);
     for (auto& u : u_nu_)
       for (Index k = 0; k < Cell::kBlocks; ++k) u[k] = Mat<S>::Zero(cell.blocks()[k].rows, streams);
-    d_out_ = Mat<S>::Zero(readout.output_size(), streams);
+    // Padded with zero rows like the learner's readout weights (see StreamsLearner).
+    d_out_ = Mat<S>::Zero(padded_rows(readout.output_size(), kernel_row_multiple<S>()), streams);
     if constexpr (kShared) factors_ = Mat<S>::Zero(cell.shared_factor_rows(), streams);
     readout_chunk_ = chunk_columns(readout.block());
     scratch = std::max(scratch, readout.block().rows * readout_chunk_);
+    readout_g_ = Mat<S>::Zero(d_out_.rows(), readout_chunk_);
+    by_symbol_.reserve(streams);
+    symbol_start_.assign(config.input_size + 1, 0);
+    symbol_next_.assign(config.input_size, 0);
     g_ = Vec<S>::Zero(scratch);
   }
 
@@ -71,14 +90,13 @@ class UoroStreams {
     const auto rng_before = m.rng.state();
     // The loss cotangent's factors (each stream's share of the mean; zero for absent
     // streams, whose c is zero) and the readout's.
-    if constexpr (kShared) m.cell.shared_factors(m.batch, factors_);
-    c_mean_ = inv_n * m.c;
-    param_cotangents(m, c_mean_, u_c_);
     for (Index k = 0; k < Cell::kBlocks; ++k) column_stats(m.batch.v[k], v_max_.row(k), v_norm2_.row(k));
-    d_out_ = inv_n * m.d_out;
+    c_mean_ = inv_n * m.c;
+    const Bounds c_bounds = param_cotangents(m, c_mean_, u_c_);
+    d_out_.topRows(m.d_out.rows()) = inv_n * m.d_out;
     // Bounds on |g| and |new θ̃| of the coming pass (|Σ_b u_b v_bᵀ| <= Σ_b max|u_b| max|v_b|).
     UoroChecks<S> checks(eps_);
-    for (Index k = 0; k < Cell::kBlocks; ++k) checks.add_direct_bound(factor_bounds(u_c_[k], k).max);
+    for (Index k = 0; k < Cell::kBlocks; ++k) checks.add_direct_bound(c_bounds[k].max);
     const S nu_norm = std::sqrt(S(n * n_state));  // ‖ν‖ for ±1 signs on the present streams
     for (Index r = 0; r < rank_; ++r) {
       // Tangent forward propagation for all streams; absent ones keep s̃ (the identity).
@@ -92,13 +110,12 @@ class UoroStreams {
       coef_(r) = (m.c.array() * s_next.array()).sum() * inv_n / S(rank_);
       m.rng.fill_signs(nu_);
       for (Index b : m.absent) nu_.col(b).setZero();
-      param_cotangents(m, nu_, u_nu_[r]);
+      const Bounds nu_bounds = param_cotangents(m, nu_, u_nu_[r]);
       // ‖νᵀ ∂F/∂θ‖² taken as Σ_b ‖u_b‖² ‖v_b‖²: its expectation over the cross terms
       // (the streams' signs are independent), exact for one stream, and even in ν as ρ1
       // must be for the estimate to stay unbiased.
       S a_norm2 = 0, a_max = 0;
-      for (Index k = 0; k < Cell::kBlocks; ++k) {
-        const FactorBounds bounds = factor_bounds(u_nu_[r][k], k);
+      for (const FactorBounds<S>& bounds : nu_bounds) {
         a_norm2 += bounds.norm2;
         a_max = std::max(a_max, bounds.max);
       }
@@ -112,6 +129,7 @@ class UoroStreams {
       m.rng.set_state(rng_before);
       return refusal;
     }
+    if (Cell::kInputInFactor && m.tokens) group_by_symbol(m);
     if (update) m.optimizer.begin(m.optimizer.config().clip_norm > 0 ? gradient_norm(m) : 0.0);
     if (m.optimizer.is_adam())
       pass<true>(m, grad_out, update);
@@ -121,6 +139,10 @@ class UoroStreams {
     std::swap(s_tilde_, s_tilde_next_);
     return {};
   }
+
+  // The cell's shared per-unit factors of this tick (a cell with shared_factors): the
+  // learner's forward pass fills them before update.
+  Mat<S>& factors() { return factors_; }
 
   void forget() {
     s_tilde_.setZero();
@@ -146,11 +168,19 @@ class UoroStreams {
   Window<S, Cell>* window(Index) { return nullptr; }
 
  private:
-  void param_cotangents(Streams<S, Cell>& m, const Mat<S>& c, std::array<Mat<S>, Cell::kBlocks>& u) const {
+  // The factors u of c's parameter-VJP per block, and their bounds (needs v's statistics).
+  Bounds param_cotangents(Streams<S, Cell>& m, const Mat<S>& c, std::array<Mat<S>, Cell::kBlocks>& u) {
+    Bounds bounds;
+    if constexpr (kBounded) {
+      m.cell.param_cotangents_bounded(factors_, c, v_max_, v_norm2_, u, bounds);
+      return bounds;
+    }
     if constexpr (kShared)
       m.cell.param_cotangents_shared(factors_, c, u);
     else
       m.cell.param_cotangents(m.batch, c, u);
+    for (Index k = 0; k < Cell::kBlocks; ++k) bounds[k] = factor_bounds(u[k], k);
+    return bounds;
   }
 
   // Columns per chunk of the pass: up to 16384 values, so the scratch stays in cache.
@@ -158,10 +188,7 @@ class UoroStreams {
 
   // For block k's factors u over the streams: max = Σ_b max|u_b| max|v_b|, a bound on
   // |U Vᵀ|; norm2 = Σ_b ‖u_b‖² ‖v_b‖².
-  struct FactorBounds {
-    S max, norm2;
-  };
-  FactorBounds factor_bounds(const Mat<S>& u, Index k) {
+  FactorBounds<S> factor_bounds(const Mat<S>& u, Index k) {
     column_stats(u, u_max_, u_norm2_);
     return {(u_max_.array() * v_max_.row(k).transpose().array()).sum(),
             (u_norm2_.array() * v_norm2_.row(k).transpose().array()).sum()};
@@ -175,19 +202,31 @@ class UoroStreams {
 
   // The same for block k's factors u (rows × B). With one-hot inputs the input's columns
   // of block 0 are sums of u_b over the streams reading that symbol (v is 0 or 1 there):
-  // added column by column, not multiplied by the mostly-zero rows of v.
+  // added column by column (streams grouped by symbol, see group_by_symbol), not
+  // multiplied by the mostly-zero rows of v.
   void add_factor_products(Streams<S, Cell>& m, Index k, const Mat<S>& u, Index j0, Index cols, S* out,
                            S alpha = 1) const {
     const Mat<S>& v = m.batch.v[k];
     if (!Cell::kInputInFactor || k != 0 || !m.tokens || j0 >= m.config.input_size)
       return add_outer_sum(u, v, j0, cols, out, alpha);
     const Index one_hot_end = std::min(j0 + cols, m.config.input_size), rows = u.rows();
-    for (Index b : m.present) {
-      const Index j = m.tokens[b];
-      if (j >= j0 && j < one_hot_end) Eigen::Map<Vec<S>>(out + (j - j0) * rows, rows) += alpha * u.col(b);
+    for (Index j = j0; j < one_hot_end; ++j) {
+      const Index first = symbol_start_[j], count = symbol_start_[j + 1] - first;
+      if (count) add_column_sum(u, by_symbol_.data() + first, count, alpha, out + (j - j0) * rows);
     }
     if (one_hot_end < j0 + cols)
       add_outer_sum(u, v, one_hot_end, j0 + cols - one_hot_end, out + (one_hot_end - j0) * rows, alpha);
+  }
+
+  // The present streams ordered by input symbol (a counting sort): those reading symbol j
+  // are by_symbol_[symbol_start_[j] : symbol_start_[j + 1]].
+  void group_by_symbol(const Streams<S, Cell>& m) {
+    std::fill(symbol_start_.begin(), symbol_start_.end(), Index(0));
+    for (Index b : m.present) ++symbol_start_[m.tokens[b] + 1];
+    for (std::size_t j = 1; j < symbol_start_.size(); ++j) symbol_start_[j] += symbol_start_[j - 1];
+    by_symbol_.resize(m.present.size());  // within the capacity reserved: no allocation
+    std::copy(symbol_start_.begin(), symbol_start_.end() - 1, symbol_next_.begin());
+    for (Index b : m.present) by_symbol_[symbol_next_[m.tokens[b]]++] = b;
   }
 
   template <class Fn>
@@ -210,12 +249,19 @@ class UoroStreams {
     });
     if (m.config.train_readout)
       for (Index j0 = 0; j0 < m.readout_in.rows(); j0 += readout_chunk_) {
-        const Index cols = std::min(readout_chunk_, m.readout_in.rows() - j0), len = d_out_.rows() * cols;
-        g_.head(len).setZero();
-        add_outer_sum(d_out_, m.readout_in, j0, cols, g);
-        total += double(g_.head(len).squaredNorm());
+        const Index cols = std::min(readout_chunk_, m.readout_in.rows() - j0);
+        readout_gradient(m, j0, cols, g);
+        total += double(g_.head(m.d_out.rows() * cols).squaredNorm());
       }
     return std::sqrt(total);
+  }
+
+  // g (O × cols) = Σ_b d_out_b ⊗ [h_b; 1][j0 : j0 + cols], the readout's gradient, from
+  // the padded d_out (whole bands of the kernel) through a padded scratch.
+  void readout_gradient(Streams<S, Cell>& m, Index j0, Index cols, S* g) {
+    auto padded = readout_g_.leftCols(cols);
+    multiply_into(d_out_, m.readout_in.middleRows(j0, cols).transpose(), padded);
+    copy_rows(padded, MatMap<S>(g, m.d_out.rows(), cols), m.d_out.rows());
   }
 
   // g[0 : len] = Σ_r coef_r θ̃_r[off : off + len]: the gradient through the past.
@@ -260,11 +306,11 @@ class UoroStreams {
       if (update) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, len);
     });
     theta_tilde_norm2_ = norm_acc_;
-    const Index out_rows = d_out_.rows(), readout_offset = m.theta.size() - out_rows * m.readout_in.rows();
+    const Index out_rows = m.d_out.rows(), readout_offset = m.theta.size() - out_rows * m.readout_in.rows();
     for (Index j0 = 0; j0 < m.readout_in.rows(); j0 += readout_chunk_) {
       const Index cols = std::min(readout_chunk_, m.readout_in.rows() - j0);
       const Index off = readout_offset + j0 * out_rows, len = out_rows * cols;
-      multiply_into(d_out_, m.readout_in.middleRows(j0, cols).transpose(), MatMap<S>(g, out_rows, cols));
+      readout_gradient(m, j0, cols, g);
       if (grad_out) std::copy(g, g + len, grad_out + off);
       if (update && m.config.train_readout) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, len);
     }
@@ -283,10 +329,13 @@ class UoroStreams {
   Mat<S> v_max_, v_norm2_;  // per block and stream
   Vec<S> u_max_, u_norm2_;  // factor_bounds' scratch: per stream
   Mat<S> c_mean_;           // c / (streams present): each stream's share of the mean loss
-  Mat<S> d_out_;            // the readout's loss factors, each stream's share of the mean (O, B)
+  Mat<S> d_out_;            // the readout's loss factors, each stream's share of the mean (O, B),
+                            // with zero rows up to the kernel's row multiple
+  Mat<S> readout_g_;        // the padded readout gradient of one chunk
   Mat<S> factors_;          // this tick's shared per-unit factors, when the cell has them
   Index readout_chunk_;
-  Vec<S> g_;  // one chunk of the pass
+  Vec<S> g_;                                                   // one chunk of the pass
+  std::vector<Index> by_symbol_, symbol_start_, symbol_next_;  // see group_by_symbol
 };
 
 }  // namespace uoro
