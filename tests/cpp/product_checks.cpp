@@ -18,15 +18,20 @@ using namespace uoro;
 static int g_failures = 0;
 static int g_checks = 0;
 
+// A rows × cols matrix of uniform values in [-half_width, half_width), filled in order.
+template <class S>
+Mat<S> uniform(Rng& rng, Index rows, Index cols, double half_width) {
+  Mat<S> m(rows, cols);
+  for (Index i = 0; i < m.size(); ++i)
+    m(i) = S(double(rng.next() >> 11) * 0x1.0p-53 * 2.0 * half_width - half_width);
+  return m;
+}
+
 template <class S>
 void products_match_eigen(const char* type, double tolerance) {
   using M = Mat<S>;
   Rng rng(5);
-  auto random = [&](Index rows, Index cols) {
-    M m(rows, cols);
-    for (Index i = 0; i < m.size(); ++i) m(i) = S(double(rng.next() >> 11) * 0x1.0p-53 * 2.0 - 1.0);
-    return m;
-  };
+  auto random = [&](Index rows, Index cols) { return uniform<S>(rng, rows, cols, 1.0); };
   int failed = 0, done = 0;
   for (Index rows : {1, 3, 4, 13, 16, 29, 48, 64, 97, 192})
     for (Index cols : {1, 2, 3, 4, 5, 9, 16, 65})
@@ -72,8 +77,7 @@ void column_stats_match_eigen(const char* type, double tolerance) {
   int failed = 0, done = 0;
   for (Index rows : {1, 5, 16, 37, 64, 192})
     for (Index cols : {1, 3, 4, 7, 16, 65}) {
-      Mat<S> x(rows, cols);
-      for (Index i = 0; i < x.size(); ++i) x(i) = S(double(rng.next() >> 11) * 0x1.0p-53 * 4.0 - 2.0);
+      const Mat<S> x = uniform<S>(rng, rows, cols, 2.0);
       Vec<S> max_abs(cols), norm2(cols);
       column_stats(x, max_abs, norm2);
       const Vec<S> want_max = x.cwiseAbs().colwise().maxCoeff().transpose();
@@ -96,11 +100,7 @@ void column_stats_match_eigen(const char* type, double tolerance) {
 template <class S>
 void gru_bounds_match_eigen(const char* type, double tolerance) {
   Rng rng(13);
-  auto random = [&](Index rows, Index cols) {
-    Mat<S> m(rows, cols);
-    for (Index i = 0; i < m.size(); ++i) m(i) = S(double(rng.next() >> 11) * 0x1.0p-53 * 4.0 - 2.0);
-    return m;
-  };
+  auto random = [&](Index rows, Index cols) { return uniform<S>(rng, rows, cols, 2.0); };
   int failed = 0, done = 0;
   for (Index n : {1, 3, 8, 16, 21, 64})
     for (Index streams : {1, 2, 5, 16}) {
@@ -141,8 +141,7 @@ void column_sums_match_eigen(const char* type, double tolerance) {
   int failed = 0, done = 0;
   for (Index rows : {1, 5, 16, 64, 70, 192})
     for (Index count : {0, 1, 2, 7}) {
-      Mat<S> u(rows, 9);
-      for (Index i = 0; i < u.size(); ++i) u(i) = S(double(rng.next() >> 11) * 0x1.0p-53 * 2.0 - 1.0);
+      const Mat<S> u = uniform<S>(rng, rows, 9, 1.0);
       const Index cols[7] = {3, 0, 8, 3, 5, 1, 6};  // a column may come twice
       Vec<S> out = Vec<S>::Ones(rows), want = out;
       for (Index c = 0; c < count; ++c) want += S(-0.5) * u.col(cols[c]);
@@ -163,11 +162,7 @@ void column_sums_match_eigen(const char* type, double tolerance) {
 template <class S>
 void gru_streams_match_one_stream(const char* type, double tolerance) {
   Rng rng(19);
-  auto random = [&](Index rows, Index cols) {
-    Mat<S> m(rows, cols);
-    for (Index i = 0; i < m.size(); ++i) m(i) = S(double(rng.next() >> 11) * 0x1.0p-53 * 1.6 - 0.8);
-    return m;
-  };
+  auto random = [&](Index rows, Index cols) { return uniform<S>(rng, rows, cols, 0.8); };
   int failed = 0, done = 0;
   for (Index n : {1, 3, 16, 21, 64})
     for (Index streams : {1, 2, 5, 16}) {

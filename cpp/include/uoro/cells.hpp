@@ -182,6 +182,12 @@ class RnnCell {
   Mat<S> scratch_b_;
 };
 
+// The many-streams kernels of GruCell use Eigen packet types as template arguments, whose
+// vector attributes GCC reports as ignored (see products.hpp).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#endif
 // PyTorch's GRUCell: r = σ(W_ir x + b_ir + W_hr h + b_hr), z likewise,
 // n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)), h' = (1 − z) ⊙ n + z ⊙ h.
 // Blocks [weight_ih | bias_ih] (3n, I + 1) and [weight_hh | bias_hh] (3n, n + 1),
@@ -236,11 +242,7 @@ class GruCell {
       fused_gates(k, s, s_next, factors);
       return;
     }
-    k.r = sigmoid(a_in.topRows(n_).array() + a_h.topRows(n_).array()).matrix();
-    k.z = sigmoid(a_in.middleRows(n_, n_).array() + a_h.middleRows(n_, n_).array()).matrix();
-    k.hn = a_h.bottomRows(n_);
-    k.n = (a_in.bottomRows(n_).array() + k.r.array() * k.hn.array()).tanh().matrix();
-    s_next = ((S(1) - k.z.array()) * k.n.array() + k.z.array() * s.array()).matrix();
+    gate_rows<C>(a_in, a_h, s, k, s_next, 0, n_);
     if constexpr (std::is_same_v<C, Mat<S>>)
       if (factors) shared_factors(k, *factors);
   }
@@ -294,15 +296,7 @@ class GruCell {
   // F_in ⊙ c (the input block's n rows). The same values as jvp_state and
   // param_cotangents, the products associated differently.
   Index shared_factor_rows() const { return 4 * n_; }
-  void shared_factors(const Batch& k, Mat<S>& f) const {
-    const auto r = k.r.array(), z = k.z.array(), n = k.n.array();
-    const auto h = k.v[1].topRows(n_).array();
-    auto n_in = f.bottomRows(n_).array();
-    n_in = (S(1) - z) * (S(1) - n.square());
-    f.topRows(n_).array() = n_in * k.hn.array() * r * (S(1) - r);
-    f.middleRows(n_, n_).array() = (h - n) * z * (S(1) - z);
-    f.middleRows(2 * n_, n_).array() = n_in * r;
-  }
+  void shared_factors(const Batch& k, Mat<S>& f) const { factor_rows(k, f, 0, n_); }
   void jvp_state_shared(const S* theta, const Batch& k, const Mat<S>& f, In<Mat<S>> s_tilde,
                         Out<Mat<S>> out) {
     assign_product(hidden_weights(theta), s_tilde, a_h_b_);
@@ -317,10 +311,6 @@ class GruCell {
     u[0].bottomRows(n_).array() = f.bottomRows(n_).array() * ca;
   }
 
-#if defined(__GNUC__) && !defined(__clang__)  // packet types as template arguments (see products.hpp)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wignored-attributes"
-#endif
   // param_cotangents_shared and, per block k, the FactorBounds of its factors against
   // v's per-stream max|v_b| (v_max row k) and ‖v_b‖² (v_norm2 row k), in one pass: the
   // factors are not read back, and the gate rows both blocks share are computed once.
@@ -386,9 +376,6 @@ class GruCell {
     bounds[0] = {max_in, predux(norm2_in) + tail_in};
     bounds[1] = {max_h, predux(norm2_h) + tail_h};
   }
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
 
   template <class A, class H>
   void hidden(const A& s_next, H&& h) const {
@@ -410,14 +397,33 @@ class GruCell {
     k.r = k.z = k.n = k.hn = zeros<C>(n_, streams);
     return k;
   }
+  // Units [i, i + t) of the gates and of the new state, from the pre-activations a_in and
+  // a_h: the whole forward pass for one stream, the units below a whole packet for many.
+  template <class C>
+  void gate_rows(const C& a_in, const C& a_h, In<C> s, CacheOf<C>& k, Out<C> s_next, Index i, Index t) const {
+    auto r = k.r.middleRows(i, t).array(), z = k.z.middleRows(i, t).array();
+    auto hn = k.hn.middleRows(i, t).array(), nn = k.n.middleRows(i, t).array();
+    r = sigmoid(a_in.middleRows(i, t).array() + a_h.middleRows(i, t).array());
+    z = sigmoid(a_in.middleRows(n_ + i, t).array() + a_h.middleRows(n_ + i, t).array());
+    hn = a_h.middleRows(2 * n_ + i, t).array();
+    nn = (a_in.middleRows(2 * n_ + i, t).array() + r * hn).tanh();
+    s_next.middleRows(i, t).array() = (S(1) - z) * nn + z * s.middleRows(i, t).array();
+  }
+  // Units [i, i + t) of shared_factors' F.
+  void factor_rows(const Batch& k, Mat<S>& f, Index i, Index t) const {
+    const auto r = k.r.middleRows(i, t).array(), z = k.z.middleRows(i, t).array();
+    const auto n = k.n.middleRows(i, t).array(), h = k.v[1].middleRows(i, t).array();
+    auto n_in = f.middleRows(3 * n_ + i, t).array();
+    n_in = (S(1) - z) * (S(1) - n.square());
+    f.middleRows(i, t).array() = n_in * k.hn.middleRows(i, t).array() * r * (S(1) - r);
+    f.middleRows(n_ + i, t).array() = (h - n) * z * (S(1) - z);
+    f.middleRows(2 * n_ + i, t).array() = n_in * r;
+  }
+
   // Eigen's vectorized logistic and tanh, used by the many-streams forward pass.
   static constexpr bool kFusedGates =
       Eigen::internal::packet_traits<S>::HasExp && Eigen::internal::packet_traits<S>::HasTanh;
 
-#if defined(__GNUC__) && !defined(__clang__)  // packet types as template arguments (see products.hpp)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wignored-attributes"
-#endif
   // The forward pass's gates for B streams from the pre-activations in a_in_b_ and a_h_b_:
   // the values of the expressions in `forward`, in one pass per stream instead of one per
   // gate, and with `factors` shared_factors' values while the gates are in registers.
@@ -460,31 +466,10 @@ class GruCell {
       }
     }
     if (whole == n) return;
-    const Index t = n - whole;
-    auto r = k.r.bottomRows(t).array(), z = k.z.bottomRows(t).array(), nn = k.n.bottomRows(t).array();
-    auto hn = k.hn.bottomRows(t).array();
-    const auto h = s.bottomRows(t).array();
-    r = sigmoid(a_in_b_.middleRows(whole, t).array() + a_h_b_.middleRows(whole, t).array());
-    z = sigmoid(a_in_b_.middleRows(n + whole, t).array() + a_h_b_.middleRows(n + whole, t).array());
-    hn = a_h_b_.middleRows(2 * n + whole, t).array();
-    nn = (a_in_b_.middleRows(2 * n + whole, t).array() + r * hn).tanh();
-    s_next.bottomRows(t).array() = (S(1) - z) * nn + z * h;
-    if (factors) {
-      auto n_in = factors->middleRows(3 * n + whole, t).array();
-      n_in = (S(1) - z) * (S(1) - nn.square());
-      factors->middleRows(whole, t).array() = n_in * hn * r * (S(1) - r);
-      factors->middleRows(n + whole, t).array() = (h - nn) * z * (S(1) - z);
-      factors->middleRows(2 * n + whole, t).array() = n_in * r;
-    }
+    gate_rows<Mat<S>>(a_in_b_, a_h_b_, s, k, s_next, whole, n - whole);
+    if (factors) factor_rows(k, *factors, whole, n - whole);
   }
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
 
-#if defined(__GNUC__) && !defined(__clang__)  // packet types as template arguments (see products.hpp)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wignored-attributes"
-#endif
   // out = F_r ⊙ ã_r + F_z ⊙ ã_z + F_n ⊙ ã_n + z ⊙ h̃ (ã in a_h_b_), one pass per stream.
   void combine_tangent(const Batch& k, const Mat<S>& f, In<Mat<S>> s_tilde, Out<Mat<S>> out) const {
     using namespace Eigen::internal;
@@ -508,9 +493,6 @@ class GruCell {
         o[i] = fb[i] * a[i] + fb[n + i] * a[n + i] + fb[2 * n + i] * a[2 * n + i] + z[i] * t[i];
     }
   }
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
 
   template <class K, class Co, class U>
   void param_cotangents_hidden(const K& k, const Co& c, U& u) const {
@@ -528,6 +510,9 @@ class GruCell {
   Vec<S> a_in_, a_h_, scratch_;
   Mat<S> a_in_b_, a_h_b_;
 };
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 // PyTorch's LSTMCell, gates i, f, g, o: c' = f ⊙ c + i ⊙ g, h' = o ⊙ tanh(c').
 // The recurrent state is s = [h; c] (2n); the readout sees h'. Blocks

@@ -261,8 +261,6 @@ class StreamsLearner {
     throw_divergence(config_, mean / double(present_.size()), refusal);
   }
 
-  // Every present stream's forward pass, then the estimator; commits the tick unless it
-  // returns a refusal.
   // The readout on all streams at once: outputs W [h; 1] for every column, the losses and
   // predictions of the streams present.
   void readout_forward(const Sample<S>* samples, S* losses) {
@@ -277,6 +275,8 @@ class StreamsLearner {
     for (Index b : present_) predictions_.col(b) = out_.col(b);
   }
 
+  // Every present stream's forward pass, then the estimator; commits the tick unless it
+  // returns a refusal.
   Refusal try_tick(const Sample<S>* samples, S* losses, S* grad_out, bool update) {
     cell_forward(estimator_factors());
     readout_forward(samples, losses);
