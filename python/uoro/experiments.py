@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import gc
 import math
 import multiprocessing
 import os
@@ -613,7 +614,7 @@ def connect(scheduler: str, *, workers: int | None = None, timeout: float | None
             raise ValueError(f"workers must be >= 1 or None; got {workers}")
         # NumPy's BLAS threads would otherwise spin beside the learners on the same cores.
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-        return distributed.Client(n_workers=workers, threads_per_worker=1, processes=True)
+        return _start_client(distributed, n_workers=workers, threads_per_worker=1, processes=True)
     if workers is not None:
         raise ValueError(
             f"workers applies to scheduler='local' only (the cluster at {scheduler!r} has "
@@ -621,7 +622,7 @@ def connect(scheduler: str, *, workers: int | None = None, timeout: float | None
         )
     wait = SCHEDULER_TIMEOUT if timeout is None else timeout
     try:
-        return distributed.Client(scheduler, timeout=wait)
+        return _start_client(distributed, scheduler, timeout=wait)
     except ValueError as error:
         raise ValueError(
             "scheduler must be 'local' or the address of a Dask scheduler such as "
@@ -634,6 +635,26 @@ def connect(scheduler: str, *, workers: int | None = None, timeout: float | None
             f"no Dask scheduler answered at {scheduler!r} within {wait:g} s (expected the "
             f"address of a running 'dask scheduler', e.g. tcp://host:8786): {error}"
         ) from None
+
+
+def _start_client(distributed: Any, *args: Any, **kwargs: Any) -> Any:
+    """``distributed.Client(*args, **kwargs)``, with no garbage collection while it starts.
+
+    Dask's clients start and stop their event loops under one lock that all of them share,
+    and an unreachable client that was not closed closes itself when it is collected. A
+    collection inside another client's start then waits forever on the lock that start
+    holds (seen as a rare hang of the Dask tests: ``Client.__del__`` inside
+    ``LoopRunner.start``). So garbage is collected first, where that is safe, and none
+    while the client starts.
+    """
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return distributed.Client(*args, **kwargs)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def run_many(
