@@ -18,6 +18,23 @@ using namespace uoro;
 static int g_failures = 0;
 static int g_checks = 0;
 
+// One check's tally over its shapes, and its summary line.
+struct Tally {
+  const char* type;
+  int failed = 0, done = 0;
+  // Counts one shape; returns ok, so the caller can say what mismatched.
+  bool record(bool ok) {
+    ++done;
+    if (!ok) ++failed;
+    return ok;
+  }
+  void report(const char* what) {
+    ++g_checks;
+    if (failed) ++g_failures;
+    std::printf("%s %s: %d shapes, %s\n", failed ? "FAIL" : "ok  ", type, done - failed, what);
+  }
+};
+
 // A rows × cols matrix of uniform values in [-half_width, half_width), filled in order.
 template <class S>
 Mat<S> uniform(Rng& rng, Index rows, Index cols, double half_width) {
@@ -32,7 +49,7 @@ void products_match_eigen(const char* type, double tolerance) {
   using M = Mat<S>;
   Rng rng(5);
   auto random = [&](Index rows, Index cols) { return uniform<S>(rng, rows, cols, 1.0); };
-  int failed = 0, done = 0;
+  Tally tally{type};
   for (Index rows : {1, 3, 4, 13, 16, 29, 48, 64, 97, 192})
     for (Index cols : {1, 2, 3, 4, 5, 9, 16, 65})
       for (Index depth : {0, 1, 7, 16, 65}) {
@@ -58,23 +75,19 @@ void products_match_eigen(const char* type, double tolerance) {
         const bool into_t = (c.template cast<double>() - want_t).cwiseAbs().maxCoeff() <= tolerance * scale_t;
         // Rows outside c are left alone.
         const bool outside = c_full.topRows(2) == c0.topRows(2);
-        ++done;
-        if (!(into && add && into_t && outside)) {
-          ++failed;
+        if (!tally.record(into && add && into_t && outside)) {
           std::printf("  mismatch (%s): %ld x %ld times %ld x %ld\n", type, long(rows), long(depth),
                       long(depth), long(cols));
         }
       }
-  ++g_checks;
-  if (failed) ++g_failures;
-  std::printf("%s %s: %d shapes, products equal Eigen's\n", failed ? "FAIL" : "ok  ", type, done - failed);
+  tally.report("products equal Eigen's");
 }
 
 // column_stats: max|x_b| and ‖x_b‖² per column, as Eigen's column-wise reductions give.
 template <class S>
 void column_stats_match_eigen(const char* type, double tolerance) {
   Rng rng(9);
-  int failed = 0, done = 0;
+  Tally tally{type};
   for (Index rows : {1, 5, 16, 37, 64, 192})
     for (Index cols : {1, 3, 4, 7, 16, 65}) {
       const Mat<S> x = uniform<S>(rng, rows, cols, 2.0);
@@ -82,17 +95,12 @@ void column_stats_match_eigen(const char* type, double tolerance) {
       column_stats(x, max_abs, norm2);
       const Vec<S> want_max = x.cwiseAbs().colwise().maxCoeff().transpose();
       const Vec<S> want_norm2 = x.colwise().squaredNorm().transpose();
-      ++done;
-      if (max_abs != want_max ||
-          ((norm2 - want_norm2).array().abs() > tolerance * want_norm2.array()).any()) {
-        ++failed;
+      if (!tally.record(max_abs == want_max &&
+                        !((norm2 - want_norm2).array().abs() > tolerance * want_norm2.array()).any())) {
         std::printf("  mismatch (%s): %ld x %ld\n", type, long(rows), long(cols));
       }
     }
-  ++g_checks;
-  if (failed) ++g_failures;
-  std::printf("%s %s: %d shapes, column maxima and squared norms equal Eigen's\n", failed ? "FAIL" : "ok  ",
-              type, done - failed);
+  tally.report("column maxima and squared norms equal Eigen's");
 }
 
 // GruCell::param_cotangents_bounded: the factors param_cotangents_shared gives, bit for
@@ -101,7 +109,7 @@ template <class S>
 void gru_bounds_match_eigen(const char* type, double tolerance) {
   Rng rng(13);
   auto random = [&](Index rows, Index cols) { return uniform<S>(rng, rows, cols, 2.0); };
-  int failed = 0, done = 0;
+  Tally tally{type};
   for (Index n : {1, 3, 8, 16, 21, 64})
     for (Index streams : {1, 2, 5, 16}) {
       const GruCell<S> cell(4, n);
@@ -122,23 +130,18 @@ void gru_bounds_match_eigen(const char* type, double tolerance) {
         ok = ok && std::abs(double(bounds[k].max) - want_max) <= tolerance * want_max &&
              std::abs(double(bounds[k].norm2) - want_norm2) <= tolerance * want_norm2;
       }
-      ++done;
-      if (!ok) {
-        ++failed;
+      if (!tally.record(ok)) {
         std::printf("  mismatch (%s): n = %ld, %ld streams\n", type, long(n), long(streams));
       }
     }
-  ++g_checks;
-  if (failed) ++g_failures;
-  std::printf("%s %s: %d shapes, GRU cotangent factors and their bounds equal Eigen's\n",
-              failed ? "FAIL" : "ok  ", type, done - failed);
+  tally.report("GRU cotangent factors and their bounds equal Eigen's");
 }
 
 // add_column_sum: out += α Σ of the chosen columns, as Eigen sums them.
 template <class S>
 void column_sums_match_eigen(const char* type, double tolerance) {
   Rng rng(17);
-  int failed = 0, done = 0;
+  Tally tally{type};
   for (Index rows : {1, 5, 16, 64, 70, 192})
     for (Index count : {0, 1, 2, 7}) {
       const Mat<S> u = uniform<S>(rng, rows, 9, 1.0);
@@ -146,15 +149,11 @@ void column_sums_match_eigen(const char* type, double tolerance) {
       Vec<S> out = Vec<S>::Ones(rows), want = out;
       for (Index c = 0; c < count; ++c) want += S(-0.5) * u.col(cols[c]);
       add_column_sum(u, cols, count, S(-0.5), out.data());
-      ++done;
-      if (((out - want).array().abs() > tolerance).any()) {
-        ++failed;
+      if (!tally.record(!((out - want).array().abs() > tolerance).any())) {
         std::printf("  mismatch (%s): %ld rows, %ld columns\n", type, long(rows), long(count));
       }
     }
-  ++g_checks;
-  if (failed) ++g_failures;
-  std::printf("%s %s: %d shapes, column sums equal Eigen's\n", failed ? "FAIL" : "ok  ", type, done - failed);
+  tally.report("column sums equal Eigen's");
 }
 
 // The GRU on B streams (its gates and shared factors in one pass, the tangent's
@@ -163,7 +162,7 @@ template <class S>
 void gru_streams_match_one_stream(const char* type, double tolerance) {
   Rng rng(19);
   auto random = [&](Index rows, Index cols) { return uniform<S>(rng, rows, cols, 0.8); };
-  int failed = 0, done = 0;
+  Tally tally{type};
   for (Index n : {1, 3, 16, 21, 64})
     for (Index streams : {1, 2, 5, 16}) {
       const Index in = 4;
@@ -191,16 +190,11 @@ void gru_streams_match_one_stream(const char* type, double tolerance) {
                           double((batch.n.col(b) - one.n).cwiseAbs().maxCoeff()),
                           double((batch.hn.col(b) - one.hn).cwiseAbs().maxCoeff())});
       }
-      ++done;
-      if (!(error <= tolerance)) {
-        ++failed;
+      if (!tally.record(error <= tolerance)) {
         std::printf("  mismatch (%s): n = %ld, %ld streams: %g\n", type, long(n), long(streams), error);
       }
     }
-  ++g_checks;
-  if (failed) ++g_failures;
-  std::printf("%s %s: %d shapes, the GRU on many streams equals the one-stream GRU per column\n",
-              failed ? "FAIL" : "ok  ", type, done - failed);
+  tally.report("the GRU on many streams equals the one-stream GRU per column");
 }
 
 int main() {
