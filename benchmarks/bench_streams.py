@@ -131,6 +131,57 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def tick_lines(rows: list[dict], aim_streams: int = 16, aim_speedup: float = 5.0) -> list[dict]:
+    """Per model, the µs of one tick (fit's µs/sample × B) as a least-squares line a + b·B
+    over the batched learner's B (B > 1; B = 1 is the single-stream learner): a is what a
+    tick costs whatever B (the parameter pass, the readout's copies, calls), b what each
+    stream adds (its share of the products, gates and bookkeeping). Also the tick an
+    `aim_speedup`× gain over B = 1 at B = `aim_streams` allows: aim_streams × (B = 1's
+    µs/sample) / aim_speedup."""
+    lines = []
+    for cell, hidden in dict.fromkeys((r["cell"], r["hidden"]) for r in rows):
+        mine = [r for r in rows if (r["cell"], r["hidden"]) == (cell, hidden)]
+        batched = [r for r in mine if r["streams"] > 1]
+        single = [r for r in mine if r["streams"] == 1]
+        if len(batched) < 2:
+            continue
+        b = np.array([r["streams"] for r in batched], dtype=float)
+        tick = np.array([r["fit_us"] * r["streams"] for r in batched])
+        per_stream, fixed = np.polyfit(b, tick, 1)
+        residual = tick - (fixed + per_stream * b)
+        spread = np.sum((tick - tick.mean()) ** 2)
+        lines.append(
+            {
+                "cell": cell,
+                "hidden": hidden,
+                "fixed_us": float(fixed),
+                "per_stream_us": float(per_stream),
+                "r2": float(1 - np.sum(residual**2) / spread) if spread > 0 else 1.0,
+                "aim_tick_us": float(aim_streams * single[0]["fit_us"] / aim_speedup)
+                if single
+                else None,
+                "tick_at_aim_us": float(fixed + per_stream * aim_streams),
+            }
+        )
+    return lines
+
+
+def tick_text(lines: list[dict], aim_streams: int = 16, aim_speedup: float = 5.0) -> str:
+    out = []
+    for t in lines:
+        text = (
+            f"{t['cell'].upper()}-{t['hidden']}: a tick of B streams costs {t['fixed_us']:.2f} + "
+            f"{t['per_stream_us']:.3f}·B µs (R² = {t['r2']:.3f})"
+        )
+        if t["aim_tick_us"] is not None:
+            text += (
+                f"; {aim_speedup:g}× the samples/s of B = 1 at B = {aim_streams} needs a tick of "
+                f"≤ {t['aim_tick_us']:.2f} µs, the line gives {t['tick_at_aim_us']:.2f}"
+            )
+        out.append(text)
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -149,12 +200,13 @@ def main() -> None:
         f"{VOCAB}-symbol one-hot input\n"
     )
     print(table(rows))
+    print("\nPer tick (least squares over B > 1):\n" + tick_text(tick_lines(rows)))
     skipped = [f"{r['cell']}-{r['hidden']} B={r['streams']}" for r in rows if r["skipped_ticks"]]
     if skipped:
         print("\nTicks refused by the divergence guard (random tokens): " + ", ".join(skipped))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": m, "streams": rows}, f, indent=2)
+            json.dump({"machine": m, "streams": rows, "per_tick": tick_lines(rows)}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,25 @@ def test_a_streams_timing_row_has_every_column():
     assert "| RNN-8 | 4 |" in bench_streams.table(rows)
 
 
+def test_the_streams_tick_line_recovers_a_known_line():
+    import bench_streams
+
+    # µs/sample of a tick costing 3 + 0.5·B µs, and 6 µs/sample at B = 1.
+    rows = [
+        {"cell": "gru", "hidden": 8, "streams": b, "fit_us": (3 + 0.5 * b) / b} for b in (4, 16, 64)
+    ]
+    rows.insert(0, {"cell": "gru", "hidden": 8, "streams": 1, "fit_us": 6.0})
+    (line,) = bench_streams.tick_lines(rows)
+    assert line["fixed_us"] == pytest.approx(3) and line["per_stream_us"] == pytest.approx(0.5)
+    assert line["r2"] == pytest.approx(1)
+    assert line["aim_tick_us"] == pytest.approx(16 * 6 / 5) and line[
+        "tick_at_aim_us"
+    ] == pytest.approx(11)
+    assert "3.00 + 0.500·B µs" in bench_streams.tick_text([line])
+    # Without two batched B there is no line.
+    assert bench_streams.tick_lines(rows[:2]) == []
+
+
 def test_the_user_cell_benchmark_prints_its_table():
     import re
     import subprocess
