@@ -52,7 +52,7 @@ void products_match_eigen(const char* type, double tolerance) {
   Tally tally{type};
   for (Index rows : {1, 3, 4, 13, 16, 29, 48, 64, 97, 192})
     for (Index cols : {1, 2, 3, 4, 5, 9, 16, 65})
-      for (Index depth : {0, 1, 7, 16, 65}) {
+      for (Index depth : {0, 1, 7, 16, 65, 257}) {
         // a is a block of a larger matrix (lda > rows), b a block, c a block: the strides
         // of θ's blocks and of the learner's matrices.
         const M a_full = random(rows + 3, depth + 1), b_full = random(depth + 2, cols + 1);

@@ -4,7 +4,8 @@
 // product spent about a quarter of its time packing W into panels on every call (profile
 // of a GRU-64 tick); here the micro-kernel reads the column-major operand where it lies.
 // A tile of 3 SIMD vectors of rows × 4 columns stays in registers (12 accumulators: fits
-// the 16 vector registers of SSE2 and AVX2 too), so W's tile is read once per 4 columns.
+// the 16 vector registers of SSE2 and AVX2 too), so W's tile is read once per 4 columns
+// (per 8 with AVX-512 where W's band outgrows L1, see product_rows).
 // Single-stream (matrix–vector) products stay with Eigen. Also here: the padding that
 // lets a few-row output (the readout) run as whole bands, and the column sums of a
 // one-hot input's gradient.
@@ -86,6 +87,16 @@ template <class P, bool kAdd, class S>
 Index product_rows(Index i, Index m, Index n, Index k, const S* a, Index lda, const S* b, Index b_p,
                    Index b_j, S alpha, S* c, Index ldc) {
   constexpr int L = kLanes<P>;
+  if constexpr (sizeof(P) == 64) {
+    // AVX-512's 32 registers hold a tile of 3 packets × 8 columns (24 accumulators), which
+    // reads a's band half as often. It pays where the band (3 packets × k) overflows a
+    // 32 KiB L1 and b's entries of one k lie a column apart (a GRU-256's forward and
+    // tangent products); elsewhere it was no faster. Each entry's sum is the same.
+    if (b_j != 1 && kTileVectors * L * k * Index(sizeof(S)) > 32 * 1024) {
+      for (; i + kTileVectors * L <= m; i += kTileVectors * L)
+        product_band<P, kTileVectors, kAdd, S, 8>(n, k, a + i, lda, b, b_p, b_j, alpha, c + i, ldc);
+    }
+  }
   for (; i + kTileVectors * L <= m; i += kTileVectors * L)
     product_band<P, kTileVectors, kAdd>(n, k, a + i, lda, b, b_p, b_j, alpha, c + i, ldc);
   for (; i + L <= m; i += L) product_band<P, 1, kAdd>(n, k, a + i, lda, b, b_p, b_j, alpha, c + i, ldc);
