@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import json
 import os
 import platform
@@ -84,7 +85,10 @@ class _MallInfo2(ctypes.Structure):
 
 
 def heap_bytes_in_use() -> int | None:
-    """Bytes the C allocator has handed out and not taken back (glibc), or None."""
+    """Bytes the C allocator has handed out and not taken back (glibc), or None. Garbage
+    is collected first: unreachable objects freed between two readings would otherwise
+    be counted against what was allocated between them."""
+    gc.collect()
     try:
         mallinfo2 = ctypes.CDLL(None).mallinfo2
     except (OSError, AttributeError):

@@ -160,13 +160,15 @@ def tick_lines(rows: list[dict], aim_streams: int = 16, aim_speedup: float = 5.0
                 "aim_tick_us": float(aim_streams * single[0]["fit_us"] / aim_speedup)
                 if single
                 else None,
+                "aim_streams": aim_streams,
+                "aim_speedup": aim_speedup,
                 "tick_at_aim_us": float(fixed + per_stream * aim_streams),
             }
         )
     return lines
 
 
-def tick_text(lines: list[dict], aim_streams: int = 16, aim_speedup: float = 5.0) -> str:
+def tick_text(lines: list[dict]) -> str:
     out = []
     for t in lines:
         text = (
@@ -175,7 +177,8 @@ def tick_text(lines: list[dict], aim_streams: int = 16, aim_speedup: float = 5.0
         )
         if t["aim_tick_us"] is not None:
             text += (
-                f"; {aim_speedup:g}× the samples/s of B = 1 at B = {aim_streams} needs a tick of "
+                f"; {t['aim_speedup']:g}× the samples/s of B = 1 at B = {t['aim_streams']} needs a "
+                "tick of "
                 f"≤ {t['aim_tick_us']:.2f} µs, the line gives {t['tick_at_aim_us']:.2f}"
             )
         out.append(text)
@@ -200,13 +203,14 @@ def main() -> None:
         f"{VOCAB}-symbol one-hot input\n"
     )
     print(table(rows))
-    print("\nPer tick (least squares over B > 1):\n" + tick_text(tick_lines(rows)))
+    per_tick = tick_lines(rows)
+    print("\nPer tick (least squares over B > 1):\n" + tick_text(per_tick))
     skipped = [f"{r['cell']}-{r['hidden']} B={r['streams']}" for r in rows if r["skipped_ticks"]]
     if skipped:
         print("\nTicks refused by the divergence guard (random tokens): " + ", ".join(skipped))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": m, "streams": rows, "per_tick": tick_lines(rows)}, f, indent=2)
+            json.dump({"machine": m, "streams": rows, "per_tick": per_tick}, f, indent=2)
 
 
 if __name__ == "__main__":
