@@ -1,10 +1,11 @@
 // The many-streams kernels (products.hpp) against Eigen's: the matrix products, on shapes that reach
 // every path of the kernel: whole tiles, the last columns, bands of one packet, half
 // packets and the rows left to Eigen; b column-major or transposed; c = a b and c += α a b.
-// And the per-column statistics of the estimator's checks, the column sums of the
-// one-hot input's gradient, and the GRU's many-streams passes written in packets: its
-// gates with the shared factors (forward), the tangent's combination (jvp_state_shared)
-// and the cotangent factors with their bounds (param_cotangents_bounded).
+// And the fused sums of a rank-1 UORO pass, the per-column statistics of the estimator's
+// checks, the column sums of the one-hot input's gradient, and the GRU's many-streams
+// passes written in packets: its gates with the shared factors (forward), the tangent's
+// combination (jvp_state_shared) and the cotangent factors with their bounds
+// (param_cotangents_bounded).
 // Built once per instruction-set variant (run_core_checks.py --products), since the
 // packet sizes and so the paths taken differ with the SIMD width.
 #include <cstdio>
@@ -81,6 +82,44 @@ void products_match_eigen(const char* type, double tolerance) {
         }
       }
   tally.report("products equal Eigen's");
+}
+
+// uoro_pass_sums: g = coef·t + A_c Bᵀ, t ← t/ρ0 + (1/ρ1)·A_ν Bᵀ and Σ t_new², against
+// Eigen's products in double, on shapes that reach whole tiles, the last columns, bands
+// of one packet and the rows below a packet; B's rows are a block of the factors'
+// matrix (its outer stride larger than the columns taken), g and t columns of blocks.
+template <class S>
+void pass_sums_match_eigen(const char* type, double tolerance) {
+  Rng rng(23);
+  auto random = [&](Index rows, Index cols) { return uniform<S>(rng, rows, cols, 1.0); };
+  Tally tally{type};
+  for (Index rows : {1, 5, 16, 37, 48, 64, 97, 192})
+    for (Index cols : {1, 3, 4, 5, 9, 65})
+      for (Index streams : {1, 2, 7, 16}) {
+        const Mat<S> a_c = random(rows, streams), a_nu = random(rows, streams);
+        const Mat<S> v = random(cols + 3, streams);  // columns 2 .. cols + 1 taken
+        Mat<S> t = random(rows, cols), g = random(rows, cols + 1);
+        const S coef = S(0.7), inv_rho0 = S(1.3), inv_rho1 = S(-0.4);
+        const Mat<double> vb = v.middleRows(2, cols).template cast<double>().transpose();
+        const Mat<double> sum_c = a_c.template cast<double>() * vb,
+                          sum_nu = a_nu.template cast<double>() * vb;
+        const Mat<double> want_g = double(coef) * t.template cast<double>() + sum_c;
+        const Mat<double> want_t = double(inv_rho0) * t.template cast<double>() + double(inv_rho1) * sum_nu;
+        const S last_g = g(0, cols);
+        const S norm2 = uoro_pass_sums(a_c, a_nu, v.data() + 2, v.outerStride(), cols, coef, inv_rho0,
+                                       inv_rho1, g.data(), t.data());
+        const double scale = std::max({1.0, want_g.cwiseAbs().maxCoeff(), want_t.cwiseAbs().maxCoeff()});
+        const bool ok =
+            (g.leftCols(cols).template cast<double>() - want_g).cwiseAbs().maxCoeff() <= tolerance * scale &&
+            (t.template cast<double>() - want_t).cwiseAbs().maxCoeff() <= tolerance * scale &&
+            std::abs(double(norm2) - want_t.squaredNorm()) <= tolerance * want_t.squaredNorm() &&
+            g(0, cols) == last_g;  // nothing written past the chunk
+        if (!tally.record(ok)) {
+          std::printf("  mismatch (%s): %ld rows, %ld columns, %ld streams\n", type, long(rows), long(cols),
+                      long(streams));
+        }
+      }
+  tally.report("UORO pass sums equal Eigen's");
 }
 
 // column_stats: max|x_b| and ‖x_b‖² per column, as Eigen's column-wise reductions give.
@@ -200,6 +239,8 @@ void gru_streams_match_one_stream(const char* type, double tolerance) {
 int main() {
   products_match_eigen<float>("float", 1e-5);
   products_match_eigen<double>("double", 1e-13);
+  pass_sums_match_eigen<float>("float", 1e-5);
+  pass_sums_match_eigen<double>("double", 1e-13);
   column_stats_match_eigen<float>("float", 1e-5);
   column_stats_match_eigen<double>("double", 1e-13);
   gru_bounds_match_eigen<float>("float", 1e-5);

@@ -159,6 +159,95 @@ void copy_rows(const Src& src, Dst&& dst, Index rows) {
   }
 }
 
+namespace detail {
+
+// A tile of uoro_pass_sums: RV packets of rows × NC columns of both sums in registers
+// (2·RV·NC accumulators), then the pass's work on each packet as it leaves them.
+template <class P, int RV, int NC, class S>
+inline P uoro_pass_tile(Index k, const S* a_c, const S* a_nu, Index lda, const S* b, Index b_p, S coef,
+                        S inv_rho0, S inv_rho1, S* g, S* t, Index ldc, P norm2) {
+  using namespace Eigen::internal;
+  constexpr int L = kLanes<P>;
+  P acc_c[NC][RV], acc_nu[NC][RV];
+  for (int j = 0; j < NC; ++j)
+    for (int r = 0; r < RV; ++r) acc_c[j][r] = acc_nu[j][r] = pset1<P>(S(0));
+  for (Index p = 0; p < k; ++p) {
+    P col_c[RV], col_nu[RV];
+    for (int r = 0; r < RV; ++r) {
+      col_c[r] = ploadu<P>(a_c + p * lda + r * L);
+      col_nu[r] = ploadu<P>(a_nu + p * lda + r * L);
+    }
+    const S* row = b + p * b_p;
+    for (int j = 0; j < NC; ++j) {
+      const P x = pset1<P>(row[j]);
+      for (int r = 0; r < RV; ++r) {
+        acc_c[j][r] = pmadd(col_c[r], x, acc_c[j][r]);
+        acc_nu[j][r] = pmadd(col_nu[r], x, acc_nu[j][r]);
+      }
+    }
+  }
+  const P c = pset1<P>(coef), rho0 = pset1<P>(inv_rho0), rho1 = pset1<P>(inv_rho1);
+  for (int j = 0; j < NC; ++j)
+    for (int r = 0; r < RV; ++r) {
+      const Index at = j * ldc + r * L;
+      const P old = ploadu<P>(t + at);
+      pstoreu(g + at, padd(pmul(c, old), acc_c[j][r]));
+      const P renewed = pmadd(rho1, acc_nu[j][r], pmul(old, rho0));
+      pstoreu(t + at, renewed);
+      norm2 = pmadd(renewed, renewed, norm2);
+    }
+  return norm2;
+}
+
+}  // namespace detail
+
+// The dense part of a rank-1 UORO pass over B streams, for one chunk of `cols` columns
+// of a block (rows × cols, column-major, rows = a_c.rows()):
+//   g = coef·t + A_c Bᵀ,   t ← t/ρ0 + (1/ρ1)·A_ν Bᵀ,   returns Σ t_new²,
+// with b(p, j) = b[p·b_p + j] (the factors' rows j0 + j of stream p). Both rank-B sums
+// share B's entries and never leave registers before the update: one sweep over t, where
+// separate products would each read and write their output and θ̃'s rescaling and norm
+// would need sweeps of their own. AVX-512's 32 registers hold 3 packets × 4 columns of
+// both sums; other instruction sets take one packet × 4.
+template <class S>
+S uoro_pass_sums(const Mat<S>& a_c, const Mat<S>& a_nu, const S* b, Index b_p, Index cols, S coef, S inv_rho0,
+                 S inv_rho1, S* g, S* t) {
+  using namespace Eigen::internal;
+  using P = typename packet_traits<S>::type;
+  constexpr int L = detail::kLanes<P>, RV = sizeof(P) == 64 ? 3 : 1, NC = 4;
+  const Index rows = a_c.rows(), k = a_c.cols();
+  const S* u_c = a_c.data();
+  const S* u_nu = a_nu.data();
+  P norm2 = pset1<P>(S(0));
+  const auto band = [&](auto vectors, Index i) {
+    constexpr int V = decltype(vectors)::value;
+    Index j = 0;
+    for (; j + NC <= cols; j += NC)
+      norm2 = detail::uoro_pass_tile<P, V, NC>(k, u_c + i, u_nu + i, rows, b + j, b_p, coef, inv_rho0,
+                                               inv_rho1, g + i + j * rows, t + i + j * rows, rows, norm2);
+    for (; j < cols; ++j)
+      norm2 = detail::uoro_pass_tile<P, V, 1>(k, u_c + i, u_nu + i, rows, b + j, b_p, coef, inv_rho0,
+                                              inv_rho1, g + i + j * rows, t + i + j * rows, rows, norm2);
+  };
+  Index i = 0;
+  for (; i + RV * L <= rows; i += RV * L) band(std::integral_constant<int, RV>{}, i);
+  for (; i + L <= rows; i += L) band(std::integral_constant<int, 1>{}, i);
+  S total = predux(norm2);
+  for (Index j = 0; j < cols && i < rows; ++j)  // rows below a whole packet
+    for (Index r = i; r < rows; ++r) {
+      S sum_c = 0, sum_nu = 0;
+      for (Index p = 0; p < k; ++p) {
+        sum_c += u_c[r + p * rows] * b[p * b_p + j];
+        sum_nu += u_nu[r + p * rows] * b[p * b_p + j];
+      }
+      const S old = t[r + j * rows];
+      g[r + j * rows] = coef * old + sum_c;
+      t[r + j * rows] = old * inv_rho0 + inv_rho1 * sum_nu;
+      total += t[r + j * rows] * t[r + j * rows];
+    }
+  return total;
+}
+
 // out[0 : rows] += α Σ_c u.col(cols[c]) for c < count: the columns summed in registers
 // and added to out once (adding them to out one by one would wait on each store).
 template <class S>

@@ -264,6 +264,36 @@ class UoroStreams {
     copy_rows(padded, MatMap<S>(g, m.d_out.rows(), cols), m.d_out.rows());
   }
 
+  // The first column of [j0, j0 + cols) past a one-hot input's columns (j0 if none).
+  Index one_hot_end(const Streams<S, Cell>& m, Index k, Index j0, Index cols) const {
+    if (!Cell::kInputInFactor || k != 0 || !m.tokens) return j0;
+    return std::clamp(m.config.input_size, j0, j0 + cols);
+  }
+
+  // The pass's sums for block k's columns [j0, j0 + cols) at θ offset off, g their part
+  // of the chunk: g from the old θ̃, θ̃ / ρ0 in one sweep, then each rank-B sum added.
+  void separate_sums(Streams<S, Cell>& m, Index k, Index j0, Index cols, Index off, S* __restrict g) {
+    if (cols == 0) return;
+    const Index len = u_c_[k].rows() * cols;
+    for (Index r = 0; r < rank_; ++r) {
+      S* __restrict tt = theta_tilde_.col(r).data() + off;
+      const S coef = coef_(r), inv_rho0 = inv_rho0_(r);
+      if (r == 0)
+        for (Index i = 0; i < len; ++i) {
+          g[i] = coef * tt[i];
+          tt[i] *= inv_rho0;
+        }
+      else
+        for (Index i = 0; i < len; ++i) {
+          g[i] += coef * tt[i];
+          tt[i] *= inv_rho0;
+        }
+      add_factor_products(m, k, u_nu_[r][k], j0, cols, tt, inv_rho1_(r));
+      norm_acc_(r) += Eigen::Map<const Vec<S>>(tt, len).squaredNorm();
+    }
+    add_factor_products(m, k, u_c_[k], j0, cols, g);
+  }
+
   // g[0 : len] = Σ_r coef_r θ̃_r[off : off + len]: the gradient through the past.
   void memory_gradient(Index off, Index len, S* __restrict g) const {
     const S* __restrict tt = theta_tilde_.col(0).data() + off;
@@ -278,30 +308,24 @@ class UoroStreams {
 
   // Per chunk of columns: g = Σ_r coef_r θ̃_r (from the old θ̃) + Σ_b u_c,b ⊗ v_b,
   // θ̃_r ← θ̃_r / ρ0 + Σ_b (u_ν,b / ρ1) ⊗ v_b, θ ← optimizer(θ, g); then the readout.
-  // The rank-B products accumulate straight into g and θ̃.
+  // With rank 1 the columns that v multiplies densely take both rank-B sums and the
+  // update of θ̃ in one sweep (uoro_pass_sums); a one-hot input's columns, and every
+  // column with a higher rank, take separate sweeps (separate_sums).
   template <bool kAdam>
   void pass(Streams<S, Cell>& m, S* grad_out, bool update) {
     norm_acc_.setZero();
     S* __restrict g = g_.data();
     for_each_chunk(m, [&](Index k, Index j0, Index cols, Index rows) {
       const Index off = m.cell.blocks()[k].offset + j0 * rows, len = rows * cols;
-      for (Index r = 0; r < rank_; ++r) {  // g from the old θ̃, then θ̃ / ρ0, in one sweep
-        S* __restrict tt = theta_tilde_.col(r).data() + off;
-        const S coef = coef_(r), inv_rho0 = inv_rho0_(r);
-        if (r == 0)
-          for (Index i = 0; i < len; ++i) {
-            g[i] = coef * tt[i];
-            tt[i] *= inv_rho0;
-          }
-        else
-          for (Index i = 0; i < len; ++i) {
-            g[i] += coef * tt[i];
-            tt[i] *= inv_rho0;
-          }
-        add_factor_products(m, k, u_nu_[r][k], j0, cols, tt, inv_rho1_(r));
-        norm_acc_(r) += Eigen::Map<const Vec<S>>(tt, len).squaredNorm();
+      const Index dense = rank_ == 1 ? one_hot_end(m, k, j0, cols) : j0 + cols;
+      separate_sums(m, k, j0, dense - j0, off, g);
+      if (dense < j0 + cols) {
+        const Mat<S>& v = m.batch.v[k];
+        const Index at = (dense - j0) * rows;
+        norm_acc_(0) +=
+            uoro_pass_sums(u_c_[k], u_nu_[0][k], v.data() + dense, v.outerStride(), j0 + cols - dense,
+                           coef_(0), inv_rho0_(0), inv_rho1_(0), g + at, theta_tilde_.data() + off + at);
       }
-      add_factor_products(m, k, u_c_[k], j0, cols, g);
       if (grad_out) std::copy(g, g + len, grad_out + off);
       if (update) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, len);
     });
