@@ -10,6 +10,12 @@ The speed-up is B = 1's `fit` time over B's; `fit / forward` is the median over 
 repeats of a `fit` and the forward pass timed right after it. Every time is the best of
 several repeats. Heap per learner is counted by the C allocator (glibc; else "–").
 
+Then where a GRU's tick goes (`reference/tick_parts.cpp`, compiled here as the loaded
+extension module is: its instruction-set variant, -O3, GNU C++17; needs a C++ compiler
+and Eigen's headers, skipped with a message without them): the tick in C++ beside the
+parts of it timed alone, the cell's and readout's products, the estimator's parameter-side
+sums and Adam, and the core's multiply-add peak.
+
     python benchmarks/bench_streams.py [--quick] [--repeats N] [--json FILE]
 """
 
@@ -18,7 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +38,10 @@ import uoro  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_step import VOCAB, heap_bytes_in_use, machine  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "cpp"))
+from run_core_checks import VARIANT_FLAGS, compiler, eigen_include  # noqa: E402
 
 MODELS = (("gru", 64), ("lstm", 64), ("rnn", 64), ("gru", 256))
 STREAMS = (1, 4, 16, 64)
@@ -185,6 +197,57 @@ def tick_text(lines: list[dict]) -> str:
     return "\n".join(out)
 
 
+def build_tick_parts(directory: Path) -> Path:
+    """Compiles reference/tick_parts.cpp as the loaded extension module is compiled."""
+    binary = directory / "tick_parts"
+    flags = [*VARIANT_FLAGS.get(uoro._core.VARIANT, []), "-std=gnu++17", "-O3", "-DNDEBUG"]
+    flags += ["-fno-math-errno", "-DEIGEN_NO_AUTOMATIC_RESIZING"]
+    include = ["-I", str(HERE.parent / "cpp" / "include"), "-isystem", str(eigen_include())]
+    source = str(HERE / "reference" / "tick_parts.cpp")
+    subprocess.run([compiler(), *flags, *include, source, "-o", str(binary)], check=True)
+    return binary
+
+
+def tick_parts(rows: list[dict], hidden_sizes=(64, 256), streams=(16, 64)) -> list[dict]:
+    """Per GRU size and B: the C++ tick and its parts timed alone (see tick_parts.cpp),
+    the rest of the tick (what the parts leave), and from `rows` (if they have the model
+    and B) the tick `fit` measured and 5× the batched forward step's tick."""
+    with tempfile.TemporaryDirectory() as tmp:
+        binary = build_tick_parts(Path(tmp))
+        parts = []
+        for hidden in hidden_sizes:
+            args = [str(binary), str(hidden), *map(str, streams)]
+            printed = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+            parts += [json.loads(line) for line in printed.splitlines()]
+    measured = {(r["hidden"], r["streams"]): r for r in rows if r["cell"] == "gru"}
+    for part in parts:
+        row = measured.get((part["hidden"], part["streams"]))
+        part["rest_us"] = part["tick_us"] - part["products_us"] - part["sums_us"] - part["adam_us"]
+        part["fit_tick_us"] = row["fit_us"] * part["streams"] if row else None
+        part["five_forward_ticks_us"] = 5 * row["forward_us"] * part["streams"] if row else None
+    return parts
+
+
+def parts_table(parts: list[dict]) -> str:
+    def us(value: float | None) -> str:
+        return "–" if value is None else f"{value:.1f}"
+
+    lines = [
+        "| model | B | tick µs, `fit` | tick µs, C++ | products µs (GMAC/s) | parameter-side sums "
+        "µs (GMAC/s) | Adam µs | rest µs | 5 × forward tick µs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in parts:
+        lines.append(
+            f"| GRU-{p['hidden']} | {p['streams']} | {us(p['fit_tick_us'])} | {p['tick_us']:.1f} "
+            f"| {p['products_us']:.1f} ({p['products_macs'] / p['products_us'] * 1e-3:.0f}) "
+            f"| {p['sums_us']:.1f} ({p['sums_macs'] / p['sums_us'] * 1e-3:.0f}) "
+            f"| {p['adam_us']:.1f} | {p['rest_us']:.1f} | {us(p['five_forward_ticks_us'])} |"
+        )
+    peak = ", ".join(f"{p:.0f}" for p in dict.fromkeys(round(p["fma_peak_gmacs"]) for p in parts))
+    return "\n".join(lines) + f"\n\nMultiply-add peak of one core: {peak} GMAC/s."
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -205,12 +268,19 @@ def main() -> None:
     print(table(rows))
     per_tick = tick_lines(rows)
     print("\nPer tick (least squares over B > 1):\n" + tick_text(per_tick))
+    parts = None
+    try:
+        parts = tick_parts(rows)
+        print("\nWhere a tick goes (parts timed alone, in C++):\n" + parts_table(parts))
+    except (OSError, subprocess.CalledProcessError) as error:
+        print(f"\nThe tick's parts skipped: {error}")
     skipped = [f"{r['cell']}-{r['hidden']} B={r['streams']}" for r in rows if r["skipped_ticks"]]
     if skipped:
         print("\nTicks refused by the divergence guard (random tokens): " + ", ".join(skipped))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": m, "streams": rows, "per_tick": per_tick}, f, indent=2)
+            results = {"machine": m, "streams": rows, "per_tick": per_tick, "tick_parts": parts}
+            json.dump(results, f, indent=2)
 
 
 if __name__ == "__main__":

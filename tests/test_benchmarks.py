@@ -92,6 +92,29 @@ def test_the_streams_tick_line_recovers_a_known_line():
     assert bench_streams.tick_lines(rows[:2]) == []
 
 
+def test_the_tick_parts_are_timed_and_fit_inside_the_tick():
+    import bench_streams
+
+    rows = bench_streams.run(0.002, 1, models=(("gru", 64),), streams=(1, 16))
+    parts = bench_streams.tick_parts(rows, hidden_sizes=(64,), streams=(16,))
+    (part,) = parts
+    gates, cols = 3 * 64, 64 + 1
+    assert part["sums_macs"] == 2 * 16 * gates * cols  # two rank-16 sums over [W_hh | b_hh]
+    assert part["products_macs"] > 16 * (gates * cols + gates * 64)  # forward, tangent, readout
+    # At these sizes the kernels run near the core's peak: a product left out of the
+    # timing (or multiply-adds miscounted) would show beyond it.
+    peak = part["fma_peak_gmacs"]
+    for kind in ("products", "sums"):
+        assert 0 < part[f"{kind}_macs"] / part[f"{kind}_us"] * 1e-3 < 1.25 * peak
+    # The tick holds one Adam update of every parameter and much more.
+    assert part["tick_us"] > part["adam_us"] > 0
+    assert part["rest_us"] == pytest.approx(
+        part["tick_us"] - part["products_us"] - part["sums_us"] - part["adam_us"]
+    )
+    assert part["fit_tick_us"] == pytest.approx(16 * rows[1]["fit_us"])
+    assert "| GRU-64 | 16 |" in bench_streams.parts_table(parts)
+
+
 def test_the_user_cell_benchmark_prints_its_table():
     import re
     import subprocess
