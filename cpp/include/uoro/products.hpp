@@ -209,12 +209,13 @@ inline P uoro_pass_tile(Index k, const S* a_c, const S* a_nu, Index lda, const S
 // separate products would each read and write their output and θ̃'s rescaling and norm
 // would need sweeps of their own. AVX-512's 32 registers hold 3 packets × 4 columns of
 // both sums; other instruction sets take one packet × 4.
+inline constexpr Index kPassSumColumns = 4;  // the columns of uoro_pass_sums' tiles
 template <class S>
 S uoro_pass_sums(const Mat<S>& a_c, const Mat<S>& a_nu, const S* b, Index b_p, Index cols, S coef, S inv_rho0,
                  S inv_rho1, S* g, S* t) {
   using namespace Eigen::internal;
   using P = typename packet_traits<S>::type;
-  constexpr int L = detail::kLanes<P>, RV = sizeof(P) == 64 ? 3 : 1, NC = 4;
+  constexpr int L = detail::kLanes<P>, RV = sizeof(P) == 64 ? 3 : 1, NC = kPassSumColumns;
   const Index rows = a_c.rows(), k = a_c.cols();
   const S* u_c = a_c.data();
   const S* u_nu = a_nu.data();
