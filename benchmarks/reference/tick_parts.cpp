@@ -97,7 +97,7 @@ Parts time_parts(Index n, Index streams) {
   const Mat<S> u_c = random(rows, streams), u_nu = random(rows, streams);
   Mat<S> theta_tilde = random(rows, cols) * S(1e-3);
   Vec<S> g(rows * cols);
-  const Index chunk = std::min(cols, std::max<Index>(1, 16384 / rows));
+  const Index chunk = pass_chunk_columns(rows, cols);
   const auto sums = [&] {
     S norm2 = 0;
     for (Index j0 = 0; j0 < cols; j0 += chunk)
@@ -128,7 +128,7 @@ double tick_us(Index n, Index streams) {
   config.optimizer.lr = 1e-3;
   config.on_divergence = DivergencePolicy::Skip;  // random tokens: refused ticks are counted
   StreamsLearner<S, GruCell<S>> learner(config, streams);
-  const int ticks = std::max(64, int(20000 / streams));
+  const int ticks = 64;  // samples cycled through: few enough not to crowd the tick out of cache
   std::vector<Sample<S>> samples(std::size_t(ticks) * streams);
   Rng rng(3);
   for (auto& s : samples) {
@@ -142,7 +142,7 @@ double tick_us(Index n, Index streams) {
     t = (t + 1) % ticks;
   };
   for (int i = 0; i < ticks; ++i) one_tick();  // warm up
-  return best_us(one_tick, ticks, 7);
+  return best_us(one_tick, std::max(ticks, int(20000 / streams)), 7);
 }
 
 int main(int argc, char** argv) {

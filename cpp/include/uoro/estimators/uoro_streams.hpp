@@ -183,13 +183,7 @@ class UoroStreams {
     return bounds;
   }
 
-  // Columns per chunk of the pass: up to 16384 values, so the scratch stays in cache, and
-  // whole tiles of uoro_pass_sums (a column left over runs as a matrix–vector product,
-  // which in every chunk cost a GRU-256 about a tenth of its sums' time).
-  static Index chunk_columns(const Block& b) {
-    const Index fit = std::max<Index>(1, 16384 / b.rows);
-    return std::min(b.cols, fit >= kPassSumColumns ? fit / kPassSumColumns * kPassSumColumns : fit);
-  }
+  static Index chunk_columns(const Block& b) { return pass_chunk_columns(b.rows, b.cols); }
 
   // For block k's factors u over the streams: max = Σ_b max|u_b| max|v_b|, a bound on
   // |U Vᵀ|; norm2 = Σ_b ‖u_b‖² ‖v_b‖².
