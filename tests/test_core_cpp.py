@@ -40,4 +40,5 @@ def test_many_streams_products_equal_eigen(variant):
     assert lines[-1] == "0 failed"
     assert sum("480 shapes, products equal Eigen's" in line for line in lines) == 2
     assert sum("192 shapes, UORO pass sums equal Eigen's" in line for line in lines) == 2
+    assert sum("24 shapes, UORO pass columns of a one-hot" in line for line in lines) == 2
     assert sum("36 shapes, column maxima and squared norms" in line for line in lines) == 2

@@ -1,11 +1,11 @@
 // The many-streams kernels (products.hpp) against Eigen's: the matrix products, on shapes that reach
 // every path of the kernel: whole tiles, the last columns, bands of one packet, half
 // packets and the rows left to Eigen; b column-major or transposed; c = a b and c += α a b.
-// And the fused sums of a rank-1 UORO pass, the per-column statistics of the estimator's
-// checks, the column sums of the one-hot input's gradient, and the GRU's many-streams
-// passes written in packets: its gates with the shared factors (forward), the tangent's
-// combination (jvp_state_shared) and the cotangent factors with their bounds
-// (param_cotangents_bounded).
+// And the fused sums of a rank-1 UORO pass (dense columns and a one-hot input's), the
+// per-column statistics of the estimator's checks, the column sums of the one-hot
+// input's gradient, and the GRU's many-streams passes written in packets: its gates with
+// the shared factors (forward), the tangent's combination (jvp_state_shared) and the
+// cotangent factors with their bounds (param_cotangents_bounded).
 // Built once per instruction-set variant (run_core_checks.py --products), since the
 // packet sizes and so the paths taken differ with the SIMD width.
 #include <cstdio>
@@ -195,6 +195,39 @@ void column_sums_match_eigen(const char* type, double tolerance) {
   tally.report("column sums equal Eigen's");
 }
 
+// uoro_pass_column: g = coef·t + Σ of the chosen columns of u_c, t ← t/ρ0 + (1/ρ1)·Σ of
+// those of u_ν, and Σ t_new², as Eigen computes them in double.
+template <class S>
+void pass_column_matches_eigen(const char* type, double tolerance) {
+  Rng rng(29);
+  Tally tally{type};
+  for (Index rows : {1, 5, 16, 64, 70, 192})
+    for (Index count : {0, 1, 2, 7}) {
+      const Mat<S> u_c = uniform<S>(rng, rows, 9, 1.0), u_nu = uniform<S>(rng, rows, 9, 1.0);
+      const Index streams[7] = {3, 0, 8, 4, 5, 1, 6};
+      Vec<S> t = uniform<S>(rng, rows, 1, 1.0), g(rows + 1);
+      g(rows) = S(5);
+      const S coef = S(0.7), inv_rho0 = S(1.3), inv_rho1 = S(-0.4);
+      Vec<double> sum_c = Vec<double>::Zero(rows), sum_nu = sum_c;
+      for (Index c = 0; c < count; ++c) {
+        sum_c += u_c.col(streams[c]).template cast<double>();
+        sum_nu += u_nu.col(streams[c]).template cast<double>();
+      }
+      const Vec<double> want_g = double(coef) * t.template cast<double>() + sum_c;
+      const Vec<double> want_t = double(inv_rho0) * t.template cast<double>() + double(inv_rho1) * sum_nu;
+      const S norm2 =
+          uoro_pass_column(u_c, u_nu, streams, count, coef, inv_rho0, inv_rho1, g.data(), t.data());
+      const bool ok = (g.head(rows).template cast<double>() - want_g).cwiseAbs().maxCoeff() <= tolerance &&
+                      (t.template cast<double>() - want_t).cwiseAbs().maxCoeff() <= tolerance &&
+                      std::abs(double(norm2) - want_t.squaredNorm()) <= tolerance * want_t.squaredNorm() &&
+                      g(rows) == S(5);  // nothing written past the column
+      if (!tally.record(ok)) {
+        std::printf("  mismatch (%s): %ld rows, %ld streams\n", type, long(rows), long(count));
+      }
+    }
+  tally.report("UORO pass columns of a one-hot input equal Eigen's");
+}
+
 // The GRU on B streams (its gates and shared factors in one pass, the tangent's
 // combination) against the single-stream kernels column by column (Eigen's expressions).
 template <class S>
@@ -247,6 +280,8 @@ int main() {
   gru_bounds_match_eigen<double>("double", 1e-13);
   column_sums_match_eigen<float>("float", 1e-6);
   column_sums_match_eigen<double>("double", 1e-14);
+  pass_column_matches_eigen<float>("float", 1e-5);
+  pass_column_matches_eigen<double>("double", 1e-13);
   gru_streams_match_one_stream<float>("float", 1e-6);
   gru_streams_match_one_stream<double>("double", 1e-14);
   std::printf("%d failed\n", g_failures);

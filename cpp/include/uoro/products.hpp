@@ -285,6 +285,54 @@ void add_column_sum(const Mat<S>& u, const Index* cols, Index count, S alpha, S*
   }
 }
 
+// uoro_pass_sums for a column of a one-hot input, where v is 1 for the streams reading
+// its symbol (`streams[0 : count]`) and 0 for the others: over the block's rows,
+//   g = coef·t + Σ_c u_c.col(streams[c]),   t ← t/ρ0 + (1/ρ1)·Σ_c u_ν.col(streams[c]),
+// the sums in registers; returns Σ t_new².
+template <class S>
+S uoro_pass_column(const Mat<S>& u_c, const Mat<S>& u_nu, const Index* streams, Index count, S coef,
+                   S inv_rho0, S inv_rho1, S* __restrict g, S* __restrict t) {
+  using namespace Eigen::internal;
+  using P = typename packet_traits<S>::type;
+  constexpr Index L = detail::kLanes<P>, kBand = 4 * L;
+  const Index rows = u_c.rows();
+  const P c = pset1<P>(coef), rho0 = pset1<P>(inv_rho0), rho1 = pset1<P>(inv_rho1);
+  P norm2 = pset1<P>(S(0));
+  Index i = 0;
+  for (; i + kBand <= rows; i += kBand) {
+    P sum_c[4], sum_nu[4];
+    for (int r = 0; r < 4; ++r) sum_c[r] = sum_nu[r] = pset1<P>(S(0));
+    for (Index s = 0; s < count; ++s) {
+      const S* col_c = u_c.col(streams[s]).data() + i;
+      const S* col_nu = u_nu.col(streams[s]).data() + i;
+      for (int r = 0; r < 4; ++r) {
+        sum_c[r] = padd(sum_c[r], ploadu<P>(col_c + r * L));
+        sum_nu[r] = padd(sum_nu[r], ploadu<P>(col_nu + r * L));
+      }
+    }
+    for (int r = 0; r < 4; ++r) {
+      const P old = ploadu<P>(t + i + r * L);
+      pstoreu(g + i + r * L, padd(pmul(c, old), sum_c[r]));
+      const P renewed = pmadd(rho1, sum_nu[r], pmul(old, rho0));
+      pstoreu(t + i + r * L, renewed);
+      norm2 = pmadd(renewed, renewed, norm2);
+    }
+  }
+  S total = predux(norm2);
+  for (; i < rows; ++i) {
+    S sum_c = 0, sum_nu = 0;
+    for (Index s = 0; s < count; ++s) {
+      sum_c += u_c(i, streams[s]);
+      sum_nu += u_nu(i, streams[s]);
+    }
+    const S old = t[i];
+    g[i] = coef * old + sum_c;
+    t[i] = old * inv_rho0 + inv_rho1 * sum_nu;
+    total += t[i] * t[i];
+  }
+  return total;
+}
+
 // Bounds on a rank-B parameter-side sum Σ_b u_b ⊗ v_b, for the estimator's checks:
 // max = Σ_b max|u_b| max|v_b| bounds its entries, norm2 = Σ_b ‖u_b‖² ‖v_b‖².
 template <class S>

@@ -307,9 +307,10 @@ class UoroStreams {
 
   // Per chunk of columns: g = Σ_r coef_r θ̃_r (from the old θ̃) + Σ_b u_c,b ⊗ v_b,
   // θ̃_r ← θ̃_r / ρ0 + Σ_b (u_ν,b / ρ1) ⊗ v_b, θ ← optimizer(θ, g); then the readout.
-  // With rank 1 the columns that v multiplies densely take both rank-B sums and the
-  // update of θ̃ in one sweep (uoro_pass_sums); a one-hot input's columns, and every
-  // column with a higher rank, take separate sweeps (separate_sums).
+  // With rank 1 both rank-B sums and the update of θ̃ take one sweep: uoro_pass_sums for
+  // the columns that v multiplies densely, uoro_pass_column for a one-hot input's (the
+  // streams reading each symbol summed, see group_by_symbol). Higher ranks take
+  // separate sweeps (separate_sums).
   template <bool kAdam>
   void pass(Streams<S, Cell>& m, S* grad_out, bool update) {
     norm_acc_.setZero();
@@ -317,7 +318,15 @@ class UoroStreams {
     for_each_chunk(m, [&](Index k, Index j0, Index cols, Index rows) {
       const Index off = m.cell.blocks()[k].offset + j0 * rows, len = rows * cols;
       const Index dense = rank_ == 1 ? one_hot_end(m, k, j0, cols) : j0 + cols;
-      separate_sums(m, k, j0, dense - j0, off, g);
+      if (rank_ == 1)
+        for (Index j = j0; j < dense; ++j) {  // a one-hot input's columns
+          const Index first = symbol_start_[j], at = (j - j0) * rows;
+          norm_acc_(0) +=
+              uoro_pass_column(u_c_[k], u_nu_[0][k], by_symbol_.data() + first, symbol_start_[j + 1] - first,
+                               coef_(0), inv_rho0_(0), inv_rho1_(0), g + at, theta_tilde_.data() + off + at);
+        }
+      else
+        separate_sums(m, k, j0, cols, off, g);
       if (dense < j0 + cols) {
         const Mat<S>& v = m.batch.v[k];
         const Index at = (dense - j0) * rows;
