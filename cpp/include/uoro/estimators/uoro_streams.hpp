@@ -269,10 +269,29 @@ class UoroStreams {
     return std::clamp(m.config.input_size, j0, j0 + cols);
   }
 
-  // The pass's sums for block k's columns [j0, j0 + cols) at θ offset off, g their part
-  // of the chunk: g from the old θ̃, θ̃ / ρ0 in one sweep, then each rank-B sum added.
+  // A chunk's sums with rank 1 (block k's columns [j0, j0 + cols) at θ offset off): both
+  // rank-B sums and θ̃'s update in one sweep, uoro_pass_column for a one-hot input's
+  // columns (the streams reading each symbol, see group_by_symbol), uoro_pass_sums for
+  // the columns v multiplies densely.
+  void fused_sums(const Streams<S, Cell>& m, Index k, Index j0, Index cols, Index off, S* g) {
+    const Index rows = u_c_[k].rows(), dense = one_hot_end(m, k, j0, cols);
+    S* tt = theta_tilde_.data() + off;
+    for (Index j = j0; j < dense; ++j) {
+      const Index first = symbol_start_[j], at = (j - j0) * rows;
+      norm_acc_(0) +=
+          uoro_pass_column(u_c_[k], u_nu_[0][k], by_symbol_.data() + first, symbol_start_[j + 1] - first,
+                           coef_(0), inv_rho0_(0), inv_rho1_(0), g + at, tt + at);
+    }
+    if (dense == j0 + cols) return;
+    const Mat<S>& v = m.batch.v[k];
+    const Index at = (dense - j0) * rows;
+    norm_acc_(0) += uoro_pass_sums(u_c_[k], u_nu_[0][k], v.data() + dense, v.outerStride(), j0 + cols - dense,
+                                   coef_(0), inv_rho0_(0), inv_rho1_(0), g + at, tt + at);
+  }
+
+  // The same for any rank: g from the old θ̃ and θ̃ / ρ0 in one sweep per rank, then each
+  // rank-B sum added (a product, or one-hot columns summed per symbol).
   void separate_sums(Streams<S, Cell>& m, Index k, Index j0, Index cols, Index off, S* __restrict g) {
-    if (cols == 0) return;
     const Index len = u_c_[k].rows() * cols;
     for (Index r = 0; r < rank_; ++r) {
       S* __restrict tt = theta_tilde_.col(r).data() + off;
@@ -307,33 +326,16 @@ class UoroStreams {
 
   // Per chunk of columns: g = Σ_r coef_r θ̃_r (from the old θ̃) + Σ_b u_c,b ⊗ v_b,
   // θ̃_r ← θ̃_r / ρ0 + Σ_b (u_ν,b / ρ1) ⊗ v_b, θ ← optimizer(θ, g); then the readout.
-  // With rank 1 both rank-B sums and the update of θ̃ take one sweep: uoro_pass_sums for
-  // the columns that v multiplies densely, uoro_pass_column for a one-hot input's (the
-  // streams reading each symbol summed, see group_by_symbol). Higher ranks take
-  // separate sweeps (separate_sums).
   template <bool kAdam>
   void pass(Streams<S, Cell>& m, S* grad_out, bool update) {
     norm_acc_.setZero();
     S* __restrict g = g_.data();
     for_each_chunk(m, [&](Index k, Index j0, Index cols, Index rows) {
       const Index off = m.cell.blocks()[k].offset + j0 * rows, len = rows * cols;
-      const Index dense = rank_ == 1 ? one_hot_end(m, k, j0, cols) : j0 + cols;
       if (rank_ == 1)
-        for (Index j = j0; j < dense; ++j) {  // a one-hot input's columns
-          const Index first = symbol_start_[j], at = (j - j0) * rows;
-          norm_acc_(0) +=
-              uoro_pass_column(u_c_[k], u_nu_[0][k], by_symbol_.data() + first, symbol_start_[j + 1] - first,
-                               coef_(0), inv_rho0_(0), inv_rho1_(0), g + at, theta_tilde_.data() + off + at);
-        }
+        fused_sums(m, k, j0, cols, off, g);
       else
         separate_sums(m, k, j0, cols, off, g);
-      if (dense < j0 + cols) {
-        const Mat<S>& v = m.batch.v[k];
-        const Index at = (dense - j0) * rows;
-        norm_acc_(0) +=
-            uoro_pass_sums(u_c_[k], u_nu_[0][k], v.data() + dense, v.outerStride(), j0 + cols - dense,
-                           coef_(0), inv_rho0_(0), inv_rho1_(0), g + at, theta_tilde_.data() + off + at);
-      }
       if (grad_out) std::copy(g, g + len, grad_out + off);
       if (update) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, len);
     });
