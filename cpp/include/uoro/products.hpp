@@ -7,8 +7,8 @@
 // the 16 vector registers of SSE2 and AVX2 too), so W's tile is read once per 4 columns
 // (per 8 with AVX-512 where W's band outgrows L1, see product_rows).
 // Single-stream (matrix–vector) products stay with Eigen. Also here: the padding that
-// lets a few-row output (the readout) run as whole bands, and the column sums of a
-// one-hot input's gradient.
+// lets a few-row output (the readout) run as whole bands, the column sums of a one-hot
+// input's gradient, and a rank-1 UORO pass's two sums with θ̃'s update in one sweep.
 #pragma once
 
 #include <algorithm>
@@ -161,6 +161,25 @@ void copy_rows(const Src& src, Dst&& dst, Index rows) {
 
 namespace detail {
 
+// The pass's work on one packet (or one entry) of a chunk, given both sums there:
+// g = coef·t + sum_c, t ← t/ρ0 + (1/ρ1)·sum_ν; returns norm2 + t_new².
+template <class P, class S>
+inline P pass_update(const P& sum_c, const P& sum_nu, S coef, S inv_rho0, S inv_rho1, S* g, S* t, P norm2) {
+  using namespace Eigen::internal;
+  if constexpr (std::is_same_v<P, S>) {
+    const S old = *t;
+    *g = coef * old + sum_c;
+    *t = old * inv_rho0 + inv_rho1 * sum_nu;
+    return norm2 + *t * *t;
+  } else {
+    const P old = ploadu<P>(t);
+    pstoreu(g, padd(pmul(pset1<P>(coef), old), sum_c));
+    const P renewed = pmadd(pset1<P>(inv_rho1), sum_nu, pmul(old, pset1<P>(inv_rho0)));
+    pstoreu(t, renewed);
+    return pmadd(renewed, renewed, norm2);
+  }
+}
+
 // A tile of uoro_pass_sums: RV packets of rows × NC columns of both sums in registers
 // (2·RV·NC accumulators), then the pass's work on each packet as it leaves them.
 template <class P, int RV, int NC, class S>
@@ -186,29 +205,16 @@ inline P uoro_pass_tile(Index k, const S* a_c, const S* a_nu, Index lda, const S
       }
     }
   }
-  const P c = pset1<P>(coef), rho0 = pset1<P>(inv_rho0), rho1 = pset1<P>(inv_rho1);
   for (int j = 0; j < NC; ++j)
     for (int r = 0; r < RV; ++r) {
       const Index at = j * ldc + r * L;
-      const P old = ploadu<P>(t + at);
-      pstoreu(g + at, padd(pmul(c, old), acc_c[j][r]));
-      const P renewed = pmadd(rho1, acc_nu[j][r], pmul(old, rho0));
-      pstoreu(t + at, renewed);
-      norm2 = pmadd(renewed, renewed, norm2);
+      norm2 = pass_update(acc_c[j][r], acc_nu[j][r], coef, inv_rho0, inv_rho1, g + at, t + at, norm2);
     }
   return norm2;
 }
 
 }  // namespace detail
 
-// The dense part of a rank-1 UORO pass over B streams, for one chunk of `cols` columns
-// of a block (rows × cols, column-major, rows = a_c.rows()):
-//   g = coef·t + A_c Bᵀ,   t ← t/ρ0 + (1/ρ1)·A_ν Bᵀ,   returns Σ t_new²,
-// with b(p, j) = b[p·b_p + j] (the factors' rows j0 + j of stream p). Both rank-B sums
-// share B's entries and never leave registers before the update: one sweep over t, where
-// separate products would each read and write their output and θ̃'s rescaling and norm
-// would need sweeps of their own. AVX-512's 32 registers hold 3 packets × 4 columns of
-// both sums; other instruction sets take one packet × 4.
 inline constexpr Index kPassSumColumns = 4;  // the columns of uoro_pass_sums' tiles
 
 // Columns per chunk of a many-streams pass over a block of `rows` rows: up to 16384
@@ -220,6 +226,14 @@ inline Index pass_chunk_columns(Index rows, Index cols) {
   return std::min(cols, fit >= kPassSumColumns ? fit / kPassSumColumns * kPassSumColumns : fit);
 }
 
+// The dense part of a rank-1 UORO pass over B streams, for one chunk of `cols` columns
+// of a block (rows × cols, column-major, rows = a_c.rows()):
+//   g = coef·t + A_c Bᵀ,   t ← t/ρ0 + (1/ρ1)·A_ν Bᵀ,   returns Σ t_new²,
+// with b(p, j) = b[p·b_p + j] (the factors' rows j0 + j of stream p). Both rank-B sums
+// share B's entries and never leave registers before the update: one sweep over t, where
+// separate products would each read and write their output and θ̃'s rescaling and norm
+// would need sweeps of their own. AVX-512's 32 registers hold 3 packets × 4 columns of
+// both sums; other instruction sets take one packet × 4.
 template <class S>
 S uoro_pass_sums(const Mat<S>& a_c, const Mat<S>& a_nu, const S* b, Index b_p, Index cols, S coef, S inv_rho0,
                  S inv_rho1, S* g, S* t) {
@@ -251,10 +265,8 @@ S uoro_pass_sums(const Mat<S>& a_c, const Mat<S>& a_nu, const S* b, Index b_p, I
         sum_c += u_c[r + p * rows] * b[p * b_p + j];
         sum_nu += u_nu[r + p * rows] * b[p * b_p + j];
       }
-      const S old = t[r + j * rows];
-      g[r + j * rows] = coef * old + sum_c;
-      t[r + j * rows] = old * inv_rho0 + inv_rho1 * sum_nu;
-      total += t[r + j * rows] * t[r + j * rows];
+      total = detail::pass_update(sum_c, sum_nu, coef, inv_rho0, inv_rho1, g + r + j * rows, t + r + j * rows,
+                                  total);
     }
   return total;
 }
@@ -296,7 +308,6 @@ S uoro_pass_column(const Mat<S>& u_c, const Mat<S>& u_nu, const Index* streams, 
   using P = typename packet_traits<S>::type;
   constexpr Index L = detail::kLanes<P>, kBand = 4 * L;
   const Index rows = u_c.rows();
-  const P c = pset1<P>(coef), rho0 = pset1<P>(inv_rho0), rho1 = pset1<P>(inv_rho1);
   P norm2 = pset1<P>(S(0));
   Index i = 0;
   for (; i + kBand <= rows; i += kBand) {
@@ -310,13 +321,9 @@ S uoro_pass_column(const Mat<S>& u_c, const Mat<S>& u_nu, const Index* streams, 
         sum_nu[r] = padd(sum_nu[r], ploadu<P>(col_nu + r * L));
       }
     }
-    for (int r = 0; r < 4; ++r) {
-      const P old = ploadu<P>(t + i + r * L);
-      pstoreu(g + i + r * L, padd(pmul(c, old), sum_c[r]));
-      const P renewed = pmadd(rho1, sum_nu[r], pmul(old, rho0));
-      pstoreu(t + i + r * L, renewed);
-      norm2 = pmadd(renewed, renewed, norm2);
-    }
+    for (int r = 0; r < 4; ++r)
+      norm2 = detail::pass_update(sum_c[r], sum_nu[r], coef, inv_rho0, inv_rho1, g + i + r * L, t + i + r * L,
+                                  norm2);
   }
   S total = predux(norm2);
   for (; i < rows; ++i) {
@@ -325,10 +332,7 @@ S uoro_pass_column(const Mat<S>& u_c, const Mat<S>& u_nu, const Index* streams, 
       sum_c += u_c(i, streams[s]);
       sum_nu += u_nu(i, streams[s]);
     }
-    const S old = t[i];
-    g[i] = coef * old + sum_c;
-    t[i] = old * inv_rho0 + inv_rho1 * sum_nu;
-    total += t[i] * t[i];
+    total = detail::pass_update(sum_c, sum_nu, coef, inv_rho0, inv_rho1, g + i, t + i, total);
   }
   return total;
 }
