@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +63,15 @@ def test_forcing_a_variant_the_cpu_lacks_is_refused(monkeypatch):
         _core._load()
     monkeypatch.setenv("UORO_CPU", "")
     assert _core._load()[0] == ("avx2" if "avx2" in BUILT else "baseline")
+
+
+def test_the_checks_and_benchmarks_compile_the_variants_the_build_makes():
+    # run_core_checks reads each variant's flags from CMakeLists.txt (the C++ checks and
+    # bench_streams' tick parts compile with them): the same variants the package loads.
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "cpp"))
+    from run_core_checks import VARIANT_FLAGS
+
+    assert set(VARIANT_FLAGS) == set(_core.VARIANTS)
+    assert VARIANT_FLAGS["baseline"] == []
+    assert {"-mavx2", "-mfma"} <= set(VARIANT_FLAGS["avx2"])
+    assert {"-mavx512f", "-mavx512vl", "-mfma"} <= set(VARIANT_FLAGS["avx512"])

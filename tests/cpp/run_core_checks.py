@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,20 +46,21 @@ def compiler() -> str:
     raise FileNotFoundError("no C++ compiler found (set CXX)")
 
 
-# The instruction-set flags of each compiled variant (as in CMakeLists.txt).
-VARIANT_FLAGS = {
-    "baseline": [],
-    "avx2": ["-mavx2", "-mfma"],
-    "avx512": [
-        "-mavx512f",
-        "-mavx512cd",
-        "-mavx512bw",
-        "-mavx512dq",
-        "-mavx512vl",
-        "-mavx2",
-        "-mfma",
-    ],
-}
+def variant_flags() -> dict[str, list[str]]:
+    """The instruction-set flags of each compiled variant, read from CMakeLists.txt's
+    `uoro_module(_core_<variant> <flags>)` lines, so checks and benchmarks compile what
+    the build compiles (the native build, for the machine it runs on, is not a variant)."""
+    text = (ROOT / "CMakeLists.txt").read_text()
+    flags = {}
+    for name, args in re.findall(r"^\s*uoro_module\(_core_(\w+)([^)]*)\)", text, re.MULTILINE):
+        if "-march=native" not in args.split():
+            flags[name] = args.split()
+    if "baseline" not in flags:
+        raise RuntimeError(f"no baseline variant found in CMakeLists.txt (found {sorted(flags)})")
+    return flags
+
+
+VARIANT_FLAGS = variant_flags()
 
 
 def build_and_run(
