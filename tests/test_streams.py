@@ -318,7 +318,13 @@ def assert_unchanged(learner, before):
 
 
 BAD_TICKS = [
-    (np.array([0, 1]), np.array([0, 1, 2]), None, ValueError, r"x of tokens must have shape \(3\)"),
+    (
+        np.array([0, 1]),
+        np.array([0, 1, 2]),
+        None,
+        ValueError,
+        r"x of tokens must have shape \(3,\), got \(2,\)",
+    ),
     (np.array([0, 1, 3]), np.array([0, 1, 2]), None, IndexError, r"x\[2\] = 3 is out of range"),
     (np.array([0, 1, 2]), np.array([0, -1, 2]), None, IndexError, r"y\[1\] = -1"),
     (np.array([0, 1, 2]), np.array([0, 1, 2]), np.array([1, 0, 1]), TypeError, "mask must hold"),

@@ -681,7 +681,7 @@ Grid<S> grid(py::handle obj, Index width, Index streams, bool tokens_allowed, bo
     auto a = py::reinterpret_borrow<py::array>(obj);
     if (a.ndim() != lead + 1 || a.shape(lead) != streams)
       throw py::value_error(std::string(name) + " of tokens must have shape (" + ticks_text +
-                            std::to_string(streams) + "), got " + shape_of(a));
+                            std::to_string(streams) + (one_tick ? ",)" : ")") + ", got " + shape_of(a));
     if (!(a.flags() & py::array::c_style)) throw py::value_error(std::string(name) + " must be C-contiguous");
     g.tokens = static_cast<const std::int64_t*>(a.data());
     g.ticks = one_tick ? 1 : a.shape(0);
