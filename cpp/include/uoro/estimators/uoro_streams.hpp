@@ -205,16 +205,13 @@ class UoroStreams {
   // multiplied by the mostly-zero rows of v.
   void add_factor_products(Streams<S, Cell>& m, Index k, const Mat<S>& u, Index j0, Index cols, S* out,
                            S alpha = 1) const {
-    const Mat<S>& v = m.batch.v[k];
-    if (!Cell::kInputInFactor || k != 0 || !m.tokens || j0 >= m.config.input_size)
-      return add_outer_sum(u, v, j0, cols, out, alpha);
-    const Index one_hot_end = std::min(j0 + cols, m.config.input_size), rows = u.rows();
-    for (Index j = j0; j < one_hot_end; ++j) {
+    const Index dense = one_hot_end(m, k, j0, cols), rows = u.rows();
+    for (Index j = j0; j < dense; ++j) {
       const Index first = symbol_start_[j], count = symbol_start_[j + 1] - first;
       if (count) add_column_sum(u, by_symbol_.data() + first, count, alpha, out + (j - j0) * rows);
     }
-    if (one_hot_end < j0 + cols)
-      add_outer_sum(u, v, one_hot_end, j0 + cols - one_hot_end, out + (one_hot_end - j0) * rows, alpha);
+    if (dense < j0 + cols)
+      add_outer_sum(u, m.batch.v[k], dense, j0 + cols - dense, out + (dense - j0) * rows, alpha);
   }
 
   // The present streams ordered by input symbol (a counting sort): those reading symbol j
