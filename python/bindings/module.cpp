@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "uoro/elementwise_cells.hpp"
 #include "uoro/learner.hpp"
 #include "uoro/streams_learner.hpp"
 
@@ -1064,6 +1065,14 @@ py::tuple readout_kernel(uoro::Loss loss, Index output_size, py::handle theta, p
   return py::make_tuple(double(value), to_numpy(grad), to_numpy(dh), to_numpy(r.output()));
 }
 
+// A built-in cell's learner, many-streams learner and kernels.
+template <class S, class Cell>
+void bind_cell(py::module_& m, const std::string& name) {
+  bind_learner<S, Cell>(m, "Learner_" + name);
+  bind_streams<S, Cell>(m, "Streams_" + name);
+  bind_kernels<S, Cell>(m, "Kernels_" + name);
+}
+
 template <class S>
 void bind_dtype(py::module_& m, const std::string& suffix) {
   bind_learner<S, uoro::RnnCell<S>>(m, "Learner_rnn_" + suffix);
@@ -1078,6 +1087,9 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
   bind_streams<S, uoro::LstmCell<S>>(m, "Streams_lstm_" + suffix);
   bind_streams<S, uoro::InfluenceCell<S>>(m, "Streams_influence_" + suffix);
   bind_kernels<S, uoro::InfluenceCell<S>>(m, "Kernels_influence_" + suffix);
+  bind_cell<S, uoro::MinGruCell<S>>(m, "mingru_" + suffix);
+  bind_cell<S, uoro::MinLstmCell<S>>(m, "minlstm_" + suffix);
+  bind_cell<S, uoro::IndRnnCell<S>>(m, "indrnn_" + suffix);
   bind_learner<S, uoro::UserCell<S>>(m, "Learner_user_" + suffix);
   bind_streams<S, uoro::UserCell<S>>(m, "Streams_user_" + suffix);
   m.def(("readout_" + suffix).c_str(), &readout_kernel<S>);

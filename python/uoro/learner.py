@@ -16,7 +16,9 @@ from uoro import _core, cells
 DivergenceError = _core.DivergenceError
 FORMAT_VERSION = 2  # 2: the divergence counters (samples_seen, resets, ...)
 
-CELLS = ("rnn", "gru", "lstm", "influence")
+CELLS = ("rnn", "gru", "lstm", "mingru", "minlstm", "indrnn", "influence")
+# Cells whose units recur only on themselves: exact RTRL costs O(|θ|) on them.
+ELEMENTWISE_CELLS = ("mingru", "minlstm", "indrnn")
 LOSSES = ("cross_entropy", "squared_error")
 ALGORITHMS = ("uoro", "rtrl", "tbptt", "tbptt_chunk", "snap1")
 OPTIMIZERS = ("sgd", "adam")
@@ -58,7 +60,14 @@ class Learner:
 
     Args:
         cell: ``"rnn"`` (the paper's ``s' = W_x x + W_s tanh(s) + b``), ``"gru"`` or
-            ``"lstm"`` (PyTorch's ``GRUCell`` / ``LSTMCell`` equations and gate order),
+            ``"lstm"`` (PyTorch's ``GRUCell`` / ``LSTMCell`` equations and gate order);
+            the element-wise cells, whose units recur only on themselves (so exact
+            ``"rtrl"`` costs O(|θ|) per step on them): ``"mingru"`` (Feng et al. 2024:
+            ``z = σ(W_z x + b_z)``, ``h̃ = W_h x + b_h``, ``h' = (1 − z) ⊙ h + z ⊙ h̃``),
+            ``"minlstm"`` (Feng et al. 2024: ``f, i = σ(W_f x + b_f), σ(W_i x + b_i)``,
+            ``h̃ = W_h x + b_h``, ``h' = (f ⊙ h + i ⊙ h̃) / (f + i)``) and ``"indrnn"``
+            (Li et al. 2018, with tanh: ``h' = tanh(W x + b + w ⊙ h)``, ``w`` one
+            recurrent weight per unit);
             ``"influence"``: the paper's influence-balancing dynamics ``s' = A s + θ x``
             (eq. 18; one scalar parameter θ; ``input_size == hidden_size``), see
             `uoro.influence.learner`; or your own cell, an object following the
@@ -78,6 +87,8 @@ class Learner:
               ``memory=T`` (memory-T UORO) exact backpropagation inside windows of T
               steps and one update per window.
             - ``"rtrl"``: the exact gradient, O(state² · |θ|) per step: small networks.
+              On the element-wise cells ∂s/∂θ has one non-zero entry per parameter and
+              RTRL keeps just those: exact at O(|θ|) per step, like UORO's cost.
             - ``"snap1"``: SnAp-1 (Menick et al. 2021): RTRL keeping only the entries of
               ∂s/∂θ a parameter reaches in one step (its own unit's state), O(|θ|) per
               step like UORO; biased (the units' cross-influences are dropped) but
@@ -425,7 +436,9 @@ class Learner:
         """Copies of the parameters by name, in PyTorch's layout: ``weight_ih``
         (gates·n, input), ``weight_hh`` (gates·n, n), ``bias_ih``, ``bias_hh`` for GRU and
         LSTM (gate orders r,z,n and i,f,g,o); ``weight_ih``, ``weight_hh``, ``bias`` for
-        the RNN; for a user cell, the names of its ``initial_parameters`` (or ``cell``,
+        the RNN; ``weight_ih`` (rows z, h̃ for minGRU; f, i, h̃ for minLSTM; n for
+        IndRNN) and ``bias`` for the element-wise cells, and IndRNN's per-unit
+        ``weight_hh`` (n,); for a user cell, the names of its ``initial_parameters`` (or ``cell``,
         one flat vector); ``readout.weight`` (output, n) and ``readout.bias``."""
         theta = self.theta
         named = {}
@@ -665,6 +678,13 @@ class Learner:
             cell = []  # named by the cell's own parameters (see `parameters`)
         elif o["cell"] == "influence":
             cell = [("theta", blocks[0], [0])]
+        elif o["cell"] in ELEMENTWISE_CELLS:
+            cell = [
+                ("weight_ih", blocks[0], slice(0, n_in)),
+                ("bias", blocks[0], [n_in]),
+            ]
+            if o["cell"] == "indrnn":
+                cell.append(("weight_hh", blocks[1], [0]))
         elif o["cell"] == "rnn":
             cell = [
                 ("weight_ih", blocks[0], slice(0, n_in)),

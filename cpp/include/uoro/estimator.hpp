@@ -49,6 +49,28 @@ struct Model {
   Index n_cell_params() const { return cell.param_size(); }
 };
 
+// Whether a cell is element-wise (kElementwise): ∂F/∂s is block-diagonal per unit and
+// every parameter row drives its own unit only, so ∂s/∂θ never leaves the entries
+// SnAp-1 keeps and SnAp-1's recursion is exact RTRL.
+template <class Cell, class = void>
+struct Elementwise : std::false_type {};
+template <class Cell>
+struct Elementwise<Cell, std::void_t<decltype(Cell::kElementwise)>> : std::bool_constant<Cell::kElementwise> {
+};
+
+// The estimator an algorithm runs as on a cell, from the structure the cell declares:
+// the one place where a cell's structure picks an estimator, for one stream and many.
+//  - RTRL on an element-wise cell keeps only the per-unit entries of ∂s/∂θ, the only
+//    ones that are not zero: SnAp-1's estimator, O(|θ|) instead of O(S²·|θ|), exact.
+//  - SnAp-1 on a cell whose parameters reach every unit in one step (kSnapSlots == 0)
+//    keeps all of ∂s/∂θ: RTRL.
+template <class Cell>
+constexpr Algorithm estimator_for(Algorithm algorithm) {
+  if (algorithm == Algorithm::Rtrl && Elementwise<Cell>::value) return Algorithm::Snap1;
+  if (algorithm == Algorithm::Snap1 && Cell::kSnapSlots == 0) return Algorithm::Rtrl;
+  return algorithm;
+}
+
 // Whether a cell gives both halves of a VJP from one call, vjp(θ, cache, c, c_s, &u), as
 // a user cell does (one callback instead of two).
 template <class Cell, class = void>

@@ -191,17 +191,13 @@ class Learner {
       std::variant<Uoro<S, Cell>, MemoryUoro<S, Cell>, Rtrl<S, Cell>, Tbptt<S, Cell>, Snap1<S, Cell>>;
 
   static Estimator make_estimator(const LearnerConfig& c, const Cell& cell, const Readout<S>& readout) {
-    switch (c.algorithm) {
+    switch (estimator_for<Cell>(c.algorithm)) {
       case Algorithm::Uoro:
         if (c.memory > 1) return Estimator(std::in_place_type<MemoryUoro<S, Cell>>, c, cell, readout);
         return Estimator(std::in_place_type<Uoro<S, Cell>>, c, cell, readout);
       case Algorithm::Rtrl:
         return Estimator(std::in_place_type<Rtrl<S, Cell>>, c, cell, readout);
       case Algorithm::Snap1:
-        // SnAp-1 keeps the entries of ∂s/∂θ a parameter reaches in one step; a cell whose
-        // parameters reach every unit at once (the influence cell) keeps them all: RTRL.
-        if constexpr (Cell::kSnapSlots == 0)
-          return Estimator(std::in_place_type<Rtrl<S, Cell>>, c, cell, readout);
         return Estimator(std::in_place_type<Snap1<S, Cell>>, c, cell, readout);
       default:
         return Estimator(std::in_place_type<Tbptt<S, Cell>>, c, cell, readout);

@@ -172,16 +172,13 @@ class StreamsLearner {
 
   static Estimator make_estimator(const LearnerConfig& c, const Cell& cell, const Readout<S>& readout,
                                   Index streams) {
-    switch (c.algorithm) {
+    switch (estimator_for<Cell>(c.algorithm)) {
       case Algorithm::Uoro:
         if (c.memory > 1)
           return Estimator(std::in_place_type<MemoryUoroStreams<S, Cell>>, c, cell, readout, streams);
         return Estimator(std::in_place_type<UoroStreams<S, Cell>>, c, cell, readout, streams);
       case Algorithm::Snap1:
-        // On a cell whose parameters reach every unit at once, SnAp-1 is RTRL.
-        if constexpr (Cell::kSnapSlots > 0)
-          return Estimator(std::in_place_type<PerStream<S, Cell, Snap1<S, Cell>>>, c, cell, readout, streams);
-        [[fallthrough]];
+        return Estimator(std::in_place_type<PerStream<S, Cell, Snap1<S, Cell>>>, c, cell, readout, streams);
       case Algorithm::Rtrl:
         return Estimator(std::in_place_type<PerStream<S, Cell, Rtrl<S, Cell>>>, c, cell, readout, streams);
       default:
