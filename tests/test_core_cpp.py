@@ -20,15 +20,24 @@ def test_core_checks_pass():
     lines = result.stdout.splitlines()
     assert lines[-1] == "0 failed"
     assert sum("0 allocations in 200 steps" in line for line in lines) >= 40
-    # Three kernels for four cells, and SnAp-1's state diagonal for the three neural ones.
-    assert sum("vs finite differences" in line for line in lines) == 3 * 4 + 3
+    # Three kernels for seven cells, and SnAp-1's state diagonal for the six neural ones.
+    assert sum("vs finite differences" in line for line in lines) == 3 * 7 + 6
     assert (
         sum(" snap1 " in line and "0 allocations in 200 steps" in line for line in lines)
-        == 3 * 2 * 2
+        == 6 * 2 * 2
     )
+    # RTRL on the element-wise cells runs at every width (O(|θ|)), the dense cells' at 6.
+    for cell in ("mingru", "minlstm", "indrnn"):
+        assert (
+            sum(
+                line.startswith(f"ok   {cell}-48 rtrl") and "0 allocations in 200 steps" in line
+                for line in lines
+            )
+            == 2
+        )
     # Many streams: the batched kernels, and allocation-free ticks for every estimator.
-    assert sum("equal the one-stream kernels per column" in line for line in lines) == 4
-    assert sum("0 allocations in 200 ticks" in line for line in lines) == 4 * (2 * 2 * 3 + 2 * 4)
+    assert sum("equal the one-stream kernels per column" in line for line in lines) == 7
+    assert sum("0 allocations in 200 ticks" in line for line in lines) == 7 * (2 * 2 * 3 + 2 * 4)
 
 
 # Each variant this CPU runs: the SIMD width decides which paths of the kernel run.

@@ -7,7 +7,7 @@ import pytest
 
 from uoro import _core
 
-CELLS = ["rnn", "gru", "lstm"]
+CELLS = ["rnn", "gru", "lstm", "mingru", "minlstm", "indrnn"]
 INPUT, HIDDEN = 3, 5
 STEP = 1e-6
 

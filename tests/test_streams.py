@@ -15,7 +15,7 @@ from unbiasedness import assert_unbiased, is_rejected
 import uoro
 
 VOCAB, HIDDEN, LENGTH, B = 3, 4, 10, 3
-CELLS = ["rnn", "gru", "lstm"]
+CELLS = ["rnn", "gru", "lstm", "mingru", "minlstm", "indrnn"]
 
 
 def make(cell="gru", algorithm="uoro", streams=B, seed=0, **options):

@@ -207,7 +207,7 @@ def _model_options() -> list[Callable[..., Any]]:
     return [
         click.option(
             "--cell",
-            type=click.Choice(["rnn", "gru", "lstm"]),
+            type=click.Choice(["rnn", "gru", "lstm", "mingru", "minlstm", "indrnn"]),
             default="gru",
             show_default=True,
             help="Recurrent cell.",

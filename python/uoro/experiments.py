@@ -100,6 +100,10 @@ PAPER_INIT: dict[str, tuple[float | None, float]] = {
     "gru": (1.0, 0.0),
     "rnn": (1.0, 0.0),
     "lstm": (1.0 / math.sqrt(3.0), -0.3),
+    # Not in the paper: the library's default init.
+    "mingru": (None, 0.0),
+    "minlstm": (None, 0.0),
+    "indrnn": (None, 0.0),
 }
 #: Tag of the random stream the input weights are drawn from (besides the run's seed).
 _INPUT_INIT_STREAM = 0x1A7E

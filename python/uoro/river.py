@@ -274,7 +274,8 @@ class RecurrentRegressor(_Recurrent, _river_base.Regressor):
     Args:
         features: the feature names, in the order they enter the network. None (the
             default): the keys of the first ``x`` given to ``learn_one``, sorted.
-        cell: ``"rnn"``, ``"gru"`` or ``"lstm"`` (see `uoro.Learner`).
+        cell: ``"rnn"``, ``"gru"``, ``"lstm"`` or an element-wise cell, ``"mingru"``,
+            ``"minlstm"``, ``"indrnn"`` (see `uoro.Learner`).
         hidden_size: number of hidden units.
         algorithm: the gradient estimator: ``"uoro"`` (default), ``"rtrl"``, ``"tbptt"``
             or ``"tbptt_chunk"`` (see `uoro.Learner`).
@@ -364,7 +365,8 @@ class RecurrentClassifier(_Recurrent, _river_base.Classifier):
         max_classes: with ``classes=None``, how many distinct labels may appear.
         features: the feature names, in the order they enter the network. None (the
             default): the keys of the first ``x`` given to ``learn_one``, sorted.
-        cell: ``"rnn"``, ``"gru"`` or ``"lstm"`` (see `uoro.Learner`).
+        cell: ``"rnn"``, ``"gru"``, ``"lstm"`` or an element-wise cell, ``"mingru"``,
+            ``"minlstm"``, ``"indrnn"`` (see `uoro.Learner`).
         hidden_size: number of hidden units.
         algorithm: the gradient estimator: ``"uoro"`` (default), ``"rtrl"``, ``"tbptt"``
             or ``"tbptt_chunk"`` (see `uoro.Learner`).
@@ -504,7 +506,8 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
         standardize: standardize the series with its running statistics.
         features: the feature names, in the order they enter the network. None (the
             default): the keys of the first ``x`` given to ``learn_one``, sorted.
-        cell: ``"rnn"``, ``"gru"`` or ``"lstm"`` (see `uoro.Learner`).
+        cell: ``"rnn"``, ``"gru"``, ``"lstm"`` or an element-wise cell, ``"mingru"``,
+            ``"minlstm"``, ``"indrnn"`` (see `uoro.Learner`).
         hidden_size: number of hidden units.
         algorithm: the gradient estimator: ``"uoro"`` (default), ``"rtrl"``, ``"tbptt"``
             or ``"tbptt_chunk"`` (see `uoro.Learner`).

@@ -12,6 +12,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "uoro/elementwise_cells.hpp"
 #include "uoro/learner.hpp"
 #include "uoro/streams_learner.hpp"
 
@@ -248,7 +249,7 @@ void all_algorithms(const char* name) {
       steps_do_not_allocate<Cell>(name, c, hidden);
       c.memory = 1;
       for (Algorithm a : {Algorithm::Rtrl, Algorithm::Tbptt, Algorithm::TbpttChunk, Algorithm::Snap1}) {
-        if (a == Algorithm::Rtrl && hidden > 16) continue;  // S²·P per step: small nets only
+        if (a == Algorithm::Rtrl && hidden > 16 && !Elementwise<Cell>::value) continue;  // S²·P: small nets
         if (a == Algorithm::Snap1 && Cell::kSnapSlots == 0) continue;
         c.algorithm = a;
         c.truncation = 4;
@@ -347,18 +348,30 @@ int main() {
   kernels_match_finite_differences<GruCell<double>>("gru");
   kernels_match_finite_differences<LstmCell<double>>("lstm");
   kernels_match_finite_differences<InfluenceCell<double>>("influence");
+  kernels_match_finite_differences<MinGruCell<double>>("mingru");
+  kernels_match_finite_differences<MinLstmCell<double>>("minlstm");
+  kernels_match_finite_differences<IndRnnCell<double>>("indrnn");
   all_algorithms<RnnCell<float>>("rnn");
   all_algorithms<GruCell<float>>("gru");
   all_algorithms<LstmCell<float>>("lstm");
   all_algorithms<InfluenceCell<float>>("influence");
+  all_algorithms<MinGruCell<float>>("mingru");
+  all_algorithms<MinLstmCell<float>>("minlstm");
+  all_algorithms<IndRnnCell<float>>("indrnn");
   batched_kernels_match_one_stream<RnnCell<double>>("rnn");
   batched_kernels_match_one_stream<GruCell<double>>("gru");
   batched_kernels_match_one_stream<LstmCell<double>>("lstm");
   batched_kernels_match_one_stream<InfluenceCell<double>>("influence");
+  batched_kernels_match_one_stream<MinGruCell<double>>("mingru");
+  batched_kernels_match_one_stream<MinLstmCell<double>>("minlstm");
+  batched_kernels_match_one_stream<IndRnnCell<double>>("indrnn");
   all_algorithms_on_streams<RnnCell<float>>("rnn");
   all_algorithms_on_streams<GruCell<float>>("gru");
   all_algorithms_on_streams<LstmCell<float>>("lstm");
   all_algorithms_on_streams<InfluenceCell<float>>("influence");
+  all_algorithms_on_streams<MinGruCell<float>>("mingru");
+  all_algorithms_on_streams<MinLstmCell<float>>("minlstm");
+  all_algorithms_on_streams<IndRnnCell<float>>("indrnn");
   std::printf("%d failed\n", g_failures);
   return g_failures ? 1 : 0;
 }
