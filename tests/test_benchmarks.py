@@ -159,3 +159,43 @@ def test_the_variants_table_times_every_runnable_variant():
     assert "baseline" in best and all(t > 0 for times in best.values() for t in times)
     lines = bench_variants.table(configs, best).splitlines()
     assert len(lines) == 2 + len(configs) and lines[3].startswith("| GRU-8 | 3 |")
+
+
+def test_the_long_range_benchmark_prints_its_table(capsys, tmp_path):
+    import json
+
+    import bench_long_range
+
+    out_json = tmp_path / "long_range.json"
+    argv = ["--samples", "3000", "--configs", "gru-uoro", "--hidden", "8", "--delay", "10"]
+    results = bench_long_range.main(
+        [*argv, "--jitter", "2", "--no-progress", "--json", str(out_json)]
+    )
+    printed = capsys.readouterr().out
+    lines = [line for line in printed.splitlines() if line.startswith("|")]
+    assert lines[0] == "| " + " | ".join(bench_long_range.COLUMNS) + " |"
+    assert len(lines) == 3  # header, rule, one row
+    row = lines[2].split(" | ")
+    assert len(row) == len(bench_long_range.COLUMNS)
+    assert row[0] == "| gru-uoro" and row[1] == "`cell='gru', algorithm='uoro'`"
+    assert row[6] == "0.125"  # chance: 1/8 symbols
+    (result,) = results["rows"]
+    assert result["queries_tail"] > 0 and 0 <= result["query_accuracy_tail"] <= 1
+    assert result["us_per_sample"] > 0 and result["timed_samples"] == 2700
+    assert json.loads(out_json.read_text())["rows"][0]["name"] == "gru-uoro"
+
+
+def test_the_long_range_benchmark_skips_unknown_cells_only(capsys, monkeypatch):
+    import bench_long_range
+
+    configs = {
+        "absent": {"cell": "no-such-cell", "algorithm": "rtrl"},
+        "broken": {"cell": "gru", "algorithm": "tbptt"},  # no truncation: a real error
+    }
+    monkeypatch.setattr(bench_long_range, "CONFIGS", configs)
+    argv = ["--samples", "100", "--hidden", "4", "--delay", "5", "--no-progress"]
+    results = bench_long_range.main([*argv, "--configs", "absent"])
+    assert results["rows"] == [] and results["skipped"] == ["absent"]
+    assert "absent: skipped, this build has no cell 'no-such-cell'" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="needs truncation"):
+        bench_long_range.main([*argv, "--configs", "broken"])

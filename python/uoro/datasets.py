@@ -4,10 +4,12 @@ These reproduce the data of Tallec & Ollivier (2017), "Unbiased Online Recurrent
 Optimization", Section 4 (Fig. 2): the *distant brackets* and *a^n b^n* datasets, plus a
 character stream read from a user-supplied text file.
 
-Every generator returns a :class:`TokenStream`: an endless iterator of integer token ids
+Those generators return a :class:`TokenStream`: an endless iterator of integer token ids
 with a :class:`Vocabulary`, bulk access via :meth:`TokenStream.take` and next-token
-prediction pairs via :meth:`TokenStream.pairs`. Streams are deterministic for a given seed
-and independent of how reads are chunked.
+prediction pairs via :meth:`TokenStream.pairs`. :func:`delayed_recall`, a long-range
+memory task out of reach of truncated BPTT, returns a :class:`DelayedRecallStream` of
+``(input, target)`` pairs instead. Streams are deterministic for a given seed and
+independent of how reads are chunked.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ import numpy as np
 
 __all__ = [
     "AnbnStream",
+    "DelayedRecallStream",
     "DistantBracketsStream",
     "TokenStream",
     "Vocabulary",
     "anbn",
+    "delayed_recall",
     "distant_brackets",
     "text_stream",
 ]
@@ -281,6 +285,99 @@ class AnbnStream(TokenStream):
         return f"anbn(k={self.k}, l={self.l}, seed={self.seed})"
 
 
+class DelayedRecallStream:
+    """Stream of the delayed-recall task; see :func:`delayed_recall`.
+
+    Unlike the character streams it yields aligned ``(input, target)`` pairs, not a
+    single token sequence: :meth:`take` returns both. Ids:
+
+    - inputs (``input_size = symbols + 3``): ``0..symbols-1`` content symbols, then
+      :attr:`blank` ``= symbols``, :attr:`mark` ``= symbols + 1``, :attr:`query`
+      ``= symbols + 2``;
+    - targets (``output_size = symbols + 1``): ``0..symbols-1`` the recalled symbol (at
+      query steps only), :attr:`blank` ``= symbols`` everywhere else.
+    """
+
+    EPISODES_PER_CHUNK = 64
+
+    def __init__(
+        self, symbols: int, delay: int, jitter: int, seed: int, distractors: float
+    ) -> None:
+        self.symbols, self.delay, self.jitter = symbols, delay, jitter
+        self.seed, self.distractors = seed, distractors
+        self.blank, self.mark, self.query = symbols, symbols + 1, symbols + 2
+        self.input_size = symbols + 3
+        self.output_size = symbols + 1
+        self._rng = np.random.default_rng(seed)
+        self._xs = self._ys = _EMPTY
+        self._position = 0  # index in _xs / _ys of the next unread pair
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Consume and return the next ``n`` pairs as ``(xs, ys)``, two int64 arrays.
+
+        ``ys[i]`` is the target of the step that reads ``xs[i]``. The stream is endless,
+        and the same however the reads are split.
+        """
+        n = _check_at_least("n", n, 0)
+        if len(self._xs) - self._position < n:
+            xs_pieces, ys_pieces = [self._xs[self._position :]], [self._ys[self._position :]]
+            available = len(xs_pieces[0])
+            while available < n:
+                xs, ys = self._episodes()
+                xs_pieces.append(xs)
+                ys_pieces.append(ys)
+                available += len(xs)
+            self._xs, self._ys = np.concatenate(xs_pieces), np.concatenate(ys_pieces)
+            self._position = 0
+        end = self._position + n
+        xs, ys = self._xs[self._position : end].copy(), self._ys[self._position : end].copy()
+        self._position = end
+        return xs, ys
+
+    def _episodes(self) -> tuple[np.ndarray, np.ndarray]:
+        """A fixed number of whole episodes; the draws depend on nothing but the seed."""
+        rng, count = self._rng, self.EPISODES_PER_CHUNK
+        lead = rng.integers(0, self.jitter + 1, size=count)  # filler steps before the mark
+        gap = self.delay + rng.integers(0, self.jitter + 1, size=count)  # mark to query
+        remembered = rng.integers(0, self.symbols, size=count)
+        lengths = lead + gap + 1
+        total = int(lengths.sum())
+        noise = rng.integers(0, self.symbols, size=total)
+        shown = rng.random(total) < self.distractors
+        xs = np.where(shown, noise, self.blank).astype(np.int64)
+        ys = np.full(total, self.blank, dtype=np.int64)
+        marks = np.cumsum(lengths) - lengths + lead
+        xs[marks] = self.mark
+        xs[marks + 1] = remembered
+        xs[marks + gap] = self.query
+        ys[marks + gap] = remembered
+        return xs, ys
+
+    def query_mask(self, xs: np.ndarray) -> np.ndarray:
+        """Boolean mask of the query steps of the inputs ``xs`` (any shape): the only
+        steps whose target is not :attr:`blank`, and the only ones needing memory."""
+        return np.asarray(xs) == self.query
+
+    def mean_episode_length(self) -> float:
+        """Mean steps per episode: ``E[lead] + E[gap] + 1 = delay + jitter + 1``."""
+        return self.delay + self.jitter + 1
+
+    def memoryless_loss(self) -> float:
+        """Nats per step of the best model that does not remember the marked symbol.
+
+        Every target but the query's is :attr:`blank` and predictable from the current
+        input alone (loss 0); at a query such a model can only spread its bet over the
+        ``symbols`` (loss ``ln(symbols)``). A model that remembers reaches 0.
+        """
+        return math.log(self.symbols) / self.mean_episode_length()
+
+    def __repr__(self) -> str:
+        return (
+            f"delayed_recall(symbols={self.symbols}, delay={self.delay}, jitter={self.jitter}, "
+            f"seed={self.seed}, distractors={self.distractors})"
+        )
+
+
 def distant_brackets(s: int = 1, k: int = 5, a: int = 10, seed: int = 0) -> DistantBracketsStream:
     """The paper's distant-brackets dataset.
 
@@ -306,6 +403,63 @@ def anbn(k: int = 1, l: int = 32, seed: int = 0) -> AnbnStream:  # noqa: E741 (p
     if k > l:
         raise ValueError(f"k must be <= l, got k={k} and l={l}")
     return AnbnStream(k, l, seed)
+
+
+def delayed_recall(
+    symbols: int = 8,
+    delay: int = 100,
+    jitter: int = 20,
+    seed: int = 0,
+    *,
+    distractors: float = 0.5,
+) -> DelayedRecallStream:
+    """A long-range memory task: at a QUERY, recall the symbol that followed a MARK at
+    least ``delay`` steps before.
+
+    The stream is an endless sequence of episodes, each laid out as (input → target):
+
+    - ``U{0..jitter}`` filler steps → blank;
+    - MARK → blank;
+    - the symbol to remember, uniform on ``0..symbols-1`` → blank;
+    - ``gap - 2`` filler steps → blank;
+    - QUERY → the remembered symbol;
+
+    with ``gap = delay + U{0..jitter}`` the distance from the MARK to the QUERY (so the
+    symbol is read ``gap - 1 >= delay - 1`` steps before it is asked for). A filler
+    input is a random content symbol with probability ``distractors`` (a distractor:
+    a model cannot just keep the last symbol it saw) and the blank token otherwise.
+
+    Ids: inputs ``0..symbols-1`` are the content symbols, ``symbols`` the blank token,
+    ``symbols + 1`` MARK and ``symbols + 2`` QUERY (``input_size = symbols + 3``);
+    targets ``0..symbols-1`` are the symbols and ``symbols`` the blank class
+    (``output_size = symbols + 1``). The stream's attributes ``blank``, ``mark``,
+    ``query``, ``input_size`` and ``output_size`` hold them; ``query_mask(xs)`` marks
+    the query steps, e.g. to score recall.
+
+    Every target but the query's is blank and needs no memory, so a perfect model has
+    loss 0 everywhere, and one that does not remember the symbol loses ``ln(symbols)``
+    nats at each query (``memoryless_loss()`` per step) and recalls at chance,
+    ``1/symbols``. The only signal that teaches a model to *store* the symbol at the
+    step after the MARK is the query's loss at least ``delay - 1`` steps later: truncated
+    BPTT with a window shorter than that never sees it; exact online gradients (RTRL)
+    carry it, and so do unbiased estimates of them (UORO), in expectation.
+
+    Args:
+        symbols: number of content symbols (>= 2); chance-level recall is ``1/symbols``.
+        delay: least number of steps from a MARK to its QUERY (>= 2: the symbol comes
+            between them).
+        jitter: the MARK-to-QUERY distance is ``delay + U{0..jitter}``, and each
+            episode starts with ``U{0..jitter}`` filler steps (>= 0; with ``jitter > 0``
+            neither the query's nor the next mark's time can be counted off).
+        seed: seeds every draw; a seed gives the same stream however it is read.
+        distractors: probability that a filler step shows a random content symbol
+            rather than the blank token, in [0, 1].
+    """
+    symbols = _check_at_least("symbols", symbols, 2)
+    delay = _check_at_least("delay", delay, 2)
+    jitter = _check_at_least("jitter", jitter, 0)
+    distractors = _check_probability("distractors", distractors)
+    return DelayedRecallStream(symbols, delay, jitter, seed, distractors)
 
 
 def text_stream(
@@ -350,3 +504,15 @@ def _check_in_range(name: str, value: int, low: int, high: int | None) -> int:
 
 def _check_at_least(name: str, value: int, low: int) -> int:
     return _check_in_range(name, value, low, None)
+
+
+def _check_probability(name: str, value: float) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
+    if not 0 <= number <= 1:  # also rejects NaN
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return number

@@ -1,0 +1,303 @@
+"""A long-range task truncated BPTT cannot learn: delayed recall, learned online.
+
+The stream is `uoro.datasets.delayed_recall` (8 symbols, delay 100, jitter 20 by default):
+a MARK, the symbol to remember right after it, then 100 to 120 steps after the MARK a
+QUERY whose target is that symbol; every other target is a blank class, predictable
+without memory. The only gradient that teaches a network to store the symbol comes
+from the query's loss at least `delay - 1` steps later, beyond the window of truncated
+BPTT with T = 16 or 64, within reach of exact online gradients (RTRL) and of unbiased
+estimates of them (UORO).
+
+Each configuration (a dict of `uoro.Learner` options, `CONFIGS` below) learns the same
+stream online from scratch (cross-entropy, Adam with a constant learning rate, float32),
+and the table gives, for each:
+
+  - its mean loss over the last 10 % of the run (nats per step) and over the query steps
+    of that stretch alone;
+  - its query accuracy there: how often the most probable class at a QUERY is the
+    remembered symbol, next to chance (1/symbols): a network without memory of the
+    symbol, whatever it learned, recalls at chance;
+  - µs per sample: the wall time of `learner.fit(xs, ys)` over the first 90 % of the
+    run, fitted in chunks of 10,000 samples, divided by those samples. Over the last
+    10 % each chunk is fitted up to each QUERY, whose step runs alone so that its
+    prediction can be read, and that stretch is not timed.
+
+A configuration whose cell this build does not have (the `Learner` constructor's
+unknown-cell ValueError) is skipped with a note; any other error stops the run.
+
+    python benchmarks/bench_long_range.py [--samples N] [--quick] [--configs NAME ...]
+                                          [--hidden H] [--lr LR] [--seed S]
+                                          [--symbols K] [--delay D] [--jitter J]
+                                          [--no-progress] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+# NumPy's BLAS threads spin after each call and would share the cores with the learner.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+import uoro  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_step  # noqa: E402
+
+# Name -> `uoro.Learner` options; the cell and the gradient estimator are all that differ.
+CONFIGS: dict[str, dict] = {
+    "gru-uoro": {"cell": "gru", "algorithm": "uoro"},
+    "gru-snap1": {"cell": "gru", "algorithm": "snap1"},
+    "gru-tbptt16": {"cell": "gru", "algorithm": "tbptt", "truncation": 16},
+    "gru-tbptt64": {"cell": "gru", "algorithm": "tbptt", "truncation": 64},
+    "mingru-rtrl": {"cell": "mingru", "algorithm": "rtrl"},
+    "minlstm-rtrl": {"cell": "minlstm", "algorithm": "rtrl"},
+    "indrnn-rtrl": {"cell": "indrnn", "algorithm": "rtrl"},
+}
+TASK = {"symbols": 8, "delay": 100, "jitter": 20}
+SAMPLES, QUICK_SAMPLES = 1_000_000, 20_000
+CHUNK = 10_000  # samples per `fit` call: the stream is never held whole
+TAIL = 0.1  # the share of the run, at its end, that the loss and accuracy are taken over
+COLUMNS = (
+    "configuration", "Learner options", "parameters", "loss, last 10 % (nats/step)",
+    "query loss, last 10 % (nats)", "query accuracy, last 10 %", "chance", "µs/sample",
+)  # fmt: skip
+
+
+def unknown_cell(error: ValueError, cell: object) -> bool:
+    """Whether `error` is the Learner's refusal of a cell name it does not know."""
+    message = str(error)
+    return message.startswith("cell must be one of") and message.endswith(f"got {cell!r}")
+
+
+def learner_for(options: dict, stream, hidden: int, lr: float, seed: int) -> uoro.Learner:
+    return uoro.Learner(
+        input_size=stream.input_size,
+        hidden_size=hidden,
+        output_size=stream.output_size,
+        loss="cross_entropy",
+        optimizer="adam",
+        lr=lr,
+        lr_decay=0.0,
+        dtype="float32",
+        seed=seed,
+        on_divergence="reset",  # a long run goes on; the resets are reported
+        **options,
+    )
+
+
+def run_config(
+    name: str,
+    options: dict,
+    *,
+    samples: int,
+    hidden: int,
+    lr: float,
+    seed: int,
+    task: dict,
+    chunk: int = CHUNK,
+    progress: bool = False,
+) -> dict | None:
+    """Learns `samples` of the task's stream online; None if this build lacks the cell."""
+    stream = uoro.datasets.delayed_recall(**task, seed=seed)
+    try:
+        learner = learner_for(options, stream, hidden, lr, seed)
+    except ValueError as error:
+        if unknown_cell(error, options.get("cell")):
+            return None
+        raise
+    tail = min(samples, max(1, math.ceil(TAIL * samples)))
+    head = samples - tail
+    fit_seconds = tail_seconds = 0.0
+    tail_losses: list[np.ndarray] = []
+    query_losses: list[float] = []
+    correct = 0
+    bar = _progress(name, samples, progress)
+    try:
+        for start in range(0, head, chunk):
+            xs, ys = stream.take(min(chunk, head - start))
+            began = time.perf_counter()
+            learner.fit(xs, ys)
+            fit_seconds += time.perf_counter() - began
+            bar.update(len(xs))
+        for start in range(0, tail, chunk):
+            xs, ys = stream.take(min(chunk, tail - start))
+            began = time.perf_counter()
+            done = 0
+            for q in np.flatnonzero(stream.query_mask(xs)).tolist():
+                if q > done:
+                    tail_losses.append(learner.fit(xs[done:q], ys[done:q]))
+                query_losses.append(float(learner.step(int(xs[q]), int(ys[q]))))
+                correct += int(np.argmax(learner.prediction) == ys[q])
+                done = q + 1
+            if done < len(xs):
+                tail_losses.append(learner.fit(xs[done:], ys[done:]))
+            tail_seconds += time.perf_counter() - began
+            bar.update(len(xs))
+    finally:
+        bar.close()
+    queries = len(query_losses)
+    return {
+        "name": name,
+        "options": options,
+        "cell": options.get("cell"),
+        "hidden": hidden,
+        "params": learner.n_params,
+        "samples": samples,
+        "timed_samples": head if head else tail,
+        "loss_tail": float(np.concatenate([*tail_losses, np.array(query_losses)]).mean()),
+        "query_loss_tail": float(np.mean(query_losses)) if queries else math.nan,
+        "query_accuracy_tail": correct / queries if queries else math.nan,
+        "queries_tail": queries,
+        "chance": 1 / stream.symbols,
+        "us_per_sample": (fit_seconds / head if head else tail_seconds / tail) * 1e6,
+        "seconds": fit_seconds + tail_seconds,
+        "resets": learner.resets,
+        "skipped_steps": learner.skipped_steps,
+    }
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(name: str, total: int, show: bool):
+    """A tqdm bar on stderr when asked for and tqdm is installed; else nothing."""
+    if show:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            pass
+        else:
+            return tqdm(total=total, desc=name, unit="sample", unit_scale=True, leave=False)
+    return _NoBar()
+
+
+def options_text(options: dict) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in options.items())
+
+
+def table(rows: list[dict]) -> str:
+    def number(value: float, digits: int) -> str:
+        return "–" if math.isnan(value) else f"{value:.{digits}f}"
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|---|---|" + "---:|" * (len(COLUMNS) - 2)]
+    lines += [
+        f"| {r['name']} | `{options_text(r['options'])}` | {r['params']:,} "
+        f"| {number(r['loss_tail'], 4)} | {number(r['query_loss_tail'], 3)} "
+        f"| {number(r['query_accuracy_tail'], 3)} ({r['queries_tail']}) "
+        f"| {r['chance']:.3f} | {r['us_per_sample']:.2f} |"
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--samples", type=int, help=f"samples per configuration (default {SAMPLES:,})"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_SAMPLES:,} samples (a smoke run)"
+    )
+    parser.add_argument(
+        "--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS), metavar="NAME",
+        help=f"configurations to run (default all: {', '.join(CONFIGS)})",
+    )  # fmt: skip
+    parser.add_argument("--hidden", type=int, default=64, help="hidden units (default 64)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="Adam's η (default 3e-3)")
+    parser.add_argument("--seed", type=int, default=0, help="stream and learner seed")
+    parser.add_argument("--symbols", type=int, default=TASK["symbols"])
+    parser.add_argument("--delay", type=int, default=TASK["delay"])
+    parser.add_argument("--jitter", type=int, default=TASK["jitter"])
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--json", help="also write the results and the machine here")
+    args = parser.parse_args(argv)
+    if args.samples is None:
+        args.samples = QUICK_SAMPLES if args.quick else SAMPLES
+    if args.samples < 1:
+        parser.error(f"--samples must be >= 1, got {args.samples}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(argv)
+    task = {"symbols": args.symbols, "delay": args.delay, "jitter": args.jitter}
+    stream = uoro.datasets.delayed_recall(**task)  # checks the task's arguments up front
+    rows, skipped = [], []
+    for name in dict.fromkeys(args.configs):
+        options = CONFIGS[name]
+        row = run_config(
+            name,
+            options,
+            samples=args.samples,
+            hidden=args.hidden,
+            lr=args.lr,
+            seed=args.seed,
+            task=task,
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
+        if row is None:
+            skipped.append(name)
+            print(f"  {name}: skipped, this build has no cell {options.get('cell')!r}", flush=True)
+            continue
+        rows.append(row)
+        print(
+            f"  {name}: query accuracy {row['query_accuracy_tail']:.3f}, "
+            f"{row['us_per_sample']:.2f} µs/sample, {row['seconds']:.0f} s",
+            flush=True,
+        )
+    m = bench_step.machine()
+    print(
+        f"\n{m['cpu']}, {m['cores']} cores, {m['system']}, Python {m['python']}, "
+        f"core variant {m['variant']}; {stream!r}, {args.samples:,} samples per "
+        f"configuration, hidden {args.hidden}, Adam lr {args.lr:g} (constant), float32, "
+        f"seed {args.seed}\n"
+    )
+    print(table(rows))
+    print(
+        f"\nQuery accuracy: over the queries of the last 10 % (their number in brackets). "
+        f"Without memory of the symbol: {stream.memoryless_loss():.4f} nats/step, "
+        f"{math.log(stream.symbols):.3f} nats per query, accuracy {1 / stream.symbols:.3f}; "
+        "perfect recall: 0 nats."
+    )
+    if skipped:
+        print(f"Skipped (cell not in this build): {', '.join(skipped)}.")
+    resets = [f"{r['name']}: {r['resets']}" for r in rows if r["resets"]]
+    if resets:
+        print("Estimator resets after a diverging step: " + "; ".join(resets) + ".")
+    results = {
+        "machine": m,
+        "task": task,
+        "settings": {
+            "samples": args.samples,
+            "hidden": args.hidden,
+            "lr": args.lr,
+            "seed": args.seed,
+            "chunk": CHUNK,
+            "tail": TAIL,
+        },
+        "rows": rows,
+        "skipped": skipped,
+    }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()
