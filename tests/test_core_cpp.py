@@ -20,8 +20,9 @@ def test_core_checks_pass():
     lines = result.stdout.splitlines()
     assert lines[-1] == "0 failed"
     assert sum("0 allocations in 200 steps" in line for line in lines) >= 40
-    # Three kernels for seven cells, and SnAp-1's state diagonal for the six neural ones.
-    assert sum("vs finite differences" in line for line in lines) == 3 * 7 + 6
+    # Three kernels for seven cells and three stacks, and SnAp-1's state diagonal for the
+    # six neural cells (a stack has none).
+    assert sum("vs finite differences" in line for line in lines) == 3 * 10 + 6
     assert (
         sum(" snap1 " in line and "0 allocations in 200 steps" in line for line in lines)
         == 6 * 2 * 2
@@ -36,8 +37,9 @@ def test_core_checks_pass():
             == 2
         )
     # Many streams: the batched kernels, and allocation-free ticks for every estimator.
-    assert sum("equal the one-stream kernels per column" in line for line in lines) == 7
-    assert sum("0 allocations in 200 ticks" in line for line in lines) == 7 * (2 * 2 * 3 + 2 * 4)
+    assert sum("equal the one-stream kernels per column" in line for line in lines) == 10
+    assert sum("0 allocations in 200 ticks" in line for line in lines) == 10 * (2 * 2 * 3 + 2 * 4)
+    assert sum(line.startswith("ok   gru_l2-48 ") for line in lines) >= 2 * 4  # stacks step too
 
 
 # Each variant this CPU runs: the SIMD width decides which paths of the kernel run.

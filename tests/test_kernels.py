@@ -8,6 +8,8 @@ import pytest
 from uoro import _core
 
 CELLS = ["rnn", "gru", "lstm", "mingru", "minlstm", "indrnn"]
+# Stacks are cells too: their kernels compose the layers' (see cpp/include/uoro/stack.hpp).
+STACKS = ["rnn_l3", "gru_l2", "lstm_l2", "mingru_l2", "minlstm_l3", "indrnn_l2"]
 INPUT, HIDDEN = 3, 5
 STEP = 1e-6
 
@@ -39,7 +41,7 @@ def fd_jacobian(f, z: np.ndarray) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", CELLS + STACKS)
 def test_jvp_state_matches_finite_differences(cell):
     k = kernels(cell)
     theta, x, s = point(k)
@@ -50,7 +52,7 @@ def test_jvp_state_matches_finite_differences(cell):
     assert rel_err(k.jvp_state(theta, x, s, s_tilde), fd) < 1e-6
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", CELLS + STACKS)
 def test_vjp_state_matches_finite_differences(cell):
     k = kernels(cell)
     theta, x, s = point(k)
@@ -59,7 +61,7 @@ def test_vjp_state_matches_finite_differences(cell):
     assert rel_err(k.vjp_state(theta, x, s, c), c @ jac) < 1e-6
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", CELLS + STACKS)
 def test_vjp_params_matches_finite_differences(cell):
     k = kernels(cell)
     theta, x, s = point(k)

@@ -16,6 +16,7 @@
 
 #include "uoro/elementwise_cells.hpp"
 #include "uoro/learner.hpp"
+#include "uoro/stack.hpp"
 #include "uoro/streams_learner.hpp"
 
 namespace py = pybind11;
@@ -1073,6 +1074,13 @@ void bind_cell(py::module_& m, const std::string& name) {
   bind_kernels<S, Cell>(m, "Kernels_" + name);
 }
 
+// Stacks of 2 and 3 layers of a built-in cell: "<cell>_l<L>_<dtype>".
+template <class S, template <class> class Cell>
+void bind_stacks(py::module_& m, const std::string& cell, const std::string& suffix) {
+  bind_cell<S, uoro::StackCell<S, Cell, 2>>(m, cell + "_l2_" + suffix);
+  bind_cell<S, uoro::StackCell<S, Cell, 3>>(m, cell + "_l3_" + suffix);
+}
+
 template <class S>
 void bind_dtype(py::module_& m, const std::string& suffix) {
   bind_learner<S, uoro::RnnCell<S>>(m, "Learner_rnn_" + suffix);
@@ -1090,6 +1098,12 @@ void bind_dtype(py::module_& m, const std::string& suffix) {
   bind_cell<S, uoro::MinGruCell<S>>(m, "mingru_" + suffix);
   bind_cell<S, uoro::MinLstmCell<S>>(m, "minlstm_" + suffix);
   bind_cell<S, uoro::IndRnnCell<S>>(m, "indrnn_" + suffix);
+  bind_stacks<S, uoro::RnnCell>(m, "rnn", suffix);
+  bind_stacks<S, uoro::GruCell>(m, "gru", suffix);
+  bind_stacks<S, uoro::LstmCell>(m, "lstm", suffix);
+  bind_stacks<S, uoro::MinGruCell>(m, "mingru", suffix);
+  bind_stacks<S, uoro::MinLstmCell>(m, "minlstm", suffix);
+  bind_stacks<S, uoro::IndRnnCell>(m, "indrnn", suffix);
   bind_learner<S, uoro::UserCell<S>>(m, "Learner_user_" + suffix);
   bind_streams<S, uoro::UserCell<S>>(m, "Streams_user_" + suffix);
   m.def(("readout_" + suffix).c_str(), &readout_kernel<S>);

@@ -24,6 +24,8 @@ ALGORITHMS = ("uoro", "rtrl", "tbptt", "tbptt_chunk", "snap1")
 OPTIMIZERS = ("sgd", "adam")
 DTYPES = ("float32", "float64")
 DIVERGENCE_POLICIES = ("raise", "skip", "reset")
+# Stacks of layers are built for these depths (each depth is compiled for each cell).
+MAX_LAYERS = 3
 # Consecutive dropped samples after which a learner warns that it may be stuck.
 REFUSALS_BEFORE_WARNING = 100
 
@@ -79,6 +81,13 @@ class Learner:
             Default 64.
         output_size: number of classes (cross-entropy) or of real outputs (squared
             error). Defaults to ``input_size``, as in next-token prediction.
+        layers: depth L (1 to 3) of a stack of the built-in cell, as PyTorch's
+            ``num_layers``: layer l reads layer l − 1's new hidden output at the same step,
+            the readout reads the top layer. The state is the layers' states
+            concatenated, so every algorithm applies to the whole network (UORO stays
+            unbiased, RTRL and a full-window truncated BPTT exact); ``"snap1"`` is not
+            defined on a stack. Parameters are named as PyTorch names a stack's
+            (``weight_ih_l0``, ``bias_hh_l1``, ...).
         loss: ``"cross_entropy"`` (softmax readout, integer targets, loss in nats) or
             ``"squared_error"`` (linear readout, ``0.5 * ||o - y||^2``).
         algorithm: how the gradient through the past is estimated:
@@ -163,6 +172,7 @@ class Learner:
         hidden_size: int | None = None,
         output_size: int | None = None,
         *,
+        layers: int = 1,
         loss: str = "cross_entropy",
         algorithm: str = "uoro",
         rank: int = 1,
@@ -207,6 +217,7 @@ class Learner:
             output_size=_positive_int(
                 "output_size", input_size if output_size is None else output_size
             ),
+            layers=_positive_int("layers", layers),
             loss=_choice("loss", loss, LOSSES),
             algorithm=_choice("algorithm", algorithm, ALGORITHMS),
             rank=_positive_int("rank", rank),
@@ -244,6 +255,19 @@ class Learner:
                 "cell 'influence' needs input_size == hidden_size; got "
                 f"{input_size} and {hidden_size}"
             )
+        if self._options["layers"] > 1:
+            if self._options["cell"] in ("influence", "user"):
+                raise ValueError(
+                    f"layers applies to the built-in neural cells, not {self._options['cell']!r}"
+                )
+            if self._options["layers"] > MAX_LAYERS:
+                raise ValueError(f"layers must be at most {MAX_LAYERS}; got {layers!r}")
+            if algo == "snap1":
+                raise ValueError(
+                    "algorithm 'snap1' is not defined on a stack (layers > 1): a lower layer's "
+                    "parameters reach every unit above it in one step; use 'rtrl' (exact), "
+                    "'uoro' or 'tbptt'"
+                )
         if not 0 <= self._options["seed"] < 2**64:
             raise ValueError(f"seed must be in [0, 2**64); got {seed!r}")
         if self._user is not None:
@@ -672,7 +696,29 @@ class Learner:
         o = self._options
         blocks = [tuple(b) for b in self._core.cell_blocks]
         readout = (self._core.n_cell_params, o["output_size"], o["hidden_size"] + 1)
-        n_in = o["input_size"]
+        layers = o.get("layers", 1)
+        if layers == 1:
+            cell = self._cell_layout(blocks, o["input_size"])
+        else:  # PyTorch's names for stacks: weight_ih_l0, ..., bias_hh_l1
+            per_layer = len(blocks) // layers
+            cell = [
+                (f"{name}_l{layer}", block, columns)
+                for layer in range(layers)
+                for name, block, columns in self._cell_layout(
+                    blocks[layer * per_layer : (layer + 1) * per_layer],
+                    o["input_size"] if layer == 0 else o["hidden_size"],
+                )
+            ]
+        return cell + [
+            ("readout.weight", readout, slice(0, o["hidden_size"])),
+            ("readout.bias", readout, [o["hidden_size"]]),
+        ]
+
+    def _cell_layout(
+        self, blocks: list[tuple[int, ...]], n_in: int
+    ) -> list[tuple[str, tuple[int, ...], Any]]:
+        """(name, block, column selection) of one layer's parameters."""
+        o = self._options
         cell: list[tuple[str, tuple[int, ...], Any]]
         if o["cell"] == "user":
             cell = []  # named by the cell's own parameters (see `parameters`)
@@ -698,10 +744,7 @@ class Learner:
                 ("weight_hh", blocks[1], slice(0, o["hidden_size"])),
                 ("bias_hh", blocks[1], [o["hidden_size"]]),
             ]
-        return cell + [
-            ("readout.weight", readout, slice(0, o["hidden_size"])),
-            ("readout.bias", readout, [o["hidden_size"]]),
-        ]
+        return cell
 
     def _checked_value(self, name: str, value: Any, current: np.ndarray) -> np.ndarray:
         array = np.asarray(value, dtype=self.dtype)
@@ -846,11 +889,13 @@ def _make_core(o: dict[str, Any], user: cells.Description | None = None) -> Any:
     config.optimizer = optimizer
     config.seed = o["seed"]
     suffix = "f32" if o["dtype"] == "float32" else "f64"
+    layers = o.get("layers", 1)
+    name = o["cell"] if layers == 1 else f"{o['cell']}_l{layers}"
     extra = () if user is None else (user.functions,)
     if o["streams"] > 1:
-        core = getattr(_core, f"Streams_{o['cell']}_{suffix}")(config, o["streams"], *extra)
+        core = getattr(_core, f"Streams_{name}_{suffix}")(config, o["streams"], *extra)
     else:
-        core = getattr(_core, f"Learner_{o['cell']}_{suffix}")(config, *extra)
+        core = getattr(_core, f"Learner_{name}_{suffix}")(config, *extra)
     if user is not None:  # the cell's own initial θ; the readout's as for every cell
         theta = core.theta
         theta[: user.initial.size] = user.initial

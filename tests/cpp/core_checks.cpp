@@ -14,6 +14,7 @@
 
 #include "uoro/elementwise_cells.hpp"
 #include "uoro/learner.hpp"
+#include "uoro/stack.hpp"
 #include "uoro/streams_learner.hpp"
 
 #ifndef UORO_SANITIZE
@@ -351,6 +352,9 @@ int main() {
   kernels_match_finite_differences<MinGruCell<double>>("mingru");
   kernels_match_finite_differences<MinLstmCell<double>>("minlstm");
   kernels_match_finite_differences<IndRnnCell<double>>("indrnn");
+  kernels_match_finite_differences<StackCell<double, GruCell, 2>>("gru_l2");
+  kernels_match_finite_differences<StackCell<double, LstmCell, 2>>("lstm_l2");
+  kernels_match_finite_differences<StackCell<double, MinGruCell, 3>>("mingru_l3");
   all_algorithms<RnnCell<float>>("rnn");
   all_algorithms<GruCell<float>>("gru");
   all_algorithms<LstmCell<float>>("lstm");
@@ -358,6 +362,9 @@ int main() {
   all_algorithms<MinGruCell<float>>("mingru");
   all_algorithms<MinLstmCell<float>>("minlstm");
   all_algorithms<IndRnnCell<float>>("indrnn");
+  all_algorithms<StackCell<float, GruCell, 2>>("gru_l2");
+  all_algorithms<StackCell<float, LstmCell, 2>>("lstm_l2");
+  all_algorithms<StackCell<float, MinGruCell, 3>>("mingru_l3");
   batched_kernels_match_one_stream<RnnCell<double>>("rnn");
   batched_kernels_match_one_stream<GruCell<double>>("gru");
   batched_kernels_match_one_stream<LstmCell<double>>("lstm");
@@ -365,6 +372,9 @@ int main() {
   batched_kernels_match_one_stream<MinGruCell<double>>("mingru");
   batched_kernels_match_one_stream<MinLstmCell<double>>("minlstm");
   batched_kernels_match_one_stream<IndRnnCell<double>>("indrnn");
+  batched_kernels_match_one_stream<StackCell<double, GruCell, 2>>("gru_l2");
+  batched_kernels_match_one_stream<StackCell<double, LstmCell, 2>>("lstm_l2");
+  batched_kernels_match_one_stream<StackCell<double, MinGruCell, 3>>("mingru_l3");
   all_algorithms_on_streams<RnnCell<float>>("rnn");
   all_algorithms_on_streams<GruCell<float>>("gru");
   all_algorithms_on_streams<LstmCell<float>>("lstm");
@@ -372,6 +382,9 @@ int main() {
   all_algorithms_on_streams<MinGruCell<float>>("mingru");
   all_algorithms_on_streams<MinLstmCell<float>>("minlstm");
   all_algorithms_on_streams<IndRnnCell<float>>("indrnn");
+  all_algorithms_on_streams<StackCell<float, GruCell, 2>>("gru_l2");
+  all_algorithms_on_streams<StackCell<float, LstmCell, 2>>("lstm_l2");
+  all_algorithms_on_streams<StackCell<float, MinGruCell, 3>>("mingru_l3");
   std::printf("%d failed\n", g_failures);
   return g_failures ? 1 : 0;
 }

@@ -138,6 +138,12 @@ class RnnCell {
     assign_product(recurrent_weights(theta), scratch, out);
   }
 
+  // (∂F/∂x) x̃ = W_x x̃, for a layer of a stack (x̃: the tangent of its input).  (I) -> (n)
+  template <class C>
+  void jvp_input(const S* theta, const CacheOf<C>&, In<C> x_tilde, Out<C> out) {
+    assign_product(block_matrix(theta, blocks_[0]).leftCols(in_), x_tilde, out);
+  }
+
   // cᵀ ∂F/∂s = tanh'(s) ⊙ W_sᵀ c.                                     (n) -> (n)
   void vjp_state(const S* theta, const Cache& k, ConstVecRef<S> c, VecRef<S> out) {
     scratch_.noalias() = recurrent_weights(theta).transpose() * c;
@@ -159,6 +165,11 @@ class RnnCell {
   template <class A, class H>
   void hidden(const A& s_next, H&& h) const {
     h = s_next.array().tanh().matrix();
+  }
+  // h̃ = (∂h/∂s') s̃' from h = tanh(s').
+  template <class A, class T, class Ht>
+  void hidden_jvp(const A& h, const T& s_tilde, Ht&& h_tilde) const {
+    h_tilde = (s_tilde.array() * (S(1) - h.array().square())).matrix();
   }
   template <class A, class D, class Co>
   void hidden_vjp(const A& h, const D& dh, Co&& c) const {
@@ -258,6 +269,19 @@ class GruCell {
     const auto z_t = z * (S(1) - z) * a_h.middleRows(n_, n_).array();
     const auto n_t = (S(1) - n.square()) * (r_t * k.hn.array() + r * a_h.bottomRows(n_).array());
     out = ((S(1) - z) * n_t + z_t * (h - n) + z * s_tilde.array()).matrix();
+  }
+
+  // (∂F/∂x) x̃: ã = W_i x̃ drives r̃, z̃ and, outside r, ñ: h̃' = (1 − z) ⊙ ñ + z̃ ⊙ (h − n).
+  template <class C>
+  void jvp_input(const S* theta, const CacheOf<C>& k, In<C> x_tilde, Out<C> out) {
+    C& a = scratch_for<C>(a_in_, a_in_b_);
+    assign_product(block_matrix(theta, blocks_[0]).leftCols(in_), x_tilde, a);
+    const auto r = k.r.array(), z = k.z.array(), n = k.n.array();
+    const auto h = k.v[1].topRows(n_).array();
+    const auto r_t = r * (S(1) - r) * a.topRows(n_).array();
+    const auto z_t = z * (S(1) - z) * a.middleRows(n_, n_).array();
+    const auto n_t = (S(1) - n.square()) * (a.bottomRows(n_).array() + r_t * k.hn.array());
+    out = ((S(1) - z) * n_t + z_t * (h - n)).matrix();
   }
 
   void vjp_state(const S* theta, const Cache& k, ConstVecRef<S> c, VecRef<S> out) {
@@ -380,6 +404,10 @@ class GruCell {
   template <class A, class H>
   void hidden(const A& s_next, H&& h) const {
     h = s_next;
+  }
+  template <class A, class T, class Ht>
+  void hidden_jvp(const A&, const T& s_tilde, Ht&& h_tilde) const {
+    h_tilde = s_tilde;
   }
   template <class A, class D, class Co>
   void hidden_vjp(const A&, const D& dh, Co&& c) const {
@@ -592,6 +620,24 @@ class LstmCell {
     out.topRows(n_) = (o_t * tc + o * (S(1) - tc.square()) * c_next_t).matrix();
   }
 
+  // (∂F/∂x) x̃: ã = W_i x̃ drives the gates; c̃' = f̃ c + ĩ g + i g̃, h̃' = õ tanh(c') +
+  // o (1 − tanh²(c')) c̃'.
+  template <class C>
+  void jvp_input(const S* theta, const CacheOf<C>& k, In<C> x_tilde, Out<C> out) {
+    C& a = scratch_for<C>(a_, a_b_);
+    assign_product(block_matrix(theta, blocks_[0]).leftCols(in_), x_tilde, a);
+    const auto g = k.gates.array();
+    const auto i = g.topRows(n_), f = g.middleRows(n_, n_), gg = g.middleRows(2 * n_, n_),
+               o = g.bottomRows(n_);
+    const auto tc = k.tanh_c.array();
+    auto c_next_t = out.bottomRows(n_).array();
+    c_next_t = f * (S(1) - f) * a.middleRows(n_, n_).array() * k.c.array() +
+               i * (S(1) - i) * a.topRows(n_).array() * gg +
+               i * (S(1) - gg.square()) * a.middleRows(2 * n_, n_).array();
+    out.topRows(n_) =
+        (o * (S(1) - o) * a.bottomRows(n_).array() * tc + o * (S(1) - tc.square()) * c_next_t).matrix();
+  }
+
   void vjp_state(const S* theta, const Cache& k, ConstVecRef<S> c, VecRef<S> out) {
     gate_cotangents<Vec<S>>(k, c, a_);
     out.head(n_).noalias() = hidden_weights(theta).transpose() * a_;
@@ -626,6 +672,10 @@ class LstmCell {
   template <class A, class H>
   void hidden(const A& s_next, H&& h) const {
     h = s_next.topRows(n_);
+  }
+  template <class A, class T, class Ht>
+  void hidden_jvp(const A&, const T& s_tilde, Ht&& h_tilde) const {
+    h_tilde = s_tilde.topRows(n_);
   }
   template <class A, class D, class Co>
   void hidden_vjp(const A&, const D& dh, Co&& c) const {
@@ -737,6 +787,10 @@ class InfluenceCell {
   template <class A, class H>
   void hidden(const A& s_next, H&& h) const {
     h = s_next;
+  }
+  template <class A, class T, class Ht>
+  void hidden_jvp(const A&, const T& s_tilde, Ht&& h_tilde) const {
+    h_tilde = s_tilde;
   }
   template <class A, class D, class Co>
   void hidden_vjp(const A&, const D& dh, Co&& c) const {

@@ -70,6 +70,16 @@ class MinGruCell {
   void vjp_state(const S*, const Cache& k, ConstVecRef<S> c, VecRef<S> out) const {
     out = ((S(1) - k.z.array()) * c.array()).matrix();
   }
+  // (∂F/∂x) x̃ = z(1 − z) ã_z ⊙ (h̃ − h) + z ⊙ ã_h, ã = W_i x̃.
+  template <class C>
+  void jvp_input(const S* theta, const CacheOf<C>& k, In<C> x_tilde, Out<C> out) {
+    C& a = scratch_for<C>(a_, a_b_);
+    assign_product(block_matrix(theta, blocks_[0]).leftCols(in_), x_tilde, a);
+    const auto z = k.z.array();
+    out = (z * (S(1) - z) * a.topRows(n_).array() * (k.candidate.array() - k.h.array()) +
+           z * a.bottomRows(n_).array())
+              .matrix();
+  }
   void state_diagonal(const S*, const Cache& k, Mat<S>& d) const { d.col(0) = (S(1) - k.z.array()).matrix(); }
 
   // δz = c ⊙ (h̃ − h) ⊙ z(1 − z), δh̃ = c ⊙ z.
@@ -83,6 +93,10 @@ class MinGruCell {
   template <class A, class H>
   void hidden(const A& s_next, H&& h) const {
     h = s_next;
+  }
+  template <class A, class T, class Ht>
+  void hidden_jvp(const A&, const T& s_tilde, Ht&& h_tilde) const {
+    h_tilde = s_tilde;
   }
   template <class A, class D, class Co>
   void hidden_vjp(const A&, const D& dh, Co&& c) const {
@@ -166,6 +180,18 @@ class MinLstmCell {
   void vjp_state(const S*, const Cache& k, ConstVecRef<S> c, VecRef<S> out) const {
     out = (k.f.array() / (k.f.array() + k.i.array()) * c.array()).matrix();
   }
+  // (∂F/∂x) x̃ = q ⊙ (i f̃ − f ĩ) + î ⊙ ã_h with f̃ = f(1 − f) ã_f, ĩ = i(1 − i) ã_i,
+  // q = (h − h̃) / (f + i)², ã = W_i x̃.
+  template <class C>
+  void jvp_input(const S* theta, const CacheOf<C>& k, In<C> x_tilde, Out<C> out) {
+    C& a = scratch_for<C>(a_, a_b_);
+    assign_product(block_matrix(theta, blocks_[0]).leftCols(in_), x_tilde, a);
+    const auto f = k.f.array(), i = k.i.array();
+    const auto q = (k.h.array() - k.candidate.array()) / (f + i).square();
+    const auto f_t = f * (S(1) - f) * a.topRows(n_).array(),
+               i_t = i * (S(1) - i) * a.middleRows(n_, n_).array();
+    out = (q * (i * f_t - f * i_t) + i / (f + i) * a.bottomRows(n_).array()).matrix();
+  }
   void state_diagonal(const S*, const Cache& k, Mat<S>& d) const {
     d.col(0) = (k.f.array() / (k.f.array() + k.i.array())).matrix();
   }
@@ -184,6 +210,10 @@ class MinLstmCell {
   template <class A, class H>
   void hidden(const A& s_next, H&& h) const {
     h = s_next;
+  }
+  template <class A, class T, class Ht>
+  void hidden_jvp(const A&, const T& s_tilde, Ht&& h_tilde) const {
+    h_tilde = s_tilde;
   }
   template <class A, class D, class Co>
   void hidden_vjp(const A&, const D& dh, Co&& c) const {
@@ -264,6 +294,12 @@ class IndRnnCell {
   void vjp_state(const S* theta, const Cache& k, ConstVecRef<S> c, VecRef<S> out) const {
     out = (k.dtanh.array() * recurrent(theta).array() * c.array()).matrix();
   }
+  // (∂F/∂x) x̃ = (1 − h'²) ⊙ W x̃.
+  template <class C>
+  void jvp_input(const S* theta, const CacheOf<C>& k, In<C> x_tilde, Out<C> out) {
+    assign_product(block_matrix(theta, blocks_[0]).leftCols(in_), x_tilde, out);
+    out = (out.array() * k.dtanh.array()).matrix();
+  }
   void state_diagonal(const S* theta, const Cache& k, Mat<S>& d) const {
     d.col(0) = (k.dtanh.array() * recurrent(theta).array()).matrix();
   }
@@ -278,6 +314,10 @@ class IndRnnCell {
   template <class A, class H>
   void hidden(const A& s_next, H&& h) const {
     h = s_next;
+  }
+  template <class A, class T, class Ht>
+  void hidden_jvp(const A&, const T& s_tilde, Ht&& h_tilde) const {
+    h_tilde = s_tilde;
   }
   template <class A, class D, class Co>
   void hidden_vjp(const A&, const D& dh, Co&& c) const {
