@@ -1,16 +1,41 @@
 """A long-range task truncated BPTT cannot learn: delayed recall, learned online.
 
 The stream is `uoro.datasets.delayed_recall` (8 symbols, delay 100, jitter 20 by default):
-a MARK, the symbol to remember right after it, then 100 to 120 steps after the MARK a
-QUERY whose target is that symbol; every other target is a blank class, predictable
-without memory. The only gradient that teaches a network to store the symbol comes
-from the query's loss at least `delay - 1` steps later, beyond the window of truncated
-BPTT with T = 16 or 64, within reach of exact online gradients (RTRL) and of unbiased
-estimates of them (UORO).
+the symbol to remember arrives as a *marked* token (its own id, distinct from the same
+symbol shown as a distractor), and 100 to 120 steps later a QUERY's target is that
+symbol; every other target is a blank class, predictable without memory. Because the
+mark is in the token, even a cell whose gates read only the current input (minGRU,
+minLSTM, IndRNN) can tell the symbol to store from the distractors. The only gradient
+that teaches a network to store it comes from the query's loss at least `delay` steps
+later, beyond the window of truncated BPTT with T = 16 or 64, within reach of exact
+online gradients (RTRL; exact at O(|θ|) cost on the element-wise cells) and of
+unbiased estimates of them (UORO).
 
-Each configuration (a dict of `uoro.Learner` options, `CONFIGS` below) learns the same
-stream online from scratch (cross-entropy, Adam with a constant learning rate, float32),
-and the table gives, for each:
+Slow start. With the `Learner`'s default initialization (uniform ±1/√n) a minGRU's
+update gate is z ≈ 0.5 on every input, so a write survives ~0.5^100 ≈ 1e-30 of itself
+after 100 steps, and even the exact gradient of the query's loss with respect to what
+happened at the marked step is ~0: nothing is learned. Element-wise recurrences are
+usually started slow (LRU draws its decays near 1; an LSTM gets a forget-gate bias).
+Every configuration here starts with the same leak, about σ(-4) ≈ 1.8 % of its
+memory per step (so ~16 % of a write survives 100 steps); `SLOW_INIT` sets, after
+constructing the `Learner` (the other parameters keep their default draws):
+
+  - minGRU, h' = (1-z)⊙h + z⊙h̃ with z = σ(W_z x + b_z): the z bias (``bias[:n]``)
+    -4, so z ≈ σ(-4) on every input until learning opens it where a write pays;
+  - minLSTM, h' = (f⊙h + i⊙h̃)/(f+i): the f bias (``bias[:n]``) +4 and the i bias
+    (``bias[n:2n]``) -4, so the write share i/(f+i) ≈ σ(-4), as minGRU's z;
+  - GRU (PyTorch's convention h' = (1-z)⊙n + z⊙h): the update gate's input bias
+    (``bias_ih[n:2n]``) +4 and its recurrent bias (``bias_hh[n:2n]``) 0, so z ≈ σ(4):
+    the same leak;
+  - IndRNN, h' = tanh(W x + b + w⊙h): the per-unit recurrent weight w (``weight_hh``)
+    uniform on [1 - 2σ(-4), 1] ≈ [0.964, 1]: the same leak on average, spread over
+    the units as LRU spreads its decays.
+
+`--default-init` skips it (every configuration then starts from the default draws).
+Each configuration (a dict of `uoro.Learner` options plus its "init", `CONFIGS` below)
+learns the same stream online from scratch (cross-entropy, Adam with a constant
+learning rate, the gradient's norm clipped, float32; the same settings for every
+configuration), and the table gives, for each:
 
   - its mean loss over the last 10 % of the run (nats per step) and over the query steps
     of that stretch alone;
@@ -26,7 +51,8 @@ A configuration whose cell this build does not have (the `Learner` constructor's
 unknown-cell ValueError) is skipped with a note; any other error stops the run.
 
     python benchmarks/bench_long_range.py [--samples N] [--quick] [--configs NAME ...]
-                                          [--hidden H] [--lr LR] [--seed S]
+                                          [--hidden H] [--lr LR] [--clip-norm C]
+                                          [--default-init] [--seed S]
                                           [--symbols K] [--delay D] [--jitter J]
                                           [--no-progress] [--json FILE]
 """
@@ -37,6 +63,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -51,22 +78,46 @@ import uoro  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_step  # noqa: E402
 
-# Name -> `uoro.Learner` options; the cell and the gradient estimator are all that differ.
+# The slow start (see the module's docstring): every cell leaks about σ(-SLOW) of its
+# memory per step at first. Each entry maps a parameter name, optionally with a slice
+# of rows in units of the hidden size n, to a constant or to (low, high), independent
+# uniform draws; see `initialize`.
+SLOW = 4.0
+LEAK = 1 / (1 + math.exp(SLOW))  # σ(-4) ≈ 0.018
+SLOW_INIT: dict[str, dict] = {
+    "gru": {"bias_ih[n:2n]": SLOW, "bias_hh[n:2n]": 0.0},  # update gate z ≈ σ(4): keep h
+    "mingru": {"bias[:n]": -SLOW},  # update gate z ≈ σ(-4): keep h
+    "minlstm": {"bias[:n]": SLOW, "bias[n:2n]": -SLOW},  # f ≈ σ(4), i ≈ σ(-4)
+    "indrnn": {"weight_hh": (round(1 - 2 * LEAK, 3), 1.0)},  # w ≈ 0.982 on average
+}
+# Name -> `uoro.Learner` options (the cell and the gradient estimator are all that differ)
+# plus "init", the parameters set after construction.
 CONFIGS: dict[str, dict] = {
-    "gru-uoro": {"cell": "gru", "algorithm": "uoro"},
-    "gru-snap1": {"cell": "gru", "algorithm": "snap1"},
-    "gru-tbptt16": {"cell": "gru", "algorithm": "tbptt", "truncation": 16},
-    "gru-tbptt64": {"cell": "gru", "algorithm": "tbptt", "truncation": 64},
-    "mingru-rtrl": {"cell": "mingru", "algorithm": "rtrl"},
-    "minlstm-rtrl": {"cell": "minlstm", "algorithm": "rtrl"},
-    "indrnn-rtrl": {"cell": "indrnn", "algorithm": "rtrl"},
+    "gru-uoro": {"cell": "gru", "algorithm": "uoro", "init": SLOW_INIT["gru"]},
+    "gru-snap1": {"cell": "gru", "algorithm": "snap1", "init": SLOW_INIT["gru"]},
+    "gru-tbptt16": {
+        "cell": "gru",
+        "algorithm": "tbptt",
+        "truncation": 16,
+        "init": SLOW_INIT["gru"],
+    },
+    "gru-tbptt64": {
+        "cell": "gru",
+        "algorithm": "tbptt",
+        "truncation": 64,
+        "init": SLOW_INIT["gru"],
+    },
+    "mingru-rtrl": {"cell": "mingru", "algorithm": "rtrl", "init": SLOW_INIT["mingru"]},
+    "minlstm-rtrl": {"cell": "minlstm", "algorithm": "rtrl", "init": SLOW_INIT["minlstm"]},
+    "indrnn-rtrl": {"cell": "indrnn", "algorithm": "rtrl", "init": SLOW_INIT["indrnn"]},
 }
 TASK = {"symbols": 8, "delay": 100, "jitter": 20}
 SAMPLES, QUICK_SAMPLES = 1_000_000, 20_000
+LR, CLIP_NORM = 1e-3, 1.0  # Adam's η and the gradient's largest norm, for every configuration
 CHUNK = 10_000  # samples per `fit` call: the stream is never held whole
 TAIL = 0.1  # the share of the run, at its end, that the loss and accuracy are taken over
 COLUMNS = (
-    "configuration", "Learner options", "parameters", "loss, last 10 % (nats/step)",
+    "configuration", "Learner options", "init", "parameters", "loss, last 10 % (nats/step)",
     "query loss, last 10 % (nats)", "query accuracy, last 10 %", "chance", "µs/sample",
 )  # fmt: skip
 
@@ -77,7 +128,9 @@ def unknown_cell(error: ValueError, cell: object) -> bool:
     return message.startswith("cell must be one of") and message.endswith(f"got {cell!r}")
 
 
-def learner_for(options: dict, stream, hidden: int, lr: float, seed: int) -> uoro.Learner:
+def learner_for(
+    options: dict, stream, hidden: int, lr: float, seed: int, clip_norm: float | None = None
+) -> uoro.Learner:
     return uoro.Learner(
         input_size=stream.input_size,
         hidden_size=hidden,
@@ -86,11 +139,44 @@ def learner_for(options: dict, stream, hidden: int, lr: float, seed: int) -> uor
         optimizer="adam",
         lr=lr,
         lr_decay=0.0,
+        clip_norm=clip_norm,
         dtype="float32",
         seed=seed,
         on_divergence="reset",  # a long run goes on; the resets are reported
         **options,
     )
+
+
+_ROWS = re.compile(r"(?P<name>[\w.]+)(?:\[(?P<start>\d*n?):(?P<stop>\d*n?)\])?")
+
+
+def _bound(text: str, hidden: int) -> int | None:
+    """A slice bound in units of the hidden size: "" (open), "7", "n", "2n"."""
+    if not text:
+        return None
+    if text.endswith("n"):
+        return int(text[:-1] or 1) * hidden
+    return int(text)
+
+
+def initialize(learner: uoro.Learner, init: dict, hidden: int, seed: int) -> None:
+    """Sets the parameters `init` names, the others kept; e.g. ``{"bias[:n]": -4.0}``
+    sets the first `hidden` entries of ``bias``, ``{"weight_hh": (0.9, 1.0)}`` draws all
+    of ``weight_hh`` uniformly from [0.9, 1.0) (a generator seeded with `seed`)."""
+    params = learner.parameters()
+    rng = np.random.default_rng(seed)
+    for key, value in init.items():
+        match = _ROWS.fullmatch(key)
+        if match is None or match["name"] not in params:
+            raise KeyError(f"init: {key!r} names no parameter of {sorted(params)}")
+        rows = slice(_bound(match["start"] or "", hidden), _bound(match["stop"] or "", hidden))
+        target = params[match["name"]][rows]
+        if isinstance(value, (tuple, list)):
+            low, high = value
+            target[...] = rng.uniform(low, high, size=target.shape)
+        else:
+            target[...] = value
+    learner.set_parameters(params)
 
 
 def run_config(
@@ -102,17 +188,27 @@ def run_config(
     lr: float,
     seed: int,
     task: dict,
+    clip_norm: float | None = None,
+    default_init: bool = False,
     chunk: int = CHUNK,
     progress: bool = False,
 ) -> dict | None:
-    """Learns `samples` of the task's stream online; None if this build lacks the cell."""
+    """Learns `samples` of the task's stream online; None if this build lacks the cell.
+
+    `options` are `uoro.Learner` options plus, optionally, "init" (see `initialize`),
+    which `default_init` ignores.
+    """
+    learner_options = {k: v for k, v in options.items() if k != "init"}
+    init = {} if default_init else options.get("init", {})
     stream = uoro.datasets.delayed_recall(**task, seed=seed)
     try:
-        learner = learner_for(options, stream, hidden, lr, seed)
+        learner = learner_for(learner_options, stream, hidden, lr, seed, clip_norm)
     except ValueError as error:
         if unknown_cell(error, options.get("cell")):
             return None
         raise
+    if init:
+        initialize(learner, init, hidden, seed)
     tail = min(samples, max(1, math.ceil(TAIL * samples)))
     head = samples - tail
     fit_seconds = tail_seconds = 0.0
@@ -146,7 +242,8 @@ def run_config(
     queries = len(query_losses)
     return {
         "name": name,
-        "options": options,
+        "options": learner_options,
+        "init": init,
         "cell": options.get("cell"),
         "hidden": hidden,
         "params": learner.n_params,
@@ -188,13 +285,26 @@ def options_text(options: dict) -> str:
     return ", ".join(f"{key}={value!r}" for key, value in options.items())
 
 
+def init_text(init: dict) -> str:
+    """E.g. ``bias[:n]=-4, weight_hh~U[0.964, 1]``; "default" for no init."""
+    if not init:
+        return "default"
+    return ", ".join(
+        f"{key}~U[{value[0]:g}, {value[1]:g}]"
+        if isinstance(value, (tuple, list))
+        else f"{key}={value:g}"
+        for key, value in init.items()
+    )
+
+
 def table(rows: list[dict]) -> str:
     def number(value: float, digits: int) -> str:
         return "–" if math.isnan(value) else f"{value:.{digits}f}"
 
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|---|---|" + "---:|" * (len(COLUMNS) - 2)]
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|---|---|---|" + "---:|" * (len(COLUMNS) - 3)]
     lines += [
-        f"| {r['name']} | `{options_text(r['options'])}` | {r['params']:,} "
+        f"| {r['name']} | `{options_text(r['options'])}` | `{init_text(r['init'])}` "
+        f"| {r['params']:,} "
         f"| {number(r['loss_tail'], 4)} | {number(r['query_loss_tail'], 3)} "
         f"| {number(r['query_accuracy_tail'], 3)} ({r['queries_tail']}) "
         f"| {r['chance']:.3f} | {r['us_per_sample']:.2f} |"
@@ -218,7 +328,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help=f"configurations to run (default all: {', '.join(CONFIGS)})",
     )  # fmt: skip
     parser.add_argument("--hidden", type=int, default=64, help="hidden units (default 64)")
-    parser.add_argument("--lr", type=float, default=3e-3, help="Adam's η (default 3e-3)")
+    parser.add_argument("--lr", type=float, default=LR, help=f"Adam's η (default {LR:g})")
+    parser.add_argument(
+        "--clip-norm", type=float, default=CLIP_NORM,
+        help=f"largest gradient norm; 0: no clipping (default {CLIP_NORM:g})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--default-init", action="store_true",
+        help="the Learner's default initialization, no configuration's init",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="stream and learner seed")
     parser.add_argument("--symbols", type=int, default=TASK["symbols"])
     parser.add_argument("--delay", type=int, default=TASK["delay"])
@@ -230,6 +348,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.samples = QUICK_SAMPLES if args.quick else SAMPLES
     if args.samples < 1:
         parser.error(f"--samples must be >= 1, got {args.samples}")
+    if not args.clip_norm >= 0:
+        parser.error(f"--clip-norm must be >= 0, got {args.clip_norm}")
     return args
 
 
@@ -248,6 +368,8 @@ def main(argv: list[str] | None = None) -> dict:
             lr=args.lr,
             seed=args.seed,
             task=task,
+            clip_norm=args.clip_norm or None,
+            default_init=args.default_init,
             progress=not args.no_progress and sys.stderr.isatty(),
         )
         if row is None:
@@ -261,11 +383,13 @@ def main(argv: list[str] | None = None) -> dict:
             flush=True,
         )
     m = bench_step.machine()
+    clipping = f"gradient norm clipped at {args.clip_norm:g}" if args.clip_norm else "no clipping"
+    start = "default initialization" if args.default_init else f"slow start (leak σ(-{SLOW:g}))"
     print(
         f"\n{m['cpu']}, {m['cores']} cores, {m['system']}, Python {m['python']}, "
         f"core variant {m['variant']}; {stream!r}, {args.samples:,} samples per "
-        f"configuration, hidden {args.hidden}, Adam lr {args.lr:g} (constant), float32, "
-        f"seed {args.seed}\n"
+        f"configuration, hidden {args.hidden}, Adam lr {args.lr:g} (constant), {clipping}, "
+        f"{start}, float32, seed {args.seed}\n"
     )
     print(table(rows))
     print(
@@ -286,6 +410,8 @@ def main(argv: list[str] | None = None) -> dict:
             "samples": args.samples,
             "hidden": args.hidden,
             "lr": args.lr,
+            "clip_norm": args.clip_norm or None,
+            "default_init": args.default_init,
             "seed": args.seed,
             "chunk": CHUNK,
             "tail": TAIL,

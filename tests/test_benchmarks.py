@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -178,11 +179,61 @@ def test_the_long_range_benchmark_prints_its_table(capsys, tmp_path):
     row = lines[2].split(" | ")
     assert len(row) == len(bench_long_range.COLUMNS)
     assert row[0] == "| gru-uoro" and row[1] == "`cell='gru', algorithm='uoro'`"
-    assert row[6] == "0.125"  # chance: 1/8 symbols
+    assert row[2] == "`bias_ih[n:2n]=4, bias_hh[n:2n]=0`"
+    assert row[7] == "0.125"  # chance: 1/8 symbols
+    assert "Adam lr 0.001 (constant), gradient norm clipped at 1, slow start" in printed
     (result,) = results["rows"]
+    assert result["init"] == bench_long_range.SLOW_INIT["gru"]
     assert result["queries_tail"] > 0 and 0 <= result["query_accuracy_tail"] <= 1
     assert result["us_per_sample"] > 0 and result["timed_samples"] == 2700
-    assert json.loads(out_json.read_text())["rows"][0]["name"] == "gru-uoro"
+    saved = json.loads(out_json.read_text())
+    assert saved["rows"][0]["name"] == "gru-uoro"
+    assert saved["settings"]["clip_norm"] == 1.0 and saved["settings"]["lr"] == 1e-3
+    # Without the slow start, and without clipping.
+    argv = ["--samples", "200", "--configs", "mingru-rtrl", "--hidden", "4", "--delay", "5"]
+    results = bench_long_range.main([*argv, "--default-init", "--clip-norm", "0", "--no-progress"])
+    printed = capsys.readouterr().out
+    assert "no clipping, default initialization" in printed
+    assert "| mingru-rtrl | `cell='mingru', algorithm='rtrl'` | `default` |" in printed
+    assert results["rows"][0]["init"] == {} and results["settings"]["clip_norm"] is None
+
+
+def test_the_long_range_benchmark_starts_every_cell_slow():
+    import bench_long_range
+
+    for name, options in bench_long_range.CONFIGS.items():
+        assert options["init"] == bench_long_range.SLOW_INIT[options["cell"]], name
+    hidden, leak = 6, bench_long_range.LEAK
+    assert leak == pytest.approx(0.018, abs=5e-4)
+    inputs = {"input_size": 5, "hidden_size": hidden, "output_size": 3, "algorithm": "rtrl"}
+    learners = {}
+    for cell, init in bench_long_range.SLOW_INIT.items():
+        learner = uoro.Learner(cell, **inputs)
+        before = learner.parameters()
+        bench_long_range.initialize(learner, init, hidden, seed=1)
+        after = learner.parameters()
+        learners[cell] = after
+        # Only what `init` names changed.
+        changed = {k for k in after if not np.array_equal(after[k], before[k])}
+        assert changed == {key.split("[")[0] for key in init}, cell
+        np.testing.assert_array_equal(after["readout.weight"], before["readout.weight"])
+    gru, mingru = learners["gru"], learners["mingru"]
+    n = hidden
+    assert np.all(gru["bias_ih"][n : 2 * n] == 4) and np.all(gru["bias_hh"][n : 2 * n] == 0)
+    assert np.all(mingru["bias"][:n] == -4) and np.all(np.abs(mingru["bias"][n:]) < 1)
+    minlstm = learners["minlstm"]["bias"]
+    assert np.all(minlstm[:n] == 4) and np.all(minlstm[n : 2 * n] == -4)
+    assert np.all(np.abs(minlstm[2 * n :]) < 1)
+    w = learners["indrnn"]["weight_hh"]
+    assert np.all((w >= 1 - 2 * leak - 1e-3) & (w <= 1)) and np.ptp(w) > 0
+    # The memory each cell keeps per step at the start: 1 - σ(-4) on average.
+    z_gru = 1 / (1 + np.exp(-(gru["bias_ih"][n : 2 * n] + gru["bias_hh"][n : 2 * n])))
+    z_mingru = 1 / (1 + np.exp(-mingru["bias"][:n]))
+    np.testing.assert_allclose(z_gru, 1 - leak, rtol=1e-6)
+    np.testing.assert_allclose(z_mingru, leak, rtol=1e-5)
+    assert np.mean(w) == pytest.approx(1 - leak, abs=0.01)
+    with pytest.raises(KeyError, match="names no parameter"):
+        bench_long_range.initialize(uoro.Learner("gru", **inputs), {"bias": 1.0}, hidden, 0)
 
 
 def test_the_long_range_benchmark_skips_unknown_cells_only(capsys, monkeypatch):

@@ -25,7 +25,7 @@ def test_core_checks_pass():
     assert sum("vs finite differences" in line for line in lines) == 3 * 10 + 6
     assert (
         sum(" snap1 " in line and "0 allocations in 200 steps" in line for line in lines)
-        == 6 * 2 * 2
+        == (6 + 3) * 2 * 2  # six cells and three stacks (the layer-wise rule)
     )
     # RTRL on the element-wise cells runs at every width (O(|θ|)), the dense cells' at 6.
     for cell in ("mingru", "minlstm", "indrnn"):

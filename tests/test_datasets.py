@@ -162,64 +162,70 @@ def test_anbn_validation():
 # --- delayed recall -----------------------------------------------------------------------
 
 
-def episodes(xs, ys, stream):
-    """(mark, query, remembered) of every complete episode in xs, ys."""
-    marks = np.flatnonzero(xs == stream.mark)
+def episodes(xs, stream):
+    """(marked, query, remembered) of every complete episode in xs."""
+    marked = np.flatnonzero(stream.marked_mask(xs))
     queries = np.flatnonzero(stream.query_mask(xs))
-    if queries.size and marks.size and queries[0] < marks[0]:
+    if queries.size and marked.size and queries[0] < marked[0]:
         queries = queries[1:]  # cannot happen from a stream's start; kept for slices
-    marks = marks[: queries.size]
-    return marks, queries, xs[marks + 1]
+    marked = marked[: queries.size]
+    return marked, queries, xs[marked] - stream.marked
 
 
 def test_delayed_recall_ids_and_sizes():
     stream = delayed_recall(symbols=5, delay=10, jitter=3)
-    assert (stream.blank, stream.mark, stream.query) == (5, 6, 7)
-    assert (stream.input_size, stream.output_size) == (8, 6)
+    assert (stream.blank, stream.query, stream.marked) == (5, 6, 7)
+    assert (stream.input_size, stream.output_size) == (12, 6)
     xs, ys = stream.take(5_000)
     assert xs.dtype == ys.dtype == np.int64 and xs.shape == ys.shape == (5_000,)
     assert xs.min() >= 0 and xs.max() < stream.input_size
     assert ys.min() >= 0 and ys.max() < stream.output_size
-    assert set(np.unique(xs)) == set(range(8))  # distractors, blank, mark and query all occur
+    # Distractors, blank, query and every marked symbol all occur.
+    assert set(np.unique(xs)) == set(range(12))
+    np.testing.assert_array_equal(stream.marked_mask(xs), xs >= 7)
+    np.testing.assert_array_equal(stream.query_mask(xs), xs == 6)
 
 
 @pytest.mark.parametrize(
     ("symbols", "delay", "jitter", "distractors"),
-    [(8, 100, 20, 0.5), (2, 2, 0, 1.0), (3, 7, 5, 0.0), (26, 40, 1, 0.9)],
+    [(8, 100, 20, 0.5), (2, 1, 0, 1.0), (2, 2, 0, 0.5), (3, 7, 5, 0.0), (26, 40, 1, 0.9)],
 )
 def test_delayed_recall_episodes(symbols, delay, jitter, distractors):
     stream = delayed_recall(symbols, delay, jitter, seed=3, distractors=distractors)
     xs, ys = stream.take(100_000)
-    marks, queries, remembered = episodes(xs, ys, stream)
-    assert marks.size > 100_000 / (delay + 2 * jitter + 1) - 2
-    # Marks and queries alternate, starting with a mark; at most one unfinished episode.
-    all_marks = np.flatnonzero(xs == stream.mark)
-    assert all_marks.size - queries.size in (0, 1)
-    assert np.all(marks < queries) and np.all(queries[:-1] < all_marks[1 : queries.size])
-    # Every query asks for the symbol read right after its mark, delay..delay+jitter later.
+    marked, queries, remembered = episodes(xs, stream)
+    assert marked.size > 100_000 / (delay + 2 * jitter + 1) - 2
+    # Marked symbols and queries alternate, starting with a marked symbol; at most one
+    # unfinished episode.
+    all_marked = np.flatnonzero(stream.marked_mask(xs))
+    assert all_marked.size - queries.size in (0, 1)
+    assert np.all(marked < queries) and np.all(queries[:-1] < all_marked[1 : queries.size])
+    # Every query asks for the symbol of the marked token before it, delay..delay+jitter
+    # steps later.
     np.testing.assert_array_equal(ys[queries], remembered)
     assert np.all((remembered >= 0) & (remembered < symbols))
-    distance = queries - marks
+    distance = queries - marked
     assert distance.min() >= delay and distance.max() <= delay + jitter
     if jitter:
         assert set(np.unique(distance)) == set(range(delay, delay + jitter + 1))
-    # Leads before each mark: 0..jitter filler steps after the previous query.
-    leads = marks[1:] - queries[:-1] - 1
+    # Leads before each marked symbol: 0..jitter filler steps after the previous query.
+    leads = marked[1:] - queries[:-1] - 1
     assert leads.min() >= 0 and leads.max() <= jitter
-    assert marks[0] <= jitter
+    assert marked[0] <= jitter
     # Targets are blank everywhere else, and the query mask is exactly the non-blank ones.
     others = np.ones(xs.size, dtype=bool)
     others[queries] = False
     assert np.all(ys[others] == stream.blank)
     np.testing.assert_array_equal(stream.query_mask(xs), ys != stream.blank)
-    # Fillers: content symbols with probability `distractors`, the blank token otherwise.
+    # Fillers: plain content symbols with probability `distractors`, the blank otherwise.
     fillers = np.ones(xs.size, dtype=bool)
-    fillers[all_marks] = fillers[queries] = False
-    fillers[(all_marks + 1)[all_marks + 1 < xs.size]] = False  # the remembered symbols
+    fillers[all_marked] = fillers[queries] = False
     filler = xs[fillers]
     assert np.all(filler <= stream.blank)
-    if delay > 2 or jitter:  # else every step is a mark, a symbol or a query
+    if delay > 1 or jitter:  # else every step is a marked symbol or a query
         assert np.mean(filler < stream.blank) == pytest.approx(distractors, abs=0.01)
+        if distractors:
+            assert set(np.unique(filler[filler < stream.blank])) == set(range(symbols))
     else:
         assert filler.size == 0
     assert np.bincount(remembered, minlength=symbols).min() > 0.5 * remembered.size / symbols
@@ -231,6 +237,7 @@ def test_delayed_recall_statistics():
     queries = np.count_nonzero(stream.query_mask(xs))
     assert stream.mean_episode_length() == 41
     assert 400_000 / queries == pytest.approx(41, rel=0.02)
+    assert np.count_nonzero(stream.marked_mask(xs)) - queries in (0, 1)
     assert stream.memoryless_loss() == pytest.approx(math.log(4) / 41)
 
 
@@ -247,6 +254,9 @@ def test_delayed_recall_deterministic_and_chunk_invariant():
     pieces = [stream.take(size) for size in sizes]
     for got, expected in zip(zip(*pieces), whole):
         np.testing.assert_array_equal(np.concatenate(got), expected[: sum(sizes)])
+    again = delayed_recall(symbols=3, delay=5, jitter=2, seed=9).take(50_000)
+    for got, expected in zip(again, whole):
+        np.testing.assert_array_equal(got, expected)
     other = delayed_recall(symbols=3, delay=5, jitter=2, seed=10).take(2_000)
     assert not np.array_equal(other[0], whole[0][:2_000])
     assert repr(stream) == "delayed_recall(symbols=3, delay=5, jitter=2, seed=9, distractors=0.5)"
@@ -266,7 +276,7 @@ def test_delayed_recall_take_returns_copies():
     ("kwargs", "error", "message"),
     [
         ({"symbols": 1}, ValueError, r"symbols must be >= 2, got 1"),
-        ({"delay": 1}, ValueError, r"delay must be >= 2, got 1"),
+        ({"delay": 0}, ValueError, r"delay must be >= 1, got 0"),
         ({"jitter": -1}, ValueError, r"jitter must be >= 0, got -1"),
         ({"distractors": 1.5}, ValueError, r"distractors must be in \[0, 1\], got 1.5"),
         ({"distractors": -0.1}, ValueError, r"distractors must be in \[0, 1\], got -0.1"),

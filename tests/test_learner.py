@@ -238,7 +238,8 @@ def test_repr_config_and_clone():
         (
             {"cell": "transformer"},
             ValueError,
-            "cell must be one of 'rnn', 'gru', 'lstm', 'influence'; got 'transformer'",
+            "cell must be one of 'rnn', 'gru', 'lstm', 'mingru', 'minlstm', 'indrnn', 'influence'; "
+            "got 'transformer'",
         ),
         ({"hidden_size": 0}, ValueError, "hidden_size must be an integer >= 1; got 0"),
         ({"algorithm": "bptt"}, ValueError, "algorithm must be one of"),

@@ -222,3 +222,62 @@ def test_stack_checkpoints_resume_bit_exactly(tmp_path):
     assert resumed.config["layers"] == 2
     np.testing.assert_array_equal(resumed.fit(xs[25:], ys[25:]), straight_losses[25:])
     np.testing.assert_array_equal(resumed.theta, straight.theta)
+
+
+# ---- the layer-wise rule
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm", "indrnn"])
+def test_layerwise_on_one_elementwise_layer_is_exact(cell):
+    xs, ys = sequence()
+    theta = strong(frozen(cell, layers=1)).theta
+    exact = frozen(cell, layers=1)
+    exact.theta = theta
+    rule = frozen(cell, "layerwise", layers=1)
+    rule.theta = theta
+    np.testing.assert_array_equal(rule.gradients(xs, ys)[1], exact.gradients(xs, ys)[1])
+
+
+def layer_cosines(cell: str, layers: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer (rows), per step (columns): the cosine of the layer-wise rule's gradient
+    of that layer's parameters with the exact one, and the top layer's largest relative
+    error."""
+    rng = np.random.default_rng(seed)
+    xs, ys = rng.integers(0, VOCAB, 60), rng.integers(0, VOCAB, 60)
+    theta = strong(frozen(cell, layers=layers)).theta
+    exact, rule = frozen(cell, layers=layers), frozen(cell, "layerwise", layers=layers)
+    exact.theta = rule.theta = theta
+    g_exact, g_rule = exact.gradients(xs, ys)[1], rule.gradients(xs, ys)[1]
+    sizes = [
+        sum(v.size for k, v in exact.parameters().items() if k.endswith(f"_l{layer}"))
+        for layer in range(layers)
+    ]
+    bounds = np.cumsum([0, *sizes])
+    cosines = []
+    for layer in range(layers):
+        a, b = (
+            g_rule[:, bounds[layer] : bounds[layer + 1]],
+            g_exact[:, bounds[layer] : bounds[layer + 1]],
+        )
+        cosines.append((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))
+    top = slice(bounds[-2], bounds[-1])
+    top_error = np.abs(g_rule[:, top] - g_exact[:, top]).max() / np.abs(g_exact[:, top]).max()
+    return np.array(cosines), top_error
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm", "indrnn"])
+def test_layerwise_is_exact_for_the_top_layer_and_close_below(cell):
+    cosines, top_error = layer_cosines(cell)
+    # The top layer's parameters influence nothing below them: their sensitivity within
+    # the (element-wise) top layer is all there is, and the rule keeps it exactly.
+    assert top_error < 1e-10
+    # The first step from a zero state has no past: the rule is exact for every layer.
+    assert cosines[:, 0].min() > 1 - 1e-12
+    # Below the top, what a lower layer's parameters do to the layers above over time is
+    # dropped: biased, but pointing the right way. Measured mean cosines of layer 0 over
+    # these 60 steps (3x the default init scale): minGRU 0.64, minLSTM 0.85, IndRNN 0.90.
+    assert cosines[0].mean() > FLOOR[cell], cosines[0].mean()
+    assert cosines[0].mean() < 1 - 1e-6  # and it is biased: a test that can fail
+
+
+FLOOR = {"mingru": 0.55, "minlstm": 0.75, "indrnn": 0.8}

@@ -1029,7 +1029,9 @@ void bind_kernels(py::module_& m, const std::string& name) {
              } else {
                V next;
                k.run(theta, x, s, next);
-               uoro::Mat<S> d(k.cell.hidden_size(), Cell::kSnapSlots * Cell::kSnapSlots);
+               uoro::Index units = k.cell.hidden_size();
+               if constexpr (uoro::LayeredUnits<Cell>::value) units = k.cell.snap_units();
+               uoro::Mat<S> d(units, Cell::kSnapSlots * Cell::kSnapSlots);
                k.cell.state_diagonal(k.theta, k.cache, d);
                return py::array_t<S>(to_numpy(d));
              }

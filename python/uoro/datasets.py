@@ -291,11 +291,14 @@ class DelayedRecallStream:
     Unlike the character streams it yields aligned ``(input, target)`` pairs, not a
     single token sequence: :meth:`take` returns both. Ids:
 
-    - inputs (``input_size = symbols + 3``): ``0..symbols-1`` content symbols, then
-      :attr:`blank` ``= symbols``, :attr:`mark` ``= symbols + 1``, :attr:`query`
-      ``= symbols + 2``;
+    - inputs (``input_size = 2 * symbols + 2``): ``0..symbols-1`` the plain content
+      symbols (distractors), :attr:`blank` ``= symbols``, :attr:`query`
+      ``= symbols + 1``, then the marked symbols: symbol ``s`` to remember is
+      :attr:`marked` ``+ s``, ``marked = symbols + 2``;
     - targets (``output_size = symbols + 1``): ``0..symbols-1`` the recalled symbol (at
       query steps only), :attr:`blank` ``= symbols`` everywhere else.
+
+    A content symbol and the blank have the same id as input and as target.
     """
 
     EPISODES_PER_CHUNK = 64
@@ -305,8 +308,8 @@ class DelayedRecallStream:
     ) -> None:
         self.symbols, self.delay, self.jitter = symbols, delay, jitter
         self.seed, self.distractors = seed, distractors
-        self.blank, self.mark, self.query = symbols, symbols + 1, symbols + 2
-        self.input_size = symbols + 3
+        self.blank, self.query, self.marked = symbols, symbols + 1, symbols + 2
+        self.input_size = 2 * symbols + 2
         self.output_size = symbols + 1
         self._rng = np.random.default_rng(seed)
         self._xs = self._ys = _EMPTY
@@ -337,8 +340,8 @@ class DelayedRecallStream:
     def _episodes(self) -> tuple[np.ndarray, np.ndarray]:
         """A fixed number of whole episodes; the draws depend on nothing but the seed."""
         rng, count = self._rng, self.EPISODES_PER_CHUNK
-        lead = rng.integers(0, self.jitter + 1, size=count)  # filler steps before the mark
-        gap = self.delay + rng.integers(0, self.jitter + 1, size=count)  # mark to query
+        lead = rng.integers(0, self.jitter + 1, size=count)  # fillers before the marked symbol
+        gap = self.delay + rng.integers(0, self.jitter + 1, size=count)  # marked to query
         remembered = rng.integers(0, self.symbols, size=count)
         lengths = lead + gap + 1
         total = int(lengths.sum())
@@ -347,8 +350,7 @@ class DelayedRecallStream:
         xs = np.where(shown, noise, self.blank).astype(np.int64)
         ys = np.full(total, self.blank, dtype=np.int64)
         marks = np.cumsum(lengths) - lengths + lead
-        xs[marks] = self.mark
-        xs[marks + 1] = remembered
+        xs[marks] = self.marked + remembered
         xs[marks + gap] = self.query
         ys[marks + gap] = remembered
         return xs, ys
@@ -357,6 +359,11 @@ class DelayedRecallStream:
         """Boolean mask of the query steps of the inputs ``xs`` (any shape): the only
         steps whose target is not :attr:`blank`, and the only ones needing memory."""
         return np.asarray(xs) == self.query
+
+    def marked_mask(self, xs: np.ndarray) -> np.ndarray:
+        """Boolean mask of the marked symbols of the inputs ``xs`` (any shape): the
+        symbols to remember, one per episode (the symbol is ``xs - marked`` there)."""
+        return np.asarray(xs) >= self.marked
 
     def mean_episode_length(self) -> float:
         """Mean steps per episode: ``E[lead] + E[gap] + 1 = delay + jitter + 1``."""
@@ -413,50 +420,55 @@ def delayed_recall(
     *,
     distractors: float = 0.5,
 ) -> DelayedRecallStream:
-    """A long-range memory task: at a QUERY, recall the symbol that followed a MARK at
-    least ``delay`` steps before.
+    """A long-range memory task: at a QUERY, recall the marked symbol seen at least
+    ``delay`` steps before.
 
     The stream is an endless sequence of episodes, each laid out as (input → target):
 
     - ``U{0..jitter}`` filler steps → blank;
-    - MARK → blank;
-    - the symbol to remember, uniform on ``0..symbols-1`` → blank;
-    - ``gap - 2`` filler steps → blank;
+    - the symbol to remember, uniform on ``0..symbols-1``, as its *marked* token →
+      blank;
+    - ``gap - 1`` filler steps → blank;
     - QUERY → the remembered symbol;
 
-    with ``gap = delay + U{0..jitter}`` the distance from the MARK to the QUERY (so the
-    symbol is read ``gap - 1 >= delay - 1`` steps before it is asked for). A filler
-    input is a random content symbol with probability ``distractors`` (a distractor:
-    a model cannot just keep the last symbol it saw) and the blank token otherwise.
+    with ``gap = delay + U{0..jitter}`` the distance from the marked symbol to the QUERY.
+    A filler input is a plain (unmarked) content symbol, uniform on ``0..symbols-1``,
+    with probability ``distractors`` (a distractor: a model cannot just keep the last
+    symbol it saw) and the blank token otherwise. The symbol to remember and its mark
+    come in one token, so a model can tell from the current input alone that this
+    symbol is the one to store; what it must learn is to store it and keep it, through
+    the distractors, until the QUERY.
 
-    Ids: inputs ``0..symbols-1`` are the content symbols, ``symbols`` the blank token,
-    ``symbols + 1`` MARK and ``symbols + 2`` QUERY (``input_size = symbols + 3``);
-    targets ``0..symbols-1`` are the symbols and ``symbols`` the blank class
-    (``output_size = symbols + 1``). The stream's attributes ``blank``, ``mark``,
-    ``query``, ``input_size`` and ``output_size`` hold them; ``query_mask(xs)`` marks
-    the query steps, e.g. to score recall.
+    Ids: inputs ``0..symbols-1`` are the plain content symbols, ``symbols`` the blank
+    token, ``symbols + 1`` QUERY and ``symbols + 2 + s`` the marked symbol ``s``
+    (``input_size = 2 * symbols + 2``); targets ``0..symbols-1`` are the symbols and
+    ``symbols`` the blank class (``output_size = symbols + 1``), so a symbol and the
+    blank have the same id as input and as target. The stream's attributes ``blank``,
+    ``query``, ``marked`` (the first marked id), ``input_size`` and ``output_size`` hold
+    them; ``query_mask(xs)`` marks the query steps, e.g. to score recall, and
+    ``marked_mask(xs)`` the marked symbols.
 
     Every target but the query's is blank and needs no memory, so a perfect model has
     loss 0 everywhere, and one that does not remember the symbol loses ``ln(symbols)``
     nats at each query (``memoryless_loss()`` per step) and recalls at chance,
-    ``1/symbols``. The only signal that teaches a model to *store* the symbol at the
-    step after the MARK is the query's loss at least ``delay - 1`` steps later: truncated
-    BPTT with a window shorter than that never sees it; exact online gradients (RTRL)
-    carry it, and so do unbiased estimates of them (UORO), in expectation.
+    ``1/symbols``. The only signal that teaches a model to *store* the marked symbol is
+    the query's loss at least ``delay`` steps later: truncated BPTT with a window
+    shorter than that never sees it; exact online gradients (RTRL) carry it, and so do
+    unbiased estimates of them (UORO), in expectation.
 
     Args:
         symbols: number of content symbols (>= 2); chance-level recall is ``1/symbols``.
-        delay: least number of steps from a MARK to its QUERY (>= 2: the symbol comes
-            between them).
-        jitter: the MARK-to-QUERY distance is ``delay + U{0..jitter}``, and each
-            episode starts with ``U{0..jitter}`` filler steps (>= 0; with ``jitter > 0``
-            neither the query's nor the next mark's time can be counted off).
+        delay: least number of steps from a marked symbol to its QUERY (>= 1).
+        jitter: the marked-symbol-to-QUERY distance is ``delay + U{0..jitter}``, and
+            each episode starts with ``U{0..jitter}`` filler steps (>= 0; with
+            ``jitter > 0`` neither the query's nor the next marked symbol's time can be
+            counted off).
         seed: seeds every draw; a seed gives the same stream however it is read.
-        distractors: probability that a filler step shows a random content symbol
+        distractors: probability that a filler step shows a plain content symbol
             rather than the blank token, in [0, 1].
     """
     symbols = _check_at_least("symbols", symbols, 2)
-    delay = _check_at_least("delay", delay, 2)
+    delay = _check_at_least("delay", delay, 1)
     jitter = _check_at_least("jitter", jitter, 0)
     distractors = _check_probability("distractors", distractors)
     return DelayedRecallStream(symbols, delay, jitter, seed, distractors)

@@ -20,7 +20,7 @@ CELLS = ("rnn", "gru", "lstm", "mingru", "minlstm", "indrnn", "influence")
 # Cells whose units recur only on themselves: exact RTRL costs O(|θ|) on them.
 ELEMENTWISE_CELLS = ("mingru", "minlstm", "indrnn")
 LOSSES = ("cross_entropy", "squared_error")
-ALGORITHMS = ("uoro", "rtrl", "tbptt", "tbptt_chunk", "snap1")
+ALGORITHMS = ("uoro", "rtrl", "tbptt", "tbptt_chunk", "snap1", "layerwise")
 OPTIMIZERS = ("sgd", "adam")
 DTYPES = ("float32", "float64")
 DIVERGENCE_POLICIES = ("raise", "skip", "reset")
@@ -85,8 +85,8 @@ class Learner:
             ``num_layers``: layer l reads layer l − 1's new hidden output at the same step,
             the readout reads the top layer. The state is the layers' states
             concatenated, so every algorithm applies to the whole network (UORO stays
-            unbiased, RTRL and a full-window truncated BPTT exact); ``"snap1"`` is not
-            defined on a stack. Parameters are named as PyTorch names a stack's
+            unbiased, RTRL and a full-window truncated BPTT exact); on a stack
+            ``"layerwise"`` replaces ``"snap1"``. Parameters are named as PyTorch names a stack's
             (``weight_ih_l0``, ``bias_hh_l1``, ...).
         loss: ``"cross_entropy"`` (softmax readout, integer targets, loss in nats) or
             ``"squared_error"`` (linear readout, ``0.5 * ||o - y||^2``).
@@ -103,6 +103,13 @@ class Learner:
               step like UORO; biased (the units' cross-influences are dropped) but
               without UORO's variance. The influence cell's one parameter reaches
               every unit in one step, so there SnAp-1 keeps all of ∂s/∂θ: it is RTRL.
+            - ``"layerwise"``: the layer-wise online rule for stacks (Zucchet et al.
+              2023): SnAp-1 within each layer, each layer's parameters keeping the
+              sensitivity of their own unit, and the error reaching lower layers through
+              the current step only. O(|θ|) per step. On element-wise layers each layer's
+              own sensitivity is exact; what a lower layer's parameters do to the layers
+              above over time is dropped, so it is biased for two layers and more (and
+              equals ``"snap1"`` on one layer).
             - ``"tbptt"``: truncated BPTT, online: every step, the current loss is
               backpropagated through the last ``truncation`` steps and θ updated.
             - ``"tbptt_chunk"``: truncated BPTT, chunked: once every ``truncation``
@@ -265,15 +272,15 @@ class Learner:
             if algo == "snap1":
                 raise ValueError(
                     "algorithm 'snap1' is not defined on a stack (layers > 1): a lower layer's "
-                    "parameters reach every unit above it in one step; use 'rtrl' (exact), "
-                    "'uoro' or 'tbptt'"
+                    "parameters reach every unit above it in one step; use 'layerwise' "
+                    "(SnAp-1 within each layer), 'rtrl' (exact), 'uoro' or 'tbptt'"
                 )
         if not 0 <= self._options["seed"] < 2**64:
             raise ValueError(f"seed must be in [0, 2**64); got {seed!r}")
         if self._user is not None:
-            if algo == "snap1":
+            if algo in ("snap1", "layerwise"):
                 raise ValueError(
-                    "algorithm 'snap1' needs the per-unit structure of a built-in cell, which "
+                    f"algorithm {algo!r} needs the per-unit structure of a built-in cell, which "
                     "a user cell does not declare; use 'rtrl' (exact) or 'uoro'"
                 )
             self._options["cell_layout"] = self._user.layout
@@ -875,7 +882,10 @@ def _make_core(o: dict[str, Any], user: cells.Description | None = None) -> Any:
     config.hidden_size = o["hidden_size"]
     config.output_size = o["output_size"]
     config.loss = getattr(_core.Loss, o["loss"])
-    config.algorithm = getattr(_core.Algorithm, o["algorithm"])
+    # The layer-wise rule is SnAp-1 run on a stack (within each layer).
+    config.algorithm = getattr(
+        _core.Algorithm, "snap1" if o["algorithm"] == "layerwise" else o["algorithm"]
+    )
     config.rank = o["rank"]
     config.memory = o["memory"]
     config.truncation = o["truncation"] or 1

@@ -85,7 +85,7 @@ void kernels_match_finite_differences(const char* name) {
   check(rel(jvp, fd_jvp) < 1e-6, std::string(name) + " jvp_state vs finite differences");
   check(rel(vjp_s, fd_vjp_s) < 1e-6, std::string(name) + " vjp_state vs finite differences");
   check(rel(vjp_p, fd_vjp_p) < 1e-6, std::string(name) + " vjp_params vs finite differences");
-  if constexpr (Cell::kSnapSlots > 0) {
+  if constexpr (Cell::kSnapSlots > 0 && !LayeredUnits<Cell>::value) {
     // Each unit's own block of ∂F/∂s (SnAp-1) against columns of the FD Jacobian.
     const Index n = cell.hidden_size(), q = Cell::kSnapSlots;
     Mat<double> d(n, q * q), fd_d(n, q * q);

@@ -3,7 +3,7 @@
 // layer's. Its state is the layers' states concatenated, [s_0; …; s_{L−1}], and θ the
 // layers' blocks one layer after the other, so every estimator applies to the whole stack
 // unchanged: UORO stays unbiased for the whole network, RTRL and a full-window truncated
-// BPTT stay exact.
+// BPTT stay exact; SnAp-1 on a stack runs within each layer (the layer-wise rule).
 //
 // Its kernels compose the layers' own: with x_l = h_{l−1}(s'_{l−1}),
 //   s̃'_l = (∂F_l/∂s_l) s̃_l + (∂F_l/∂x_l)(∂h_{l−1}/∂s'_{l−1}) s̃'_{l−1}      (bottom up)
@@ -13,6 +13,7 @@
 // layer l's blocks is its own, from the total cotangent c̄_l on its new state.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <tuple>
 #include <type_traits>
@@ -37,7 +38,8 @@ class StackCell {
  public:
   static constexpr int kBlocks = L * kLayerBlocks;
   static constexpr int kLayers = L;
-  static constexpr int kSnapSlots = 0;  // layer 0's parameters reach every unit above it in one step
+  // SnAp-1 within each layer (snap_units and the rest below): the layer-wise rule.
+  static constexpr int kSnapSlots = Layer::kSnapSlots;
   static constexpr bool kInputInFactor = true;
 
   template <class C>
@@ -72,6 +74,7 @@ class StackCell {
     param_size_ = offset;
     layer_state_ = layers_[0].state_size();
     reserve_scratch(scratch_, 1);
+    layer_diagonal_ = Mat<S>::Zero(n_, std::max(1, kSnapSlots * kSnapSlots));
   }
   void reserve_streams(Index streams) {
     for (auto& layer : layers_) layer.reserve_streams(streams);
@@ -135,6 +138,41 @@ class StackCell {
       layers_[l].param_cotangents(k.layer[l], t.c_bar, t.u);
       for (int j = 0; j < kLayerBlocks; ++j) u[l * kLayerBlocks + j] = t.u[j];
       if (l > 0) below_from_factors(theta_, k, l, part(c, l - 1), t);
+    }
+  }
+
+  // ---- The layer-wise rule (Zucchet et al. 2023), as SnAp-1 within each layer: each
+  // layer's parameters keep the sensitivity of their own unit in their own layer, and the
+  // error reaches a lower layer through the current step only. Exact for element-wise
+  // layers' own parameters within their layer; what a lower layer's parameter does to the
+  // layers above over time is dropped.
+  // Units: n per layer, unit l·n + u; slot q of it is state entry l·S_l + q·n + u.
+  Index snap_units() const { return L * n_; }
+  Index snap_unit(Index block, Index row) const { return block / kLayerBlocks * n_ + row % n_; }
+  Index snap_entry(int slot, Index unit) const { return unit / n_ * layer_state_ + slot * n_ + unit % n_; }
+  // Each layer's per-unit blocks of its own ∂F_l/∂s_l.                 d: (L·n, slots²)
+  void state_diagonal(const S* theta, const Cache& k, Mat<S>& d) {
+    for (int l = 0; l < L; ++l) {
+      layers_[l].state_diagonal(theta + offset_[l], k.layer[l], layer_diagonal_);
+      d.middleRows(l * n_, n_) = layer_diagonal_;
+    }
+  }
+  // Each layer's parameter-VJP of its own part of c, nothing passed between layers.
+  void layer_param_cotangents(const Cache& k, ConstVecRef<S> c, std::array<Vec<S>, kBlocks>& u) {
+    for (int l = 0; l < L; ++l) {
+      layers_[l].param_cotangents(k.layer[l], part(c, l), scratch_.u);
+      for (int j = 0; j < kLayerBlocks; ++j) u[l * kLayerBlocks + j] = scratch_.u[j];
+    }
+  }
+  // c̄: each layer's total cotangent on its new state, with what the layers above send it
+  // through their inputs in this step.                                  (S) -> (S)
+  void total_cotangent(const S* theta, const Cache& k, ConstVecRef<S> c, Vec<S>& out) {
+    Scratch<Vec<S>>& t = scratch_;
+    t.c_bar = part(c, L - 1);
+    part(out, L - 1) = t.c_bar;
+    for (int l = L - 1; l > 0; --l) {
+      cotangent_below(theta, k, l, part(c, l - 1), t);
+      part(out, l - 1) = t.c_bar;
     }
   }
 
@@ -215,6 +253,7 @@ class StackCell {
   const S* theta_ = nullptr;  // θ of the last forward pass, for param_cotangents
   Scratch<Vec<S>> scratch_;
   Scratch<Mat<S>> scratch_b_;
+  Mat<S> layer_diagonal_;  // one layer's state_diagonal (n, slots²)
 };
 
 }  // namespace uoro

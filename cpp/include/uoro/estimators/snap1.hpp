@@ -12,10 +12,21 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <type_traits>
+#include <vector>
 
 #include "uoro/estimator.hpp"
 
 namespace uoro {
+
+// A cell that is a stack of layers (stack.hpp) tells SnAp-1 its units layer by layer and
+// the total cotangent each layer's new state receives through the layers above it in the
+// current step: SnAp-1 then runs within each layer, the layer-wise online rule.
+template <class Cell, class = void>
+struct LayeredUnits : std::false_type {};
+template <class Cell>
+struct LayeredUnits<Cell, std::void_t<decltype(std::declval<const Cell&>().snap_units())>> : std::true_type {
+};
 
 template <class S, class Cell>
 class Snap1 {
@@ -25,14 +36,35 @@ class Snap1 {
  public:
   Snap1(const LearnerConfig&, const Cell& cell, const Readout<S>& readout)
       : n_(cell.hidden_size()), proposal_size_(cell.param_size() + readout.block().size()) {
+    Index units = n_;
+    if constexpr (LayeredUnits<Cell>::value) units = cell.snap_units();
     influence_ = Mat<S>::Zero(cell.param_size(), kStored);
-    diagonal_ = Mat<S>::Zero(n_, kStored * kStored);
-    indicator_ = Vec<S>::Zero(cell.state_size());
+    diagonal_ = Mat<S>::Zero(units, kStored * kStored);
+    cotangent_ = Vec<S>::Zero(cell.state_size());
+    // Slot q of unit u: state entry q·n + u, or where the stack puts it.
+    for (int q = 0; q < kStored; ++q) {
+      entry_[q].resize(units);
+      for (Index u = 0; u < units; ++u) {
+        if constexpr (LayeredUnits<Cell>::value)
+          entry_[q][u] = cell.snap_entry(q, u);
+        else
+          entry_[q][u] = q * n_ + u;
+      }
+      indicator_[q] = Vec<S>::Zero(cell.state_size());
+      for (Index u = 0; u < units; ++u) indicator_[q](entry_[q][u]) = S(1);
+    }
     for (Index k = 0; k < Cell::kBlocks; ++k) {
       const Index rows = cell.blocks()[k].rows;
       for (int q = 0; q < kStored; ++q) immediate_[q][k] = Vec<S>::Zero(rows);
       row_diagonal_[k] = Mat<S>::Zero(rows, kStored * kStored);
       row_cotangent_[k] = Mat<S>::Zero(rows, kStored);
+      row_unit_[k].resize(rows);
+      for (Index i = 0; i < rows; ++i) {
+        if constexpr (LayeredUnits<Cell>::value)
+          row_unit_[k][i] = cell.snap_unit(k, i);
+        else
+          row_unit_[k][i] = i % n_;
+      }
     }
     readout_chunk_ = readout_chunk_columns(readout);
     Index scratch = readout_chunk_ * readout.block().rows;
@@ -100,24 +132,33 @@ class Snap1 {
       return {Refusal::Sensitivity, "SnAp-1 influence (not defined for this cell)", 0.0};
     } else {
       m.cell.state_diagonal(m.theta.data(), m.cache, diagonal_);
-      // The immediate entries: the cotangent factors of each slot's indicator.
-      for (int q = 0; q < kSlots; ++q) {
-        indicator_.setZero();
-        indicator_.segment(q * n_, n_).setOnes();
-        m.cell.param_cotangents(m.cache, indicator_, immediate_[q]);
+      // The immediate entries: the cotangent factors of each slot's indicator (a stack's
+      // layers each take their own part, nothing passed between them); and the cotangent
+      // on the new state (a stack's: each layer's total, with what the layers above send
+      // it in this step).
+      if constexpr (LayeredUnits<Cell>::value) {
+        for (int q = 0; q < kSlots; ++q) m.cell.layer_param_cotangents(m.cache, indicator_[q], immediate_[q]);
+        m.cell.total_cotangent(m.theta.data(), m.cache, m.c, cotangent_);
+      } else {
+        for (int q = 0; q < kSlots; ++q) m.cell.param_cotangents(m.cache, indicator_[q], immediate_[q]);
+        cotangent_ = m.c;
       }
       // Per row of each block, its unit's diagonal block and cotangent; and bounds on the
       // new |J| and |g| before anything is written.
       const S d_max = diagonal_.cwiseAbs().maxCoeff();
       S c_sum = 0;
-      for (int q = 0; q < kSlots; ++q) c_sum += m.c.segment(q * n_, n_).cwiseAbs().maxCoeff();
+      for (int q = 0; q < kSlots; ++q) {
+        S c_max = 0;
+        for (Index e : entry_[q]) c_max = std::max(c_max, std::abs(cotangent_(e)));
+        c_sum += c_max;
+      }
       S influence_bound = 0;
       for (Index k = 0; k < Cell::kBlocks; ++k) {
         const Index rows = m.cell.blocks()[k].rows;
         for (Index i = 0; i < rows; ++i) {
-          const Index u = i % n_;
+          const Index u = row_unit_[k][i];
           row_diagonal_[k].row(i) = diagonal_.row(u);
-          for (int q = 0; q < kSlots; ++q) row_cotangent_[k](i, q) = m.c(q * n_ + u);
+          for (int q = 0; q < kSlots; ++q) row_cotangent_[k](i, q) = cotangent_(entry_[q][u]);
         }
         const S v_max = m.cache.v[k].cwiseAbs().maxCoeff();
         for (int q = 0; q < kSlots; ++q)
@@ -212,10 +253,13 @@ class Snap1 {
   S influence_max_next_ = 0;
   Vec<S> grad_;
   Index proposal_size_;
-  Mat<S> diagonal_;   // per unit, its block of ∂F/∂s: (n, slots²)
-  Vec<S> indicator_;  // ones on one slot's entries
+  Mat<S> diagonal_;                                // per unit, its block of ∂F/∂s: (units, slots²)
+  Vec<S> cotangent_;                               // the cotangent on the new state the gradient uses (S)
+  std::array<std::vector<Index>, kStored> entry_;  // per slot, each unit's state entry
+  std::array<Vec<S>, kStored> indicator_;          // per slot, ones on its entries
   std::array<std::array<Vec<S>, Cell::kBlocks>, kStored> immediate_;
   std::array<Mat<S>, Cell::kBlocks> row_diagonal_, row_cotangent_;
+  std::array<std::vector<Index>, Cell::kBlocks> row_unit_;  // each block row's unit
   Vec<S> column_;
 };
 
