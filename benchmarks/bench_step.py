@@ -13,15 +13,19 @@ of a `fit` and the forward pass timed right after it, which a slow spell of a sh
 machine spanning both cancels out of. That ratio is what to trust on a noisy machine.
 
 Suites: `core` (UORO for every cell × hidden size × dtype), `algorithms` (every
-estimator, float32: times and heap), `scaling` (UORO early and late in a long stream,
-truncated BPTT against its window), `reference` (the library against a straightforward
-hand-written UORO + Adam GRU step, `reference/gru_uoro_adam.cpp`, compiled here with
-`-O3 -march=native`; needs a C++ compiler and Eigen's headers, e.g. `pip install
-cmeel-eigen`). Prints markdown; `--json FILE` also writes the numbers and the machine
-they ran on.
+estimator, float32: times and heap), `elementwise` (the element-wise cells' UORO beside
+their exact RTRL, which costs O(|θ|) on them, and two-layer stacks with UORO and the
+layer-wise rule; GRU as the reference point; float32), `scaling` (UORO early and late in
+a long stream, truncated BPTT against its window), `reference` (the library against a
+straightforward hand-written UORO + Adam GRU step, `reference/gru_uoro_adam.cpp`,
+compiled here with `-O3 -march=native`; needs a C++ compiler and Eigen's headers, e.g.
+`pip install cmeel-eigen`). `--cells` names the cells the `core`, `algorithms` and
+`elementwise` suites cover (default: rnn, gru, lstm for the first two; gru, mingru,
+minlstm, indrnn for the third). Prints markdown; `--json FILE` also writes the numbers
+and the machine they ran on.
 
-    python benchmarks/bench_step.py [--suite core|algorithms|scaling|reference|all]
-                                    [--quick] [--repeats N] [--json FILE]
+    python benchmarks/bench_step.py [--suite core|algorithms|elementwise|scaling|reference|all]
+                                    [--cells CELL,...] [--quick] [--repeats N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ from run_core_checks import compiler, eigen_include  # noqa: E402
 
 VOCAB = 13  # a 13-symbol one-hot stream, as in the distant-brackets task
 CELLS = ("rnn", "gru", "lstm")
+# Units recur only on themselves: exact RTRL costs O(|θ|) per step on them.
+ELEMENTWISE_CELLS = ("mingru", "minlstm", "indrnn")
+ALL_CELLS = CELLS + ELEMENTWISE_CELLS
 SIZES = (64, 256)
 ALGORITHMS = (
     ("uoro", {}),
@@ -172,22 +179,22 @@ def measure(
     }
 
 
-def core_suite(budget_s: float, repeats: int) -> list[dict]:
+def core_suite(budget_s: float, repeats: int, cells=CELLS) -> list[dict]:
     rows = []
     for dtype in ("float32", "float64"):
-        for cell in CELLS:
+        for cell in cells:
             for hidden in SIZES:
                 rows.append(measure(cell, hidden, dtype, {}, budget_s, repeats, python_loop=True))
                 print(f"  {cell}-{hidden} {dtype}: {rows[-1]['fit_us']:.2f} µs", flush=True)
     return rows
 
 
-def algorithms_suite(budget_s: float, repeats: int) -> list[dict]:
+def algorithms_suite(budget_s: float, repeats: int, cells=CELLS) -> list[dict]:
     rows = []
-    for cell in CELLS:
+    for cell in cells:
         for hidden in SIZES:
             for name, options in ALGORITHMS:
-                if options.get("algorithm") == "rtrl" and hidden > 64:
+                if options.get("algorithm") == "rtrl" and hidden > 64 and cell in CELLS:
                     continue  # S²·|θ| per step: a reference for small networks only
                 row = measure(
                     cell, hidden, "float32", options, budget_s, repeats, python_loop=False
@@ -195,6 +202,142 @@ def algorithms_suite(budget_s: float, repeats: int) -> list[dict]:
                 rows.append({"algorithm": name, **row})
                 print(f"  {cell}-{hidden} {name}: {row['fit_us']:.2f} µs", flush=True)
     return rows
+
+
+# The `elementwise` suite: per model, the algorithms timed side by side (the first one,
+# UORO, is what the others are compared with). RTRL on a dense cell costs S²·|θ| per step:
+# timed at 64 units only.
+ELEMENTWISE_DEFAULT_CELLS = ("gru", *ELEMENTWISE_CELLS)
+ELEMENTWISE_ALGORITHMS = (("uoro", {}), ("rtrl", {"algorithm": "rtrl"}))
+STACKS = (  # two-layer stacks at 64 units
+    ("minlstm", {"layers": 2}),
+    ("gru", {"layers": 2}),
+)
+STACK_ALGORITHMS = (("uoro", {}), ("layerwise", {"algorithm": "layerwise"}))
+
+
+def model_name(cell: str, hidden: int, layers: int = 1) -> str:
+    return f"{cell}-{hidden}" + (f" ×{layers} layers" if layers > 1 else "")
+
+
+def measure_side_by_side(
+    cell: str,
+    hidden: int,
+    algorithms,
+    budget_s: float,
+    repeats: int,
+    options: dict | None = None,
+) -> list[dict]:
+    """One model under several algorithms, float32, timed in turn within every repeat (the
+    order rotated from repeat to repeat), each `fit` followed by the forward-only pass.
+    Besides `measure`'s columns, `over_first`: the median over the repeats of this
+    algorithm's `fit` time over the first algorithm's in the same repeat."""
+    options = options or {}
+    probe = np.random.default_rng(0).integers(0, VOCAB, 65)
+    setups = []
+    for name, extra in algorithms:
+        settings = {**options, **extra}
+
+        def fresh(settings=settings) -> uoro.Learner:
+            learner = uoro.Learner(
+                cell, VOCAB, hidden, lr=1e-3, seed=0, on_divergence="skip", **settings
+            )
+            learner.fit(probe[:-1], probe[1:])  # warm caches
+            return learner
+
+        learner = fresh()
+        probe_us = per_sample_us(lambda m=learner: m.fit(probe[:-1], probe[1:]), 64)
+        n = int(np.clip(budget_s / (probe_us * 1e-6), 64, 20_000))
+        tokens = np.random.default_rng(1).integers(0, VOCAB, n + 1)
+        setups.append((name, settings, fresh, n, tokens[:-1], tokens[1:]))
+
+    fits = [[] for _ in setups]
+    forwards = [[] for _ in setups]
+    skipped = [0] * len(setups)
+    params = [0] * len(setups)
+    for repeat in range(repeats):
+        for k in range(len(setups)):
+            i = (k + repeat) % len(setups)
+            _, _, fresh, n, xs, ys = setups[i]
+            learner = fresh()
+            fits[i].append(per_sample_us(lambda m=learner, x=xs, y=ys: m.fit(x, y), n))
+            forwards[i].append(per_sample_us(lambda m=learner, x=xs, y=ys: m.evaluate(x, y), n))
+            skipped[i] += learner.skipped_steps
+            params[i] = learner.n_params
+    rows = []
+    for i, (name, settings, _, n, _, _) in enumerate(setups):
+        fit, forward = np.array(fits[i]), np.array(forwards[i])
+        rows.append(
+            {
+                "model": model_name(cell, hidden, settings.get("layers", 1)),
+                "cell": cell,
+                "hidden": hidden,
+                "layers": settings.get("layers", 1),
+                "algorithm": name,
+                "dtype": "float32",
+                "params": params[i],
+                "samples": n,
+                "fit_us": float(fit.min()),
+                "forward_us": float(forward.min()),
+                "fit_over_forward": float(np.median(fit / forward)),
+                "over_first": float(np.median(fit / np.array(fits[0]))),
+                "samples_per_s": float(1e6 / fit.min()),
+                "skipped_steps": skipped[i],
+                "bytes_per_learner": bytes_per_learner(cell, hidden, "float32", settings),
+            }
+        )
+    return rows
+
+
+def elementwise_suite(
+    budget_s: float,
+    repeats: int,
+    cells=ELEMENTWISE_DEFAULT_CELLS,
+    sizes=SIZES,
+    stacks=STACKS,
+    stack_hidden: int = 64,
+) -> list[dict]:
+    """UORO beside exact RTRL for each cell and size (RTRL on a dense cell at 64 units
+    only), then the stacks (two layers of `stack_hidden` units) with UORO and the
+    layer-wise rule."""
+    rows = []
+    for hidden in sizes:
+        for cell in cells:
+            algorithms = [
+                (name, options)
+                for name, options in ELEMENTWISE_ALGORITHMS
+                if not (options.get("algorithm") == "rtrl" and hidden > 64 and cell in CELLS)
+            ]
+            rows += measure_side_by_side(cell, hidden, algorithms, budget_s, repeats)
+            print("  " + progress(rows[-len(algorithms) :]), flush=True)
+    for cell, options in stacks:
+        pair = measure_side_by_side(
+            cell, stack_hidden, STACK_ALGORITHMS, budget_s, repeats, options
+        )
+        rows += pair
+        print("  " + progress(pair), flush=True)
+    return rows
+
+
+def progress(rows: list[dict]) -> str:
+    return f"{rows[0]['model']}: " + ", ".join(
+        f"{r['algorithm']} {r['fit_us']:.2f} µs" for r in rows
+    )
+
+
+def elementwise_table(rows: list[dict]) -> str:
+    lines = [
+        "| model | algorithm | parameters | µs/sample in `fit` | µs forward-only "
+        "| fit / forward | × UORO | KiB per learner |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['model']} | {r['algorithm']} | {r['params']:,} | {r['fit_us']:.2f} "
+        f"| {r['forward_us']:.2f} | {r['fit_over_forward']:.1f}× | {r['over_first']:.2f}× "
+        f"| {kib(r['bytes_per_learner'])} |"
+        for r in rows
+    ]
+    return "\n".join(lines)
 
 
 def scaling_suite(repeats: int, long_run: int) -> dict:
@@ -366,8 +509,9 @@ def kib(n: float | None) -> str:
 def algorithms_table(rows: list[dict]) -> str:
     """Two tables, algorithm × configuration: time per sample (and ratio to the forward
     step), then KiB of heap per learner."""
+    order = list(dict.fromkeys(r["cell"] for r in rows))  # the cells in the order run
     configs = sorted(
-        {(r["cell"], r["hidden"]) for r in rows}, key=lambda c: (CELLS.index(c[0]), c[1])
+        {(r["cell"], r["hidden"]) for r in rows}, key=lambda c: (order.index(c[0]), c[1])
     )
     by_key = {(r["algorithm"], r["cell"], r["hidden"]): r for r in rows}
     header = ["| algorithm | " + " | ".join(f"{c}-{h}" for c, h in configs) + " |"]
@@ -409,12 +553,31 @@ def machine() -> dict:
     }
 
 
+def cell_list(text: str) -> tuple[str, ...]:
+    cells = tuple(c.strip() for c in text.split(",") if c.strip())
+    unknown = [c for c in cells if c not in ALL_CELLS]
+    if unknown or not cells:
+        raise argparse.ArgumentTypeError(
+            f"unknown cell(s) {', '.join(unknown) or '(none given)'}; choose from "
+            + ", ".join(ALL_CELLS)
+        )
+    return cells
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--suite", choices=("core", "algorithms", "scaling", "reference", "all"), default="all"
+        "--suite",
+        choices=("core", "algorithms", "elementwise", "scaling", "reference", "all"),
+        default="all",
+    )
+    parser.add_argument(
+        "--cells",
+        type=cell_list,
+        help="comma-separated cells for the core, algorithms and elementwise suites "
+        f"(any of {', '.join(ALL_CELLS)})",
     )
     parser.add_argument("--quick", action="store_true", help="shorter timings (a smoke run)")
     parser.add_argument(
@@ -426,9 +589,12 @@ def main() -> None:
     repeats = args.repeats or repeats
     results: dict = {"machine": machine()}
     if args.suite in ("core", "all"):
-        results["core"] = core_suite(budget_s, repeats)
+        results["core"] = core_suite(budget_s, repeats, args.cells or CELLS)
     if args.suite in ("algorithms", "all"):
-        results["algorithms"] = algorithms_suite(budget_s, repeats)
+        results["algorithms"] = algorithms_suite(budget_s, repeats, args.cells or CELLS)
+    if args.suite in ("elementwise", "all"):
+        cells = args.cells or ELEMENTWISE_DEFAULT_CELLS
+        results["elementwise"] = elementwise_suite(budget_s, repeats, cells)
     if args.suite in ("scaling", "all"):
         results["scaling"] = scaling_suite(repeats, 10_000 if args.quick else 1_000_000)
     if args.suite in ("reference", "all"):
@@ -450,6 +616,13 @@ def main() -> None:
     if "algorithms" in results:
         print("µs per sample inside `fit` (ratio to the forward-only step), float32:\n")
         print(algorithms_table(results["algorithms"]))
+    if "elementwise" in results:
+        print(
+            "\nUORO beside exact RTRL (O(|θ|) on the element-wise cells), and two-layer stacks "
+            "with the layer-wise rule; float32, the algorithms of a model timed in turn "
+            "(× UORO: median over the repeats of the ratio to UORO's `fit` in the same repeat):\n"
+        )
+        print(elementwise_table(results["elementwise"]))
     if "scaling" in results:
         print("\nCost against stream length and truncation window:\n")
         print(scaling_table(results["scaling"]))
@@ -457,8 +630,9 @@ def main() -> None:
         print("\nAgainst a straightforward hand-written step (same model and arithmetic):\n")
         print(reference_table(results["reference"]))
     skipped = [
-        f"{r['cell']}-{r['hidden']} {r.get('algorithm', 'uoro')} {r['dtype']}: {r['skipped_steps']}"
-        for suite in ("core", "algorithms")
+        f"{r.get('model', model_name(r['cell'], r['hidden']))} {r.get('algorithm', 'uoro')} "
+        f"{r['dtype']}: {r['skipped_steps']}"
+        for suite in ("core", "algorithms", "elementwise")
         for r in results.get(suite, [])
         if r["skipped_steps"]
     ]

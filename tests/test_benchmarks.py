@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -50,6 +51,51 @@ def test_a_timing_row_has_every_column():
     assert "| rnn | 8 | float32 |" in bench_step.core_table([row])
 
 
+def test_the_elementwise_suite_times_uoro_beside_rtrl_and_stacks():
+    rows = bench_step.elementwise_suite(
+        0.002,
+        2,
+        cells=("gru", "mingru"),
+        sizes=(8,),
+        stacks=(("minlstm", {"layers": 2}),),
+        stack_hidden=8,
+    )
+    got = [(r["model"], r["algorithm"]) for r in rows]
+    assert got == [
+        ("gru-8", "uoro"),
+        ("gru-8", "rtrl"),
+        ("mingru-8", "uoro"),
+        ("mingru-8", "rtrl"),
+        ("minlstm-8 ×2 layers", "uoro"),
+        ("minlstm-8 ×2 layers", "layerwise"),
+    ]
+    for row in rows:
+        assert row["fit_us"] > 0 and row["forward_us"] > 0 and row["fit_over_forward"] > 0
+    assert [r["over_first"] for r in rows if r["algorithm"] == "uoro"] == [1.0, 1.0, 1.0]
+    # A stack has both layers' parameters; RTRL and UORO learn the same network.
+    assert rows[4]["params"] > rows[2]["params"] and rows[3]["params"] == rows[2]["params"]
+    table = bench_step.elementwise_table(rows)
+    assert "| mingru-8 | rtrl | " in table and "| minlstm-8 ×2 layers | layerwise | " in table
+
+
+def test_the_dense_cells_rtrl_is_left_out_beyond_64_units():
+    rows = bench_step.elementwise_suite(0.002, 1, cells=("rnn", "indrnn"), sizes=(65,), stacks=())
+    assert [(r["cell"], r["algorithm"]) for r in rows] == [
+        ("rnn", "uoro"),
+        ("indrnn", "uoro"),
+        ("indrnn", "rtrl"),
+    ]
+
+
+def test_the_cells_option_takes_any_built_in_cell():
+    assert bench_step.cell_list("gru, mingru,indrnn") == ("gru", "mingru", "indrnn")
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown cell"):
+        bench_step.cell_list("gru,nope")
+    rows = bench_step.algorithms_suite(0.002, 1, cells=("minlstm", "rnn"))
+    header = bench_step.algorithms_table(rows).splitlines()[0]
+    assert header.startswith("| algorithm | minlstm-64 | minlstm-256 | rnn-64 |")
+
+
 @needs_heap_count
 def test_many_streams_hold_one_theta_tilde_and_o_of_b_s():
     """B streams add per-stream arrays of the state's size, no parameter-sized one."""
@@ -72,6 +118,24 @@ def test_a_streams_timing_row_has_every_column():
     for row in rows:
         assert row["fit_us"] > 0 and row["forward_us"] > 0 and row["fit_over_forward"] > 0
     assert "| RNN-8 | 4 |" in bench_streams.table(rows)
+
+
+def test_the_streams_benchmark_takes_the_elementwise_cells_and_their_rtrl():
+    import bench_streams
+
+    models = bench_streams.model_list("gru-8,mingru-8-rtrl")
+    assert models == (("gru", 8), ("mingru", 8, "rtrl"))
+    assert bench_streams.streams_list("1,16") == (1, 16)
+    for bad in ("gru", "gru-x", "nope-8", "gru-8-bptt"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            bench_streams.model_list(bad)
+    with pytest.raises(argparse.ArgumentTypeError):
+        bench_streams.streams_list("0,4")
+    rows = bench_streams.run(0.002, 1, models=models, streams=(1, 4))
+    assert [r["algorithm"] for r in rows] == ["uoro", "uoro", "rtrl", "rtrl"]
+    table = bench_streams.table(rows)
+    assert "| GRU-8 | 4 |" in table and "| minGRU-8 RTRL | 4 |" in table
+    assert bench_streams.tick_lines(rows) == []  # one batched B: no line
 
 
 def test_the_streams_tick_line_recovers_a_known_line():

@@ -160,3 +160,20 @@ def test_learns_a_pattern_that_needs_memory(cell):
     learner = uoro.Learner(cell, 2, 8, algorithm="rtrl", lr=0.02, seed=0)
     losses = learner.fit(tokens[:-1], tokens[1:])
     assert losses[-300:].mean() < 0.05, losses[-300:].mean()
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_minlstm_stays_defined_when_both_gates_saturate_shut(dtype):
+    """f + i underflows to 0 when both gates shut (a_f, a_i = −200): the normalized gate
+    f̂ = f / (f + i) is computed as σ(log f − log i), here σ(0) = 1/2."""
+    k = getattr(uoro._core, f"Kernels_minlstm_{dtype}")(1, 2)
+    weights = np.zeros((6, 2))  # column-major block [weight_ih | bias], rows f, i, h̃
+    weights[:4, 1] = -200.0
+    weights[4:, 1] = 1.0
+    theta = weights.flatten(order="F").astype(np.float32 if dtype == "f32" else np.float64)
+    h = np.array([3.0, -1.0], dtype=theta.dtype)
+    x = np.zeros(1, dtype=theta.dtype)
+    np.testing.assert_allclose(k.forward(theta, x, h), 0.5 * h + 0.5, rtol=1e-6)
+    c = np.ones(2, dtype=theta.dtype)
+    for name in ("jvp_state", "vjp_state", "vjp_params"):
+        assert np.isfinite(getattr(k, name)(theta, x, h, c)).all(), name

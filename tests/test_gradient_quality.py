@@ -27,6 +27,7 @@ TINY = gq.Sizes(
     timing_repeats=1,
 )
 NETWORK = {"cell": "gru", "input_size": 3, "hidden_size": 5}
+ONE_LAYER = gq.applicable(gq.ESTIMATORS, layers=1)  # all but the layer-wise rule
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +36,9 @@ def rows():
 
 
 def test_a_row_per_point_and_estimator_with_every_column(rows):
-    assert len(rows) == len(gq.POINTS) * len(gq.ESTIMATORS)
+    assert len(rows) == len(gq.POINTS) * len(ONE_LAYER)
     assert {(r["point"], r["estimator"]) for r in rows} == {
-        (p, e) for p in gq.POINTS for e in gq.ESTIMATORS
+        (p, e) for p in gq.POINTS for e in ONE_LAYER
     }
     for row in rows:
         assert set(row) == set(gq.COLUMNS)
@@ -51,6 +52,7 @@ def test_values_are_sane(rows):
         # Timings of a tiny network on a shared machine: only their presence is certain.
         assert row["us_per_sample"] > 0 and row["forward_us"] > 0 and row["over_forward"] > 0
         assert math.isfinite(row["loss"]), row
+        assert all(math.isnan(row[c]) for c in gq.LAYER_COSINES), row  # one layer
         options = gq.ESTIMATORS[row["estimator"]]
         assert row["compared"] == TINY.compared // gq.window(options), row
         assert math.isfinite(row["probe_cosine"]) == (gq.window(options) == 1), row
@@ -126,7 +128,26 @@ def test_the_outputs(rows, tmp_path):
     gq.plot(rows, tmp_path / "quality.png")
     assert (tmp_path / "quality.png").stat().st_size > 10_000
     table = gq.markdown_tables(rows, TINY.seeds)
-    for name in gq.ESTIMATORS:
+    for name in ONE_LAYER:
         assert f"| gru | 5 | {name} |" in table
     assert "| gru | 5 | forward only |" in table
     assert "mean of 50" in table
+
+
+def test_on_an_elementwise_stack_the_layerwise_rule_is_exact_for_the_top_layer(tmp_path):
+    estimators = {name: gq.ESTIMATORS[name] for name in ("rtrl", "snap1", "layerwise")}
+    rows = gq.run(["anbn"], ["mingru:2"], [4], TINY, estimators)
+    # SnAp-1 is refused on a stack: the layer-wise rule runs instead.
+    assert [r["estimator"] for r in rows] == ["rtrl", "layerwise"] * len(gq.POINTS)
+    for row in rows:
+        assert (row["cell"], row["layers"]) == ("mingru", 2) and math.isnan(row["cosine_l2"])
+        if row["estimator"] == "rtrl":
+            for column in ("cosine", "cosine_l0", "cosine_l1"):
+                assert row[column] == pytest.approx(1, abs=1e-12), row
+        else:
+            assert row["cosine_l1"] == pytest.approx(1, abs=1e-9), row
+            assert row["cosine_l0"] < 1 - 1e-6, row  # biased below the top layer
+    table = gq.markdown_tables(rows, TINY.seeds)
+    assert "| network | hidden | estimator | layer 0 | layer 1 |" in table
+    assert "| mingru:2 | 4 | layerwise |" in table
+    gq.plot(rows, tmp_path / "stack.png")

@@ -424,6 +424,23 @@ def test_river_check_estimator(model, monkeypatch):
     }
 
 
+@pytest.mark.parametrize(
+    "model",
+    [
+        RecurrentRegressor(cell="minlstm", layers=2, algorithm="rtrl"),  # raw, unscaled inputs
+        RecurrentClassifier(cell="mingru", algorithm="rtrl"),
+        RecurrentForecaster(cell="gru", layers=2),
+    ],
+    ids=type,
+)
+def test_river_checks_pass_with_elementwise_cells_and_stacks(model, monkeypatch):
+    monkeypatch.setattr(checks, "_yield_datasets", _river_datasets)
+    for check in checks.yield_checks(model):
+        if check.__name__ not in model._unit_test_skips():
+            check(model.clone())
+    assert model.clone()._make_learner(3).config["layers"] == model.layers
+
+
 def test_river_pipeline_and_isinstance():
     pipeline = preprocessing.StandardScaler() | RecurrentRegressor(hidden_size=4)
     assert isinstance(pipeline, river_base.Regressor)

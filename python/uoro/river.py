@@ -159,6 +159,7 @@ class _Recurrent:
             input_size,
             o["hidden_size"],
             self._output_size,
+            layers=o["layers"],
             loss=self._LOSS,
             algorithm=o["algorithm"],
             rank=o["rank"],
@@ -249,6 +250,7 @@ def _learner_options(locals_: dict[str, Any]) -> dict[str, Any]:
     names = (
         "cell",
         "hidden_size",
+        "layers",
         "algorithm",
         "rank",
         "memory",
@@ -277,6 +279,7 @@ class RecurrentRegressor(_Recurrent, _river_base.Regressor):
         cell: ``"rnn"``, ``"gru"``, ``"lstm"`` or an element-wise cell, ``"mingru"``,
             ``"minlstm"``, ``"indrnn"`` (see `uoro.Learner`).
         hidden_size: number of hidden units.
+        layers: depth of a stack of the cell (1 to 3; see `uoro.Learner`).
         algorithm: the gradient estimator: ``"uoro"`` (default), ``"rtrl"``, ``"tbptt"``
             or ``"tbptt_chunk"`` (see `uoro.Learner`).
         rank: UORO's rank (independent rank-one estimates averaged per step).
@@ -311,6 +314,7 @@ class RecurrentRegressor(_Recurrent, _river_base.Regressor):
         *,
         cell: str = "gru",
         hidden_size: int = 16,
+        layers: int = 1,
         algorithm: str = "uoro",
         rank: int = 1,
         memory: int = 1,
@@ -368,6 +372,7 @@ class RecurrentClassifier(_Recurrent, _river_base.Classifier):
         cell: ``"rnn"``, ``"gru"``, ``"lstm"`` or an element-wise cell, ``"mingru"``,
             ``"minlstm"``, ``"indrnn"`` (see `uoro.Learner`).
         hidden_size: number of hidden units.
+        layers: depth of a stack of the cell (1 to 3; see `uoro.Learner`).
         algorithm: the gradient estimator: ``"uoro"`` (default), ``"rtrl"``, ``"tbptt"``
             or ``"tbptt_chunk"`` (see `uoro.Learner`).
         rank: UORO's rank (independent rank-one estimates averaged per step).
@@ -405,6 +410,7 @@ class RecurrentClassifier(_Recurrent, _river_base.Classifier):
         *,
         cell: str = "gru",
         hidden_size: int = 16,
+        layers: int = 1,
         algorithm: str = "uoro",
         rank: int = 1,
         memory: int = 1,
@@ -509,6 +515,7 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
         cell: ``"rnn"``, ``"gru"``, ``"lstm"`` or an element-wise cell, ``"mingru"``,
             ``"minlstm"``, ``"indrnn"`` (see `uoro.Learner`).
         hidden_size: number of hidden units.
+        layers: depth of a stack of the cell (1 to 3; see `uoro.Learner`).
         algorithm: the gradient estimator: ``"uoro"`` (default), ``"rtrl"``, ``"tbptt"``
             or ``"tbptt_chunk"`` (see `uoro.Learner`).
         rank: UORO's rank (independent rank-one estimates averaged per step).
@@ -543,6 +550,7 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
         *,
         cell: str = "gru",
         hidden_size: int = 16,
+        layers: int = 1,
         algorithm: str = "uoro",
         rank: int = 1,
         memory: int = 1,

@@ -122,8 +122,11 @@ class MinGruCell {
 // minLSTM (Feng et al. 2024): a forget and an input gate on the input only, normalized
 // to sum to one,
 //   f = σ(W_f x + b_f),  i = σ(W_i x + b_i),  h̃ = W_h x + b_h,
-//   f̂ = f / (f + i),  î = i / (f + i),  h' = f̂ ⊙ h + î ⊙ h̃.
-// One block [weight_ih | bias_ih] (3n, I + 1), rows f, i, h̃.
+//   f̂ = f / (f + i),  î = i / (f + i) = 1 − f̂,  h' = f̂ ⊙ h + î ⊙ h̃.
+// One block [weight_ih | bias] (3n, I + 1), rows f, i, h̃. f̂ is computed as σ(d) with
+// d = log f − log i = softplus(−a_i) − softplus(−a_f) (a the pre-activations): f + i
+// underflows to 0 when both gates saturate shut, d does not. Then ∂d/∂a_f = 1 − f and
+// ∂d/∂a_i = −(1 − i), and ∂h'/∂d = f̂ î (h − h̃).
 template <class S>
 class MinLstmCell {
  public:
@@ -134,10 +137,12 @@ class MinLstmCell {
 
   template <class C>
   struct CacheOf {
-    std::array<C, kBlocks> v;  // [x; 1]                          (I + 1)
-    C f, i, candidate;         // f, i after σ, and h̃            (n each)
-    C h;                       // the previous state              (n)
-    std::array<C*, 5> fields() { return {&v[0], &f, &i, &candidate, &h}; }
+    std::array<C, kBlocks> v;  // [x; 1]                              (I + 1)
+    C forget;                  // f̂                                  (n)
+    C f_rest, i_rest;          // 1 − f and 1 − i: σ(−a_f), σ(−a_i)   (n each)
+    C candidate;               // h̃                                  (n)
+    C h;                       // the previous state                  (n)
+    std::array<C*, 6> fields() { return {&v[0], &forget, &f_rest, &i_rest, &candidate, &h}; }
   };
   using Cache = CacheOf<Vec<S>>;
   using Batch = CacheOf<Mat<S>>;
@@ -165,46 +170,44 @@ class MinLstmCell {
     C& a = scratch_for<C>(a_, a_b_);
     input_block_product(block_matrix(theta, blocks_[0]), k.v[0], in_, tokens, a);
     k.h = s;
-    k.f = sigmoid(a.topRows(n_).array()).matrix();
-    k.i = sigmoid(a.middleRows(n_, n_).array()).matrix();
+    const auto a_f = a.topRows(n_).array(), a_i = a.middleRows(n_, n_).array();
+    k.f_rest = sigmoid(-a_f).matrix();
+    k.i_rest = sigmoid(-a_i).matrix();
+    k.forget = sigmoid(softplus(-a_i) - softplus(-a_f)).matrix();
     k.candidate = a.bottomRows(n_);
-    const auto f = k.f.array(), i = k.i.array();
-    s_next = ((f * s.array() + i * k.candidate.array()) / (f + i)).matrix();
+    const auto f = k.forget.array();
+    s_next = (f * s.array() + (S(1) - f) * k.candidate.array()).matrix();
   }
 
   // (∂F/∂s) s̃ = f̂ ⊙ s̃.
   template <class C>
   void jvp_state(const S*, const CacheOf<C>& k, In<C> s_tilde, Out<C> out) const {
-    out = (k.f.array() / (k.f.array() + k.i.array()) * s_tilde.array()).matrix();
+    out = (k.forget.array() * s_tilde.array()).matrix();
   }
   void vjp_state(const S*, const Cache& k, ConstVecRef<S> c, VecRef<S> out) const {
-    out = (k.f.array() / (k.f.array() + k.i.array()) * c.array()).matrix();
+    out = (k.forget.array() * c.array()).matrix();
   }
-  // (∂F/∂x) x̃ = q ⊙ (i f̃ − f ĩ) + î ⊙ ã_h with f̃ = f(1 − f) ã_f, ĩ = i(1 − i) ã_i,
-  // q = (h − h̃) / (f + i)², ã = W_i x̃.
+  // (∂F/∂x) x̃ = f̂ î (h − h̃) ⊙ ((1 − f) ã_f − (1 − i) ã_i) + î ⊙ ã_h, ã = W_i x̃.
   template <class C>
   void jvp_input(const S* theta, const CacheOf<C>& k, In<C> x_tilde, Out<C> out) {
     C& a = scratch_for<C>(a_, a_b_);
     assign_product(block_matrix(theta, blocks_[0]).leftCols(in_), x_tilde, a);
-    const auto f = k.f.array(), i = k.i.array();
-    const auto q = (k.h.array() - k.candidate.array()) / (f + i).square();
-    const auto f_t = f * (S(1) - f) * a.topRows(n_).array(),
-               i_t = i * (S(1) - i) * a.middleRows(n_, n_).array();
-    out = (q * (i * f_t - f * i_t) + i / (f + i) * a.bottomRows(n_).array()).matrix();
+    const auto f = k.forget.array();
+    const auto d_t =
+        k.f_rest.array() * a.topRows(n_).array() - k.i_rest.array() * a.middleRows(n_, n_).array();
+    out = (f * (S(1) - f) * (k.h.array() - k.candidate.array()) * d_t + (S(1) - f) * a.bottomRows(n_).array())
+              .matrix();
   }
-  void state_diagonal(const S*, const Cache& k, Mat<S>& d) const {
-    d.col(0) = (k.f.array() / (k.f.array() + k.i.array())).matrix();
-  }
+  void state_diagonal(const S*, const Cache& k, Mat<S>& d) const { d.col(0) = k.forget; }
 
-  // With q = (h − h̃) / (f + i)²: ∂h'/∂f = i q, ∂h'/∂i = −f q, ∂h'/∂h̃ = î; the gates'
-  // pre-activations add σ' = f(1 − f), i(1 − i).
+  // With δd = c ⊙ f̂ î (h − h̃): δa_f = δd ⊙ (1 − f), δa_i = −δd ⊙ (1 − i), δh̃ = c ⊙ î.
   template <class C>
   void param_cotangents(const CacheOf<C>& k, In<C> c, std::array<C, kBlocks>& u) const {
-    const auto f = k.f.array(), i = k.i.array();
-    const auto cq = c.array() * (k.h.array() - k.candidate.array()) / (f + i).square();
-    u[0].topRows(n_) = (cq * i * f * (S(1) - f)).matrix();
-    u[0].middleRows(n_, n_) = (-cq * f * i * (S(1) - i)).matrix();
-    u[0].bottomRows(n_) = (c.array() * i / (f + i)).matrix();
+    const auto f = k.forget.array();
+    const auto dd = c.array() * f * (S(1) - f) * (k.h.array() - k.candidate.array());
+    u[0].topRows(n_) = (dd * k.f_rest.array()).matrix();
+    u[0].middleRows(n_, n_) = (-dd * k.i_rest.array()).matrix();
+    u[0].bottomRows(n_) = (c.array() * (S(1) - f)).matrix();
   }
 
   template <class A, class H>
@@ -221,12 +224,17 @@ class MinLstmCell {
   }
 
  private:
+  // log(1 + eˣ) without overflow: max(x, 0) + log1p(e^−|x|).
+  template <class Derived>
+  static auto softplus(const Eigen::ArrayBase<Derived>& x) {
+    return x.cwiseMax(S(0)) + (-x.abs()).exp().log1p();
+  }
   template <class C>
   CacheOf<C> make(Index streams) const {
     CacheOf<C> k;
     k.v[0] = zeros<C>(in_ + 1, streams);
     k.v[0].row(in_).setOnes();
-    k.f = k.i = k.candidate = k.h = zeros<C>(n_, streams);
+    k.forget = k.f_rest = k.i_rest = k.candidate = k.h = zeros<C>(n_, streams);
     return k;
   }
 
