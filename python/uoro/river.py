@@ -38,13 +38,47 @@ state of the last sample learned, which lags behind by the delay.
 **Features.** ``x`` is a dict of real numbers (``bool``, ``int``, ``float`` or numpy
 scalars). A recurrent network has a fixed input width, so the feature names are fixed
 once: by the ``features`` argument if given (in that order), otherwise by the keys of the
-first ``x`` given to ``learn_one``, in sorted order (the order of a dict's keys never
-matters). Afterwards every ``x`` must have exactly these keys: a missing or unknown key,
-or a non-numeric value, raises `ValueError` / `TypeError` naming it, and changes nothing.
-Encode categorical features beforehand, e.g. with
-``river.preprocessing.OneHotEncoder(categories=...)``, which emits every category's key
-at every step. Scale real-valued inputs to order one (e.g. ``StandardScaler``); for the
-regressor's target, wrap it in ``river.preprocessing.TargetStandardScaler``.
+first ``x`` given to ``learn_one`` (or the columns of the first frame given to
+``learn_many``), in sorted order (the order of a dict's keys never matters). A
+non-numeric value raises `TypeError` naming it, and changes nothing. Encode categorical
+features beforehand, e.g. with ``river.preprocessing.OneHotEncoder(categories=...)``.
+Scale real-valued inputs to order one (e.g. ``StandardScaler``); for the regressor's
+target, wrap it in ``river.preprocessing.TargetStandardScaler``.
+
+**Missing and new features.** Real streams lose a feature now and then; a pipeline should
+not die of it. A feature is *missing* from a sample when its key is absent or its value is
+``None`` or NaN (as in a pandas frame). ``missing=`` says what the network reads instead:
+
+- ``"mean"`` (the default): the running mean of that feature's values learned so far
+  (0 before the first);
+- ``"last"``: the last value learned (0 before the first);
+- ``"zero"``: 0;
+- ``"raise"``: the sample is refused with `ValueError` naming the missing features, and
+  nothing changes.
+
+A feature the model does not read (*unknown*: not among the fixed names) is handled by
+``unknown=``: ``"ignore"`` (the default) drops it, ``"raise"`` refuses the sample with
+`ValueError` and changes nothing. ``learn_one`` counts what it filled in and dropped, per
+feature, in ``missing_counts`` and ``unknown_counts`` and, the first time each happens,
+says so with one `FeatureWarning`; ``predict_one`` fills in the same way but counts
+nothing, so predicting changes nothing. The statistics a policy needs are those of the
+samples learned, not predicted.
+
+The input does not grow when a new feature appears (as some feature-incremental models
+do): the sensitivities every estimator carries (UORO's θ̃, RTRL's Jacobian, Adam's
+moments) are sized by the parameters, and resizing them mid-stream would be a second,
+rarely exercised code path through every estimator. Name every feature you expect with
+``features=`` instead: a feature named there that has not yet appeared is simply missing
+until it does, which is what a zero-initialised new input would have learned from anyway.
+
+**Mini-batches.** `RecurrentRegressor` and `RecurrentClassifier` are River mini-batch
+estimators. ``learn_many(X, y)`` takes a pandas frame of consecutive samples (a chunk of
+the stream, in row order; ``y`` in the same order) and learns them in one call into the
+core: the result is that of ``learn_one`` row by row, bit for bit, with the same
+policies. ``predict_many(X)`` (and ``predict_proba_many``) is ``predict_one`` on every row,
+each from the current state, as River's contract for mini-batch estimators has it; it
+changes nothing. (To score a chunk as a continuation of the stream, learn it.) A
+sample's bad value anywhere in the frame is refused before anything is learned.
 
 **Sequences.** ``reset_state()`` zeroes the recurrent state, e.g. where one sequence
 ends and an unrelated one begins; the parameters keep what they learned.
@@ -68,9 +102,11 @@ when the streams should not share a model.
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import random
+import warnings
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
@@ -85,20 +121,55 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess
         'for Python); install it with: pip install "uoro[river]" (or: pip install river)'
     ) from error
 
-from uoro.learner import Learner
+from uoro.learner import DivergenceError, Learner
 
-__all__ = ["RecurrentClassifier", "RecurrentForecaster", "RecurrentRegressor"]
+__all__ = ["FeatureWarning", "RecurrentClassifier", "RecurrentForecaster", "RecurrentRegressor"]
 
 _PLAIN_NUMBERS = (float, int, bool)
-_UNSUPPORTED_CHECKS = frozenset(
-    # River's checks feed samples whose feature sets change from one call to the next;
-    # a recurrent network has a fixed input width and refuses them by design.
-    [
-        "check_emerging_features",
-        "check_disappearing_features",
-        "check_radically_disappearing_features",
-    ]
-)
+_MISSING_POLICIES = ("mean", "last", "zero", "raise")
+_UNKNOWN_POLICIES = ("ignore", "raise")
+
+
+class FeatureWarning(UserWarning):
+    """An estimator filled in missing features or dropped unknown ones, by its
+    ``missing=`` / ``unknown=`` policy; raised once per estimator and kind, the rest is
+    counted in ``missing_counts`` / ``unknown_counts``."""
+
+
+class _Imputer:
+    """Fills the missing features (NaN) of a sample by a policy, and keeps what the policy
+    needs: per feature the count and running mean of the values learned, the last value
+    learned, and how often the feature was missing."""
+
+    def __init__(self, policy: str, n_features: int) -> None:
+        self.policy = policy
+        self.seen = np.zeros(n_features, dtype=np.int64)
+        self.mean = np.zeros(n_features)
+        self.last = np.zeros(n_features)
+        self.missing = np.zeros(n_features, dtype=np.int64)
+
+    def filled(self, row: np.ndarray) -> np.ndarray:
+        """``row`` with its gaps filled; changes nothing."""
+        gaps = np.isnan(row)
+        if not gaps.any():
+            return row
+        if self.policy == "zero":
+            return np.where(gaps, 0.0, row)
+        return np.where(gaps, self.mean if self.policy == "mean" else self.last, row)
+
+    def update(self, row: np.ndarray) -> None:
+        """Takes in a learned sample (gaps still NaN)."""
+        gaps = np.isnan(row)
+        if not gaps.any():  # the common case, the same arithmetic as below
+            self.seen += 1
+            self.mean += (row - self.mean) / self.seen
+            self.last[:] = row
+            return
+        self.missing += gaps
+        seen = ~gaps
+        self.seen[seen] += 1
+        self.mean[seen] += (row[seen] - self.mean[seen]) / self.seen[seen]
+        self.last[seen] = row[seen]
 
 
 class _Recurrent:
@@ -108,8 +179,22 @@ class _Recurrent:
     _LOSS = "squared_error"
 
     def _init_recurrent(
-        self, features: Iterable[Hashable] | None, options: dict[str, Any], output_size: int
+        self,
+        features: Iterable[Hashable] | None,
+        options: dict[str, Any],
+        output_size: int,
+        missing: str,
+        unknown: str,
     ) -> None:
+        if missing not in _MISSING_POLICIES:
+            raise ValueError(f"missing must be one of {_MISSING_POLICIES}; got {missing!r}")
+        if unknown not in _UNKNOWN_POLICIES:
+            raise ValueError(f"unknown must be one of {_UNKNOWN_POLICIES}; got {unknown!r}")
+        self.missing = missing
+        self.unknown = unknown
+        self._imputer: _Imputer | None = None
+        self._unknown_counts: dict[Hashable, int] = {}
+        self._warned: set[str] = set()
         for name, value in options.items():
             setattr(self, name, value)
         self.features = features
@@ -139,6 +224,20 @@ class _Recurrent:
     def feature_names(self) -> tuple[Hashable, ...] | None:
         """The feature names, in the order they enter the network (None until fixed)."""
         return self._names
+
+    @property
+    def missing_counts(self) -> dict[Hashable, int]:
+        """Per feature, how many learned samples lacked it (and had it filled in by the
+        ``missing`` policy); features never missing are left out."""
+        if self._imputer is None or self._names is None:
+            return {}
+        return {name: int(n) for name, n in zip(self._names, self._imputer.missing) if n}
+
+    @property
+    def unknown_counts(self) -> dict[Hashable, int]:
+        """Per feature the model does not read, how many learned samples gave it (and had
+        it dropped by ``unknown="ignore"``)."""
+        return dict(self._unknown_counts)
 
     def reset_state(self) -> None:
         """Zeroes the recurrent state (a new sequence starts); the parameters stay."""
@@ -196,54 +295,217 @@ class _Recurrent:
             raise ValueError(f"features must not repeat a name; got {names!r}")
         self._names = names
         self._name_set = frozenset(names)
+        self._imputer = _Imputer(self.missing, len(names))
 
     def _names_of(self, x: Mapping[Hashable, Any]) -> tuple[Hashable, ...]:
         """The fixed names, or those ``x`` would fix: its keys, sorted."""
         if self._names is not None:
             return self._names
         _check_mapping(x)
-        try:
-            return tuple(sorted(x))  # type: ignore[type-var]  # any orderable keys
-        except TypeError:  # keys of mixed types
-            return tuple(sorted(x, key=lambda k: (type(k).__name__, repr(k))))
+        return _sorted_names(x)
 
-    def _vector(self, x: Mapping[Hashable, Any], names: tuple[Hashable, ...]) -> np.ndarray:
-        """The features of ``x`` in the order of ``names``, in the learner's dtype."""
+    def _imputer_for(self, names: tuple[Hashable, ...]) -> _Imputer:
+        """The imputer of the fixed names, or the one ``names`` would start with."""
+        if names is self._names and self._imputer is not None:
+            return self._imputer
+        return _Imputer(self.missing, len(names))
+
+    def _row(
+        self, x: Mapping[Hashable, Any], names: tuple[Hashable, ...]
+    ) -> tuple[np.ndarray, list[Hashable]]:
+        """The features of ``x`` in the order of ``names`` (float64, NaN where missing) and
+        the unknown features it gives a value for; refuses what the policies refuse."""
         _check_mapping(x)
-        if set(x.keys()) != (self._name_set if names is self._names else set(names)):
-            missing = [k for k in names if k not in x]
-            unknown = [k for k in x if k not in set(names)]
-            origin = (
-                "by the features argument"
-                if self.features is not None
-                else "at the first learn_one"
-            )
+        row = np.array([_number(name, x.get(name), self) for name in names], dtype=np.float64)
+        known = self._name_set if names is self._names else frozenset(names)
+        unknown = [k for k in x.keys() - known if not _is_missing(x[k])]
+        self._refuse(names, row, unknown)
+        return row, unknown
+
+    def _refuse(self, names: tuple[Hashable, ...], values: np.ndarray, unknown: Any) -> None:
+        """Refuses infinite values always, and gaps or unknown features as the policies
+        say (``values``: one row or a frame's rows)."""
+        infinite = np.isinf(values)
+        if infinite.any():
+            first = tuple(np.argwhere(infinite)[0])
             raise ValueError(
-                f"{type(self).__name__} reads the features {list(names)} (fixed {origin}); "
-                f"this x lacks {missing} and has unknown {unknown}. A recurrent network has a "
-                "fixed input width: give every feature at every step"
+                f"feature {names[first[-1]]!r} is {values[first]}; "
+                f"{type(self).__name__} reads finite numbers (NaN or None: missing)"
             )
-        values = [x[k] for k in names]
-        for name, value in zip(names, values):
-            if type(value) not in _PLAIN_NUMBERS and not isinstance(
-                value, (numbers.Real, np.bool_)
-            ):
-                raise TypeError(
-                    f"feature {name!r} is {value!r} ({type(value).__name__}); "
-                    f"{type(self).__name__} reads real numbers only: encode other values "
-                    "first, e.g. categories with river.preprocessing.OneHotEncoder"
-                )
-        return np.array(values, dtype=self._options["dtype"])
+        gaps = np.isnan(values)
+        refused_gaps = self.missing == "raise" and gaps.any()
+        refused_unknown = self.unknown == "raise" and len(unknown) > 0
+        if not (refused_gaps or refused_unknown):
+            return
+        columns = gaps.reshape(-1, len(names)).T  # one row or a frame's rows
+        lacking = [k for k, column in zip(names, columns) if column.any()]
+        unknown_names = sorted(unknown, key=repr)
+        origin = "by the features argument" if self.features is not None else "when first learned"
+        raise ValueError(
+            f"{type(self).__name__} reads the features {list(names)} (fixed {origin}); "
+            f"this x lacks {lacking} and has unknown {unknown_names}, refused by "
+            f"missing={self.missing!r}, unknown={self.unknown!r} (missing='mean', 'last' or "
+            "'zero' fills a missing feature in; unknown='ignore' drops an unknown one)"
+        )
 
-    # ---- River conventions
+    def _sample(
+        self, x: Mapping[Hashable, Any], names: tuple[Hashable, ...]
+    ) -> tuple[np.ndarray, np.ndarray, list[Hashable]]:
+        """The network's input for ``x`` (gaps filled, the learner's dtype), its raw row
+        and its unknown features."""
+        row, unknown = self._row(x, names)
+        vector = self._imputer_for(names).filled(row).astype(self._options["dtype"])
+        return vector, row, unknown
 
-    def _unit_test_skips(self) -> set[str]:
-        return set(_UNSUPPORTED_CHECKS)
+    def _learned_one(self, row: np.ndarray, unknown: list[Hashable]) -> None:
+        """Accounts for a sample the learner took: the policies' statistics and counts."""
+        assert self._imputer is not None
+        self._imputer.update(row)
+        self._note(bool(np.isnan(row).any()), {name: 1 for name in unknown})
+
+    def _note(self, filled: bool, unknown: Mapping[Hashable, int]) -> None:
+        for name, count in unknown.items():
+            self._unknown_counts[name] = self._unknown_counts.get(name, 0) + count
+        if filled and "missing" not in self._warned:
+            self._warned.add("missing")
+            fill = {"mean": "running mean", "last": "last value", "zero": "zero"}[self.missing]
+            warnings.warn(
+                f"{type(self).__name__}: a sample lacked features {list(self.missing_counts)}, "
+                f"read as their {fill} (missing={self.missing!r}); this is said once, "
+                "missing_counts counts every time",
+                FeatureWarning,
+                stacklevel=4,
+            )
+        if unknown and "unknown" not in self._warned:
+            self._warned.add("unknown")
+            warnings.warn(
+                f"{type(self).__name__}: a sample gave features it does not read, "
+                f"{sorted(unknown, key=repr)}, ignored (unknown='ignore'; the model reads "
+                f"{list(self._names or ())}); this is said once, unknown_counts counts "
+                "every time",
+                FeatureWarning,
+                stacklevel=4,
+            )
+
+    # ---- mini-batches (pandas frames)
+
+    def _names_of_frame(self, X: Any) -> tuple[Hashable, ...]:
+        pd = _pandas()
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(f"X must be a pandas DataFrame; got {type(X).__name__}")
+        if X.columns.has_duplicates:
+            raise ValueError(f"X must not repeat a column; got {list(X.columns)}")
+        return self._names if self._names is not None else _sorted_names(X.columns)
+
+    def _frame_rows(
+        self, X: Any, names: tuple[Hashable, ...]
+    ) -> tuple[np.ndarray, dict[Hashable, np.ndarray]]:
+        """The frame's rows as `_row` makes them, and per unknown column the rows that
+        give it a value."""
+        rows = np.full((len(X), len(names)), np.nan)
+        for i, name in enumerate(names):
+            if name in X.columns:
+                rows[:, i] = _column(X[name], name, self)
+        known = set(names)
+        unknown = {}
+        for column in X.columns:
+            if column not in known:
+                given = X[column].notna().to_numpy()
+                if given.any():
+                    unknown[column] = given
+        self._refuse(names, rows, unknown)
+        return rows, unknown
+
+    def _fit_rows(
+        self,
+        names: tuple[Hashable, ...],
+        rows: np.ndarray,
+        unknown: dict[Hashable, np.ndarray],
+        targets: np.ndarray,
+        on_learned: Any = None,
+    ) -> None:
+        """Learns the rows in one `uoro.Learner.fit`, exactly as `learn_one` would one by
+        one: each row's gaps are filled by the statistics of the rows before it."""
+        imputer = copy.deepcopy(self._imputer_for(names))
+        start = copy.deepcopy(imputer)
+        inputs = np.empty_like(rows)
+        for t, row in enumerate(rows):
+            inputs[t] = imputer.filled(row)
+            imputer.update(row)
+        learner = self._learner_for(names)
+        try:
+            learner.fit(inputs.astype(self._options["dtype"]), targets)
+        except DivergenceError as error:  # on_divergence="raise": the rows before stay learned
+            applied = int(error.index)  # type: ignore[attr-defined]  # the refused row
+            for row in rows[:applied]:
+                start.update(row)
+            self._commit_rows(start, rows[:applied], unknown, applied, on_learned)
+            raise
+        self._commit_rows(imputer, rows, unknown, len(rows), on_learned)
+
+    def _commit_rows(
+        self,
+        imputer: _Imputer,
+        rows: np.ndarray,
+        unknown: dict[Hashable, np.ndarray],
+        applied: int,
+        on_learned: Any,
+    ) -> None:
+        self._imputer = imputer
+        counts = {k: int(given[:applied].sum()) for k, given in unknown.items()}
+        self._note(bool(np.isnan(rows).any()), {k: n for k, n in counts.items() if n})
+        if on_learned is not None:
+            on_learned(applied)
 
 
 def _check_mapping(x: Any) -> None:
     if not isinstance(x, Mapping):
         raise TypeError(f"x must be a dict of features; got {type(x).__name__}")
+
+
+def _sorted_names(keys: Iterable[Hashable]) -> tuple[Hashable, ...]:
+    try:
+        return tuple(sorted(keys))  # type: ignore[type-var]  # any orderable keys
+    except TypeError:  # keys of mixed types
+        return tuple(sorted(keys, key=lambda k: (type(k).__name__, repr(k))))
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, (float, np.floating)) and math.isnan(value))
+
+
+def _number(name: Hashable, value: Any, owner: Any) -> Any:
+    """A feature's value as a real number (NaN if missing); refuses anything else."""
+    if value is None:
+        return math.nan
+    if type(value) not in _PLAIN_NUMBERS and not isinstance(value, (numbers.Real, np.bool_)):
+        raise TypeError(
+            f"feature {name!r} is {value!r} ({type(value).__name__}); "
+            f"{type(owner).__name__} reads real numbers only: encode other values "
+            "first, e.g. categories with river.preprocessing.OneHotEncoder"
+        )
+    return value
+
+
+def _column(column: Any, name: Hashable, owner: Any) -> np.ndarray:
+    """A frame's column as float64 (NaN where missing), refusing what `_number` refuses."""
+    pd = _pandas()
+    if pd.api.types.is_bool_dtype(column) or (
+        pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_complex_dtype(column)
+    ):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.array([_number(name, v, owner) for v in column], dtype=np.float64)
+
+
+def _pandas() -> Any:
+    try:
+        import pandas
+    except ImportError as error:  # pragma: no cover - pandas comes with uoro[river]
+        raise ImportError(
+            'learn_many / predict_many take pandas frames: pip install "uoro[river]" '
+            "(or: pip install pandas)"
+        ) from error
+    return pandas
 
 
 def _learner_options(locals_: dict[str, Any]) -> dict[str, Any]:
@@ -266,7 +528,7 @@ def _learner_options(locals_: dict[str, Any]) -> dict[str, Any]:
     return {name: locals_[name] for name in names}
 
 
-class RecurrentRegressor(_Recurrent, _river_base.Regressor):
+class RecurrentRegressor(_Recurrent, _river_base.MiniBatchRegressor):
     """A recurrent network that learns a real-valued target online (River regressor).
 
     ``learn_one(x, y)`` advances the recurrent state with ``x`` and learns ``y`` by one
@@ -276,6 +538,10 @@ class RecurrentRegressor(_Recurrent, _river_base.Regressor):
     Args:
         features: the feature names, in the order they enter the network. None (the
             default): the keys of the first ``x`` given to ``learn_one``, sorted.
+        missing: what a missing feature is read as: ``"mean"`` (its running mean),
+            ``"last"`` (its last value), ``"zero"``, or ``"raise"`` (refuse the sample);
+            see `uoro.river`.
+        unknown: a feature the model does not read: ``"ignore"`` it or ``"raise"``.
         cell: ``"rnn"``, ``"gru"``, ``"lstm"`` or an element-wise cell, ``"mingru"``,
             ``"minlstm"``, ``"indrnn"`` (see `uoro.Learner`).
         hidden_size: number of hidden units.
@@ -312,6 +578,8 @@ class RecurrentRegressor(_Recurrent, _river_base.Regressor):
         self,
         features: tuple[Hashable, ...] | None = None,
         *,
+        missing: str = "mean",
+        unknown: str = "ignore",
         cell: str = "gru",
         hidden_size: int = 16,
         layers: int = 1,
@@ -327,23 +595,47 @@ class RecurrentRegressor(_Recurrent, _river_base.Regressor):
         dtype: str = "float32",
         seed: int | None = 0,
     ) -> None:
-        self._init_recurrent(features, _learner_options(locals()), output_size=1)
+        self._init_recurrent(
+            features, _learner_options(locals()), output_size=1, missing=missing, unknown=unknown
+        )
 
     def learn_one(self, x: dict[Hashable, Any], y: float) -> None:
         """Advances the state with ``x`` and learns the target ``y`` (a real number)."""
         names = self._names_of(x)
-        vector = self._vector(x, names)
+        vector, row, unknown = self._sample(x, names)
         target = _real_target(y, self._options["dtype"])
         self._learner_for(names).step(vector, target)
+        self._learned_one(row, unknown)
 
     def predict_one(self, x: dict[Hashable, Any]) -> float:
         """The prediction ``learn_one(x, y)`` would make for this sample; changes nothing."""
         names = self._names_of(x)
-        vector = self._vector(x, names)
+        vector, _, _ = self._sample(x, names)
         return float(self._peek_learner(names).predict(vector)[0])
 
+    def learn_many(self, X: Any, y: Any) -> None:
+        """Learns the frame's rows in order (a chunk of the stream; ``y`` the targets in
+        the same order) in one call into the core: the same result as ``learn_one`` row
+        by row, bit for bit. Bad input anywhere refuses the whole chunk."""
+        names = self._names_of_frame(X)
+        rows, unknown = self._frame_rows(X, names)
+        targets = _real_targets(y, len(rows), self._options["dtype"])
+        if len(rows):
+            self._fit_rows(names, rows, unknown, targets)
 
-class RecurrentClassifier(_Recurrent, _river_base.Classifier):
+    def predict_many(self, X: Any) -> Any:
+        """``predict_one`` of every row, each from the current state (River's contract);
+        changes nothing. A pandas Series on ``X``'s index."""
+        pd = _pandas()
+        names = self._names_of_frame(X)
+        rows, _ = self._frame_rows(X, names)
+        learner, imputer = self._peek_learner(names), self._imputer_for(names)
+        dtype = self._options["dtype"]
+        predictions = [float(learner.predict(imputer.filled(r).astype(dtype))[0]) for r in rows]
+        return pd.Series(predictions, index=X.index, dtype=np.float64)
+
+
+class RecurrentClassifier(_Recurrent, _river_base.MiniBatchClassifier):
     """A recurrent network that learns class labels online (River classifier).
 
     ``learn_one(x, y)`` advances the recurrent state with ``x`` and learns the label ``y``
@@ -369,6 +661,10 @@ class RecurrentClassifier(_Recurrent, _river_base.Classifier):
         max_classes: with ``classes=None``, how many distinct labels may appear.
         features: the feature names, in the order they enter the network. None (the
             default): the keys of the first ``x`` given to ``learn_one``, sorted.
+        missing: what a missing feature is read as: ``"mean"`` (its running mean),
+            ``"last"`` (its last value), ``"zero"``, or ``"raise"`` (refuse the sample);
+            see `uoro.river`.
+        unknown: a feature the model does not read: ``"ignore"`` it or ``"raise"``.
         cell: ``"rnn"``, ``"gru"``, ``"lstm"`` or an element-wise cell, ``"mingru"``,
             ``"minlstm"``, ``"indrnn"`` (see `uoro.Learner`).
         hidden_size: number of hidden units.
@@ -408,6 +704,8 @@ class RecurrentClassifier(_Recurrent, _river_base.Classifier):
         max_classes: int = 16,
         features: tuple[Hashable, ...] | None = None,
         *,
+        missing: str = "mean",
+        unknown: str = "ignore",
         cell: str = "gru",
         hidden_size: int = 16,
         layers: int = 1,
@@ -443,7 +741,13 @@ class RecurrentClassifier(_Recurrent, _river_base.Classifier):
             n_outputs = int(max_classes)
         self._labels: list[Hashable] = labels
         self._index: dict[Hashable, int] = {label: i for i, label in enumerate(labels)}
-        self._init_recurrent(features, _learner_options(locals()), output_size=n_outputs)
+        self._init_recurrent(
+            features,
+            _learner_options(locals()),
+            output_size=n_outputs,
+            missing=missing,
+            unknown=unknown,
+        )
 
     _LOSS = "cross_entropy"
 
@@ -456,40 +760,93 @@ class RecurrentClassifier(_Recurrent, _river_base.Classifier):
         """The labels known so far, by output index."""
         return tuple(self._labels)
 
+    def _label_index(self, y: Hashable, pending: list[Hashable]) -> int:
+        """The output of label ``y``; a new label is appended to ``pending``."""
+        known = self._index.get(y)
+        if known is not None:
+            return known
+        if y in pending:
+            return len(self._labels) + pending.index(y)
+        if self.classes is not None:
+            raise ValueError(f"label {y!r} is not one of classes {tuple(self._labels)!r}")
+        if len(self._labels) + len(pending) >= self._output_size:
+            raise ValueError(
+                f"label {y!r} would be distinct label number "
+                f"{len(self._labels) + len(pending) + 1}, beyond max_classes="
+                f"{self.max_classes}; known labels: {tuple(self._labels + pending)!r}"
+            )
+        pending.append(y)
+        return len(self._labels) + len(pending) - 1
+
+    def _add_labels(self, labels: list[Hashable]) -> None:
+        for label in labels:
+            self._index[label] = len(self._labels)
+            self._labels.append(label)
+
     def learn_one(self, x: dict[Hashable, Any], y: Hashable) -> None:
         """Advances the state with ``x`` and learns the label ``y``."""
         names = self._names_of(x)
-        vector = self._vector(x, names)
-        known = self._index.get(y)
-        new_label = known is None
-        if known is not None:
-            index = known
-        else:
-            if self.classes is not None:
-                raise ValueError(f"label {y!r} is not one of classes {tuple(self._labels)!r}")
-            if len(self._labels) >= self._output_size:
-                raise ValueError(
-                    f"label {y!r} would be distinct label number {len(self._labels) + 1}, "
-                    f"beyond max_classes={self.max_classes}; known labels: "
-                    f"{tuple(self._labels)!r}"
-                )
-            index = len(self._labels)
+        vector, row, unknown = self._sample(x, names)
+        new_labels: list[Hashable] = []
+        index = self._label_index(y, new_labels)
         self._learner_for(names).step(vector, index)
-        if new_label:  # only once the step succeeded
-            self._labels.append(y)
-            self._index[y] = index
+        self._add_labels(new_labels)  # only once the step succeeded
+        self._learned_one(row, unknown)
+
+    def _probabilities(self, learner: Learner, vector: np.ndarray) -> dict[Any, float]:
+        if not self._labels:
+            return {}
+        probabilities = learner.predict(vector)[: len(self._labels)].astype(np.float64)
+        total = probabilities.sum()
+        return {label: float(p / total) for label, p in zip(self._labels, probabilities)}
 
     def predict_proba_one(self, x: dict[Hashable, Any], **kwargs: Any) -> dict[Any, float]:
         """The probability of each known label for this sample, as ``learn_one(x, y)``
         would predict it; changes nothing."""
         names = self._names_of(x)
-        vector = self._vector(x, names)
-        if not self._labels:
-            return {}
-        probabilities = self._peek_learner(names).predict(vector)[: len(self._labels)]
-        probabilities = probabilities.astype(np.float64)
-        total = probabilities.sum()
-        return {label: float(p / total) for label, p in zip(self._labels, probabilities)}
+        vector, _, _ = self._sample(x, names)
+        return self._probabilities(self._peek_learner(names), vector)
+
+    def learn_many(self, X: Any, y: Any) -> None:
+        """Learns the frame's rows in order (a chunk of the stream; ``y`` the labels in
+        the same order) in one call into the core: the same result as ``learn_one`` row
+        by row, bit for bit. Bad input anywhere refuses the whole chunk."""
+        names = self._names_of_frame(X)
+        rows, unknown = self._frame_rows(X, names)
+        labels = list(y)
+        if len(labels) != len(rows):
+            raise ValueError(f"y must hold one label per row of X ({len(rows)}); got {len(labels)}")
+        pending: list[Hashable] = []
+        indices = np.array([self._label_index(label, pending) for label in labels], dtype=np.int64)
+        first_row = {label: labels.index(label) for label in pending}
+
+        def add_labels_learned(applied: int) -> None:
+            self._add_labels([label for label in pending if first_row[label] < applied])
+
+        if len(rows):
+            self._fit_rows(names, rows, unknown, indices, add_labels_learned)
+
+    def predict_proba_many(self, X: Any) -> Any:
+        """``predict_proba_one`` of every row, each from the current state (River's
+        contract); changes nothing. A pandas DataFrame, one column per known label."""
+        pd = _pandas()
+        names = self._names_of_frame(X)
+        rows, _ = self._frame_rows(X, names)
+        learner, imputer = self._peek_learner(names), self._imputer_for(names)
+        dtype = self._options["dtype"]
+        rows_proba = [self._probabilities(learner, imputer.filled(r).astype(dtype)) for r in rows]
+        return pd.DataFrame(rows_proba, index=X.index, columns=list(self._labels), dtype=float)
+
+    def predict_many(self, X: Any) -> Any:
+        """``predict_one`` of every row (the most probable label; None before any label),
+        each from the current state; changes nothing. A pandas Series on ``X``'s index."""
+        pd = _pandas()
+        probabilities = self.predict_proba_many(X)
+        labels = [
+            max(p, key=p.get) if p else None
+            for p in probabilities.to_dict(orient="records", into=dict)
+        ]
+        return pd.Series(labels, index=X.index, dtype=object)
 
 
 class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
@@ -512,6 +869,10 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
         standardize: standardize the series with its running statistics.
         features: the feature names, in the order they enter the network. None (the
             default): the keys of the first ``x`` given to ``learn_one``, sorted.
+        missing: what a missing feature is read as: ``"mean"`` (its running mean),
+            ``"last"`` (its last value), ``"zero"``, or ``"raise"`` (refuse the sample);
+            see `uoro.river`.
+        unknown: a feature the model does not read: ``"ignore"`` it or ``"raise"``.
         cell: ``"rnn"``, ``"gru"``, ``"lstm"`` or an element-wise cell, ``"mingru"``,
             ``"minlstm"``, ``"indrnn"`` (see `uoro.Learner`).
         hidden_size: number of hidden units.
@@ -548,6 +909,8 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
         standardize: bool = True,
         features: tuple[Hashable, ...] | None = None,
         *,
+        missing: str = "mean",
+        unknown: str = "ignore",
         cell: str = "gru",
         hidden_size: int = 16,
         layers: int = 1,
@@ -568,7 +931,9 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
         self._mean = 0.0
         self._m2 = 0.0
         self._previous = 0.0  # the last value learned, on the series' scale
-        self._init_recurrent(features, _learner_options(locals()), output_size=1)
+        self._init_recurrent(
+            features, _learner_options(locals()), output_size=1, missing=missing, unknown=unknown
+        )
 
     def _n_inputs(self, n_features: int) -> int:
         return 1 + n_features
@@ -581,9 +946,10 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
 
     def _input(
         self, previous: float, x: dict[Hashable, Any] | None, names: tuple[Hashable, ...]
-    ) -> np.ndarray:
-        features = self._vector({} if x is None else x, names)
-        return np.concatenate([np.array([previous], dtype=features.dtype), features])
+    ) -> tuple[np.ndarray, np.ndarray, list[Hashable]]:
+        features, row, unknown = self._sample({} if x is None else x, names)
+        vector = np.concatenate([np.array([previous], dtype=features.dtype), features])
+        return vector, row, unknown
 
     def _names_of_optional(self, x: dict[Hashable, Any] | None) -> tuple[Hashable, ...]:
         if x is None and self._names is None:
@@ -594,11 +960,12 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
         """Reads ``(previous y, x)``, advances the state and learns ``y``."""
         names = self._names_of_optional(x)
         mean, std = self._scale()
-        vector = self._input((self._previous - mean) / std, x, names)
+        vector, row, unknown = self._input((self._previous - mean) / std, x, names)
         target = _real_target(y, self._options["dtype"])
         value = float(target[0])
         target[0] = (value - mean) / std
         self._learner_for(names).step(vector, target)
+        self._learned_one(row, unknown)
         self._count += 1
         delta = value - self._mean
         self._mean += delta / self._count
@@ -616,7 +983,7 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
             )
         steps = [None] * horizon if xs is None else list(xs)
         names = self._names_of_optional(steps[0])
-        inputs = [self._vector({} if x is None else x, names) for x in steps]
+        inputs = [self._sample({} if x is None else x, names)[0] for x in steps]
         mean, std = self._scale()
         learner = self._peek_learner(names)
         if horizon > 1:  # roll forward on a copy of θ and the state; the model stays as is
@@ -636,6 +1003,16 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
                 learner.gradients(vector[None, :], np.array([[predicted]], dtype=features.dtype))
             previous = predicted
         return forecasts
+
+
+def _real_targets(y: Any, n: int, dtype: str) -> np.ndarray:
+    values = list(y)
+    if len(values) != n:
+        raise ValueError(f"y must hold one target per row of X ({n}); got {len(values)}")
+    targets = np.empty((n, 1), dtype=dtype)
+    for t, value in enumerate(values):
+        targets[t] = _real_target(value, dtype)
+    return targets
 
 
 def _real_target(y: Any, dtype: str) -> np.ndarray:
