@@ -14,6 +14,7 @@ import pytest
 from river import base as river_base
 from river import (
     checks,
+    compose,
     datasets,
     dummy,
     evaluate,
@@ -26,7 +27,12 @@ from river import (
 from river.time_series.base import Forecaster
 
 import uoro
-from uoro.river import RecurrentClassifier, RecurrentForecaster, RecurrentRegressor
+from uoro.river import (
+    RecurrentClassifier,
+    RecurrentForecaster,
+    RecurrentMultiTargetRegressor,
+    RecurrentRegressor,
+)
 
 # ---- streams
 
@@ -596,6 +602,15 @@ def _river_datasets(model, scale: int = 1):
             ({"time": float(t), "period": float(t % 4)}, 10.0 + 2 * t + (t % 4))
             for t in range(1, 9)
         ]
+    elif isinstance(model, river_base.MultiTargetRegressor):
+        categories = {"zurich-class", "largest-spot-size", "spot-distribution"}
+        encode = compose.Select(*categories) | preprocessing.OneHotEncoder()
+        encoded = []
+        for x, y in datasets.SolarFlare().take(200 * scale):
+            numeric = {k: float(v) for k, v in x.items() if k not in categories}
+            encode.learn_one(x)
+            encoded.append(({**encode.transform_one(x), **numeric}, y))
+        yield encoded
     elif isinstance(model, river_base.Regressor):
         yield datasets.TrumpApproval().take(200 * scale)
     elif isinstance(model, river_base.Classifier):
@@ -605,7 +620,14 @@ def _river_datasets(model, scale: int = 1):
 
 
 @pytest.mark.parametrize(
-    "model", [RecurrentRegressor(), RecurrentClassifier(), RecurrentForecaster()], ids=type
+    "model",
+    [
+        RecurrentRegressor(),
+        RecurrentClassifier(),
+        RecurrentForecaster(),
+        RecurrentMultiTargetRegressor(),
+    ],
+    ids=type,
 )
 def test_river_check_estimator(model, monkeypatch):
     monkeypatch.setattr(checks, "_yield_datasets", _river_datasets)
@@ -620,6 +642,8 @@ def test_river_check_estimator(model, monkeypatch):
     assert "check_clone_is_idempotent" in ran and "check_pickling_supports_roundtrip" in ran
     if isinstance(model, Forecaster):
         assert "check_forecast" in ran
+    elif isinstance(model, river_base.MultiTargetRegressor):
+        assert "check_emerging_features" in ran and "check_pickling" in ran
     else:
         assert "check_shuffle_features_no_impact" in ran and "check_pickling" in ran
         assert "check_learn_many_matches_learn_one" in ran
@@ -733,3 +757,65 @@ def test_learning_is_fast_enough_for_a_stream():
         model.predict_one(x)
         model.learn_one(x, y)
     assert time.perf_counter() - start < 3.0
+
+
+# ---- several targets
+
+
+def two_target_pairs(n: int) -> list[tuple[dict, dict]]:
+    """The sine's next value and its negation: both need the memory of the last two."""
+    return [(x, {"next": y, "negated": -y}) for x, y in sine_pairs(n)]
+
+
+def test_multi_target_regressor_learns_all_targets_as_one_learner_step():
+    stream = two_target_pairs(50)
+    model = RecurrentMultiTargetRegressor(hidden_size=4)
+    for x, y in stream:
+        model.learn_one(x, y)
+    assert model.target_names == ("negated", "next")
+    learner = uoro.Learner(
+        "gru", 1, 4, 2, loss="squared_error", lr=model.lr, lr_decay=model.lr_decay, seed=0
+    )
+    for x, y in stream:
+        target = np.array([y["negated"], y["next"]], dtype=np.float32)
+        learner.step(np.array([x["previous"]], dtype=np.float32), target)
+    np.testing.assert_array_equal(model.learner.theta, learner.theta)
+    prediction = model.predict_one(stream[0][0])
+    assert list(prediction) == ["negated", "next"]
+
+
+def test_multi_target_regressor_beats_the_running_mean():
+    stream = two_target_pairs(3000)
+    model = RecurrentMultiTargetRegressor(hidden_size=16)
+    score = evaluate.progressive_val_score(
+        stream, model, metrics.multioutput.MicroAverage(metrics.MAE())
+    )
+    means = {k: stats.Mean() for k in ("next", "negated")}
+    errors = []
+    for _, y in stream:
+        errors += [abs(y[k] - means[k].get()) for k in means]
+        for k in means:
+            means[k].update(y[k])
+    assert score.get() < 0.3 * np.mean(errors)
+
+
+def test_multi_target_regressor_refuses_bad_targets_and_changes_nothing():
+    model = RecurrentMultiTargetRegressor(targets=("u", "v"), hidden_size=4)
+    assert list(model.predict_one({"a": 1.0})) == ["u", "v"]  # named upfront: known before
+    model.learn_one({"a": 1.0}, {"u": 0.5, "v": -0.5})
+    before = pickle.dumps(model)
+    bad = [
+        ({"u": 0.5}, ValueError, r"lacks \['v'\] and has unknown \[\]"),
+        ({"u": 0.5, "v": 1.0, "w": 2.0}, ValueError, r"unknown \['w'\]"),
+        ({"u": 0.5, "v": "high"}, TypeError, "target 'v' must be a real number"),
+        ({"u": 0.5, "v": float("nan")}, ValueError, "target 'v' must be a finite"),
+        (0.5, TypeError, "y must be a dict of targets"),
+    ]
+    for y, error, message in bad:
+        with pytest.raises(error, match=message):
+            model.learn_one({"a": 1.0}, y)
+        assert pickle.dumps(model) == before
+    fresh = RecurrentMultiTargetRegressor()
+    assert fresh.predict_one({"a": 1.0}) == {}
+    with pytest.raises(ValueError, match="distinct names"):
+        RecurrentMultiTargetRegressor(targets=("u", "u"))

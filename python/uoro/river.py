@@ -9,6 +9,8 @@ interfaces, so it can sit at the end of a River pipeline and be scored with
   squared-error readout.
 - `RecurrentClassifier` (a `river.base.Classifier`): one class label per sample, softmax
   readout; `predict_proba_one` gives the class probabilities.
+- `RecurrentMultiTargetRegressor` (a `river.base.MultiTargetRegressor`): a dict of
+  real-valued targets per sample, one readout unit each.
 - `RecurrentForecaster` (a `river.time_series.base.Forecaster`): a univariate series,
   optionally with exogenous features, forecast any number of steps ahead.
 
@@ -123,7 +125,13 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess
 
 from uoro.learner import DivergenceError, Learner
 
-__all__ = ["FeatureWarning", "RecurrentClassifier", "RecurrentForecaster", "RecurrentRegressor"]
+__all__ = [
+    "FeatureWarning",
+    "RecurrentClassifier",
+    "RecurrentForecaster",
+    "RecurrentMultiTargetRegressor",
+    "RecurrentRegressor",
+]
 
 _PLAIN_NUMBERS = (float, int, bool)
 _MISSING_POLICIES = ("mean", "last", "zero", "raise")
@@ -849,6 +857,120 @@ class RecurrentClassifier(_Recurrent, _river_base.MiniBatchClassifier):
         return pd.Series(labels, index=X.index, dtype=object)
 
 
+class RecurrentMultiTargetRegressor(_Recurrent, _river_base.MultiTargetRegressor):
+    """A recurrent network that learns several real-valued targets at once, online (River
+    multi-target regressor): ``y`` is a dict of targets, one readout unit each.
+
+    ``learn_one(x, y)`` advances the recurrent state with ``x`` and learns every target in
+    ``y`` by one `uoro.Learner.step` with a squared-error readout (the loss summed over
+    the targets); ``predict_one(x)`` is the dict that step would predict, and changes
+    nothing (see `uoro.river`). The target names are fixed like the features: by
+    ``targets`` if given, otherwise by the keys of the first ``y``, sorted; afterwards
+    every ``y`` must give every target, each a finite real number (a target cannot be
+    filled in: it is what is learned), or it is refused with `ValueError` / `TypeError`
+    and nothing changes. Scale targets to order one before they arrive.
+
+    Args:
+        targets: the target names, in readout order; None (the default): the keys of the
+            first ``y`` given to ``learn_one``, sorted.
+        features, missing, unknown, cell, hidden_size, layers, algorithm, rank, memory,
+            truncation, optimizer, lr, lr_decay, clip_norm, on_divergence, dtype, seed:
+            as for `RecurrentRegressor`.
+
+    Example:
+        ```python
+        from river import evaluate, metrics, preprocessing
+        from uoro.river import RecurrentMultiTargetRegressor
+
+        model = preprocessing.StandardScaler() | RecurrentMultiTargetRegressor()
+        # stream: (x, y) pairs in time order, y a dict of floats
+        evaluate.progressive_val_score(stream, model, metrics.multioutput.MicroAverage(
+            metrics.MAE()))
+        ```
+    """
+
+    def __init__(
+        self,
+        targets: tuple[Hashable, ...] | None = None,
+        features: tuple[Hashable, ...] | None = None,
+        *,
+        missing: str = "mean",
+        unknown: str = "ignore",
+        cell: str = "gru",
+        hidden_size: int = 16,
+        layers: int = 1,
+        algorithm: str = "uoro",
+        rank: int = 1,
+        memory: int = 1,
+        truncation: int | None = None,
+        optimizer: str = "adam",
+        lr: float = 0.01,
+        lr_decay: float = 0.1,
+        clip_norm: float | None = None,
+        on_divergence: str = "reset",
+        dtype: str = "float32",
+        seed: int | None = 0,
+    ) -> None:
+        self.targets = targets
+        self._targets: tuple[Hashable, ...] | None = None
+        if targets is not None:
+            if isinstance(targets, (str, bytes)) or not isinstance(targets, Iterable):
+                raise TypeError(f"targets must be a sequence of target names; got {targets!r}")
+            names = tuple(targets)
+            if not names or len(set(names)) != len(names):
+                raise ValueError(f"targets must hold distinct names, at least one; got {targets!r}")
+            self._targets = names
+        self._init_recurrent(
+            features,
+            _learner_options(locals()),
+            output_size=len(self._targets or (None,)),
+            missing=missing,
+            unknown=unknown,
+        )
+
+    @property
+    def target_names(self) -> tuple[Hashable, ...] | None:
+        """The target names, in readout order (None until fixed)."""
+        return self._targets
+
+    def _target_vector(self, y: Any) -> tuple[tuple[Hashable, ...], np.ndarray]:
+        if not isinstance(y, Mapping):
+            raise TypeError(f"y must be a dict of targets; got {type(y).__name__}")
+        targets = self._targets if self._targets is not None else _sorted_names(y)
+        if not targets:
+            raise ValueError("y must give at least one target; got an empty dict")
+        if set(y.keys()) != set(targets):
+            raise ValueError(
+                f"{type(self).__name__} learns the targets {list(targets)}; this y lacks "
+                f"{[k for k in targets if k not in y]} and has unknown "
+                f"{sorted(y.keys() - set(targets), key=repr)}: a target cannot be filled in"
+            )
+        dtype = self._options["dtype"]
+        values = [_real_target(y[k], dtype, name=f"target {k!r}")[0] for k in targets]
+        return targets, np.array(values, dtype=dtype)
+
+    def learn_one(self, x: dict[Hashable, Any], y: dict[Hashable, float], **kwargs: Any) -> None:
+        """Advances the state with ``x`` and learns the targets ``y`` (a dict of reals)."""
+        names = self._names_of(x)
+        vector, row, unknown = self._sample(x, names)
+        targets, target = self._target_vector(y)
+        if self._targets is None:  # fixed by the first y, before the learner is built
+            self._targets = targets
+            self._output_size = len(targets)
+        self._learner_for(names).step(vector, target)
+        self._learned_one(row, unknown)
+
+    def predict_one(self, x: dict[Hashable, Any], **kwargs: Any) -> dict[Hashable, float]:
+        """The prediction ``learn_one(x, y)`` would make for this sample, per target (an
+        empty dict while the targets are not yet known); changes nothing."""
+        names = self._names_of(x)
+        vector, _, _ = self._sample(x, names)
+        if self._targets is None:
+            return {}
+        predicted = self._peek_learner(names).predict(vector)
+        return {k: float(v) for k, v in zip(self._targets, predicted)}
+
+
 class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
     """A recurrent network that forecasts a univariate time series online (River
     forecaster).
@@ -1015,7 +1137,9 @@ def _real_targets(y: Any, n: int, dtype: str) -> np.ndarray:
     return targets
 
 
-def _real_target(y: Any, dtype: str) -> np.ndarray:
+def _real_target(y: Any, dtype: str, name: str = "y") -> np.ndarray:
     if isinstance(y, (str, bytes)) or not isinstance(y, (numbers.Real, np.bool_)):
-        raise TypeError(f"y must be a real number; got {y!r} ({type(y).__name__})")
+        raise TypeError(f"{name} must be a real number; got {y!r} ({type(y).__name__})")
+    if not math.isfinite(y):
+        raise ValueError(f"{name} must be a finite real number; got {y!r}")
     return np.array([y], dtype=dtype)
