@@ -178,9 +178,11 @@ def test_reset_is_counted_and_checkpointed():
 def explode_memory(learner: uoro.Learner) -> None:
     """Makes the estimator's memory explode by hand: its next update is refused."""
     state = learner.state_dict()
-    if learner.config["algorithm"] == "rtrl":
+    # By what the estimator keeps: exact RTRL on an element-wise cell and the layer-wise
+    # rule keep SnAp-1's diagonal influence.
+    if "jacobian" in state:
         state["jacobian"] = np.full_like(state["jacobian"], 1e25)
-    elif learner.config["algorithm"] == "snap1":
+    elif "snap_influence" in state:
         state["snap_influence"] = np.full_like(state["snap_influence"], 1e25)
     elif learner.config["algorithm"] == "uoro" and learner.config["memory"] == 1:
         state["s_tilde"] = np.full_like(state["s_tilde"], 1e17)
@@ -195,12 +197,30 @@ def explode_memory(learner: uoro.Learner) -> None:
     learner.load_state_dict(state)
 
 
-@pytest.mark.parametrize("options", ALGORITHMS, ids=ALGORITHM_IDS)
+NEW_CELLS = [
+    {"cell": "mingru", "algorithm": "rtrl"},
+    {"cell": "minlstm", "algorithm": "rtrl"},
+    {"cell": "indrnn", "algorithm": "uoro"},
+    {"cell": "minlstm", "layers": 2, "algorithm": "layerwise"},
+    {"cell": "indrnn", "layers": 2, "algorithm": "rtrl"},
+    {"cell": "gru", "layers": 2, "algorithm": "uoro"},
+    {"cell": "lstm", "layers": 2, "algorithm": "tbptt", "truncation": 3},
+]
+NEW_CELL_IDS = ["-".join(str(v) for k, v in o.items() if k != "truncation") for o in NEW_CELLS]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"cell": "gru", **o} for o in ALGORITHMS] + NEW_CELLS,
+    ids=ALGORITHM_IDS + NEW_CELL_IDS,
+)
 def test_after_a_reset_the_estimator_continues_as_a_fresh_one(options):
     rng = np.random.default_rng(0)
     xs = rng.standard_normal((60, 3)).astype(np.float32)
     ys = rng.standard_normal((60, 2)).astype(np.float32)
-    learner = uoro.Learner("gru", 3, 4, 2, loss="squared_error", on_divergence="reset", **options)
+    options = dict(options)
+    cell = options.pop("cell")
+    learner = uoro.Learner(cell, 3, 4, 2, loss="squared_error", on_divergence="reset", **options)
     learner.fit(xs[:10], ys[:10])
     explode_memory(learner)
     # Step until the reset; `before` is the learner just before the step that reset.
