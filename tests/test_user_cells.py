@@ -481,3 +481,8 @@ def test_describe_reports_the_layout():
     assert description.layout["parameters"][0] == ["input_block", [VOCAB + 1, 3 * HIDDEN]]
     assert description.functions.param_size == description.initial.size
     assert isinstance(NumpyGRU(VOCAB, HIDDEN), cells.Cell)
+
+
+def test_a_user_cell_is_not_stacked_by_layers_and_the_error_says_how():
+    with pytest.raises(ValueError, match="writing the stack as one cell"):
+        uoro.Learner(NumpyGRU(VOCAB, HIDDEN), VOCAB, HIDDEN, layers=2)

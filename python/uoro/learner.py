@@ -266,6 +266,8 @@ class Learner:
             if self._options["cell"] in ("influence", "user"):
                 raise ValueError(
                     f"layers applies to the built-in neural cells, not {self._options['cell']!r}"
+                    " (a user-defined cell is stacked by writing the stack as one cell: its"
+                    " state is the layers' states concatenated, and every estimator applies)"
                 )
             if self._options["layers"] > MAX_LAYERS:
                 raise ValueError(f"layers must be at most {MAX_LAYERS}; got {layers!r}")
