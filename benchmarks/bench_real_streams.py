@@ -90,7 +90,6 @@ from river import (  # noqa: E402
     compose,
     datasets,
     dummy,
-    evaluate,
     linear_model,
     metrics,
     neighbors,
@@ -405,28 +404,74 @@ def recurrent_part(model: Any) -> Any:
     return found[0] if found else None
 
 
+def _metrics(task: str) -> dict[str, Any]:
+    """Fresh metrics of a task, by score key."""
+    if task == REGRESSION:
+        return {"MAE": metrics.MAE(), "RMSE": metrics.RMSE()}
+    return {"Accuracy": metrics.Accuracy(), "LogLoss": metrics.LogLoss()}
+
+
+def _progressive(model: Any, samples: list[tuple[dict, Any]], task: str) -> list[dict]:
+    """Progressive validation as ``evaluate.progressive_val_score`` does it (predict, then
+    learn, sample by sample), scored over the whole stream, its first half and its second
+    half: the three score dicts, in that order."""
+    whole, first, second = _metrics(task), _metrics(task), _metrics(task)
+    half = len(samples) // 2
+    for t, (x, y) in enumerate(samples):
+        part = first if t < half else second
+        if task == REGRESSION:
+            prediction = model.predict_one(x)
+            for scores in (whole, part):
+                for metric in scores.values():
+                    metric.update(y, prediction)
+        else:  # River scores accuracy on the most probable label of the same probabilities
+            probabilities = model.predict_proba_one(x)
+            label = max(probabilities, key=probabilities.get) if probabilities else None
+            for scores in (whole, part):
+                scores["Accuracy"].update(y, label)
+                scores["LogLoss"].update(y, probabilities)
+        model.learn_one(x, y)
+    return [{key: metric.get() for key, metric in s.items()} for s in (whole, first, second)]
+
+
+def _forecasts(model: Any, samples: list[tuple[dict, Any]], horizon: int) -> list[dict]:
+    """``evaluate.evaluate`` for forecasters, step for step: the first ``horizon`` samples
+    are learned; then at sample t (not yet learned) the model forecasts samples
+    t+1..t+horizon and learns sample t. Scored over every forecast, those made in the
+    first half of the stream and those made in the second: the three score dicts."""
+    maes = [[metrics.MAE() for _ in range(horizon)] for _ in range(3)]
+    half = len(samples) // 2
+    for t, (x, y) in enumerate(samples[: len(samples) - horizon]):
+        if t >= horizon:
+            ahead = samples[t + 1 : t + 1 + horizon]
+            forecast = model.forecast(horizon, xs=[x_ahead for x_ahead, _ in ahead])
+            for part in (maes[0], maes[1 if t < half else 2]):
+                for metric, (_, truth), predicted in zip(part, ahead, forecast):
+                    metric.update(truth, predicted)
+        model.learn_one(y=y, x=x)
+    return [
+        {"MAE_mean": statistics.fmean(m.get() for m in part), "MAE_1": part[0].get()}
+        for part in maes
+    ]
+
+
 def score(stream: Stream, model: Any, samples: list[tuple[dict, Any]]) -> dict[str, Any]:
-    """Scores a fresh ``model`` on ``samples`` as River does; its scores, µs per sample
-    and, for a uoro estimator, the learner's divergence resets."""
+    """Scores a fresh ``model`` on ``samples`` as River does; its scores over the whole
+    stream and over each half, µs per sample and, for a uoro estimator, the learner's
+    divergence resets."""
     # A private copy: nothing a model does to an x can reach the next model's run.
     samples = [(dict(x), y) for x, y in samples]
     start = time.perf_counter()
     if stream.task == FORECASTING:
-        per_horizon = evaluate.evaluate(samples, model, metrics.MAE(), horizon=stream.horizon)
-        seconds = time.perf_counter() - start
-        maes = per_horizon.get()
-        scores = {"MAE_mean": statistics.fmean(maes), "MAE_1": maes[0]}
+        whole, first, second = _forecasts(model, samples, stream.horizon)
     else:
-        if stream.task == REGRESSION:
-            metric = metrics.MAE() + metrics.RMSE()
-        else:  # River scores accuracy on the most probable label of the same probabilities
-            metric = metrics.Accuracy() + metrics.LogLoss()
-        evaluate.progressive_val_score(samples, model, metric)
-        seconds = time.perf_counter() - start
-        scores = {type(m).__name__: m.get() for m in metric}
+        whole, first, second = _progressive(model, samples, stream.task)
+    seconds = time.perf_counter() - start
     recurrent = recurrent_part(model)
     return {
-        "scores": scores,
+        "scores": whole,
+        "scores_first_half": first,
+        "scores_second_half": second,
         "us_per_sample": 1e6 * seconds / len(samples),
         "resets": None if recurrent is None else recurrent.learner.resets,
     }
@@ -479,7 +524,10 @@ def _row(stream: Stream, model: Model, samples: int, runs: list[dict[str, Any]])
         "key": model.key,
         "model": model.label,
         "seeds": list(range(len(runs))) if model.seeded else None,
-        "scores": {key: [run["scores"][key] for run in runs] for key, _ in SCORES[stream.task]},
+        **{
+            part: {key: [run[part][key] for run in runs] for key, _ in SCORES[stream.task]}
+            for part in ("scores", "scores_first_half", "scores_second_half")
+        },
         "us_per_sample": [run["us_per_sample"] for run in runs],
         "resets": None if runs[0]["resets"] is None else [run["resets"] for run in runs],
     }
@@ -537,13 +585,16 @@ def tables(rows: list[dict[str, Any]]) -> str:
         task_rows = [r for r in rows if r["task"] == task]
         if not task_rows:
             continue
-        headers = ["dataset", "samples", "model", *(h for _, h in SCORES[task]), "µs/sample"]
+        (primary, primary_header), *_ = SCORES[task]
+        headers = ["dataset", "samples", "model", *(h for _, h in SCORES[task])]
+        headers += [f"{primary_header}, 2nd half", "µs/sample"]
         out += [f"{title}\n", "| " + " | ".join(headers) + " |"]
         out.append("|---|---:|---|" + "---:|" * (len(headers) - 3))
         for r in task_rows:
             dataset = r["dataset"] + (f" (h = {r['horizon']})" if r["horizon"] else "")
             cells = [dataset, f"{r['samples']:,}", r["model"]]
             cells += [spread(r["scores"][key]) for key, _ in SCORES[task]]
+            cells.append(spread(r["scores_second_half"][primary]))
             cells.append(spread(r["us_per_sample"], micros_text))
             out.append("| " + " | ".join(cells) + " |")
         out.append("")

@@ -56,9 +56,10 @@ def test_every_row_has_finite_scores_and_a_time(rows):
         where = f"{r['dataset']}, {r['model']}"
         assert r["task"] == bench.STREAMS[r["dataset"]].task
         assert r["samples"] == LIMIT
-        assert set(r["scores"]) == SCORE_KEYS[r["task"]], where
-        for values in r["scores"].values():
-            assert len(values) == 1 and all(math.isfinite(v) for v in values), where
+        for part in ("scores", "scores_first_half", "scores_second_half"):
+            assert set(r[part]) == SCORE_KEYS[r["task"]], where
+            for values in r[part].values():
+                assert len(values) == 1 and all(math.isfinite(v) for v in values), where
         assert len(r["us_per_sample"]) == 1 and r["us_per_sample"][0] > 0, where
         if r["key"] in UORO_KEYS | {"filtered-uoro"}:
             assert r["model"].startswith("uoro ") and r["seeds"] == [0], where
@@ -71,7 +72,7 @@ def test_the_table_has_a_line_per_row_and_a_column_per_score(rows):
     table = bench.tables(rows)
     for task, columns in bench.SCORES.items():
         header = "| dataset | samples | model | " + " | ".join(h for _, h in columns)
-        assert header + " | µs/sample |" in table, task
+        assert header + f" | {columns[0][1]}, 2nd half | µs/sample |" in table, task
     for r in rows:
         assert f" | {r['model']} | " in table
     assert table.count("\n| ") == len(rows) + len(bench.SCORES)  # and a header per task
@@ -124,3 +125,24 @@ def test_the_command_line_refuses_what_it_cannot_score(arguments, message):
 def test_a_slice_too_short_to_forecast_is_refused():
     with pytest.raises(ValueError, match="no forecast to score"):
         bench.run(["AirlinePassengers"], seeds=1, limit=24, keys=["holt-winters"])
+
+
+@pytest.mark.parametrize("name", ["TrumpApproval", "Phishing", "WaterFlow"])
+def test_the_scoring_loops_are_rivers_own(name):
+    """The benchmark's loops (which also score each half) give River's numbers."""
+    from river import evaluate, metrics
+
+    stream = bench.STREAMS[name]
+    samples = bench.samples_of(stream, 120)
+    model = next(m for m in bench.models_for(stream, len(samples[0][0])) if m.key == "uoro")
+    ours = bench.score(stream, model.make(0), samples)
+    if stream.task == bench.FORECASTING:
+        maes = evaluate.evaluate(samples, model.make(0), metrics.MAE(), horizon=stream.horizon)
+        assert ours["scores"]["MAE_1"] == maes.get()[0]
+        assert ours["scores"]["MAE_mean"] == pytest.approx(sum(maes.get()) / stream.horizon)
+    else:
+        metric = metrics.MAE() if stream.task == bench.REGRESSION else metrics.Accuracy()
+        evaluate.progressive_val_score(samples, model.make(0), metric)
+        assert ours["scores"][type(metric).__name__] == metric.get()
+    halves = (ours["scores_first_half"], ours["scores_second_half"])
+    assert all(set(h) == set(ours["scores"]) for h in halves)
