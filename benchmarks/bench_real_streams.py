@@ -49,8 +49,9 @@ regressor's target goes through ``TargetStandardScaler`` (as ``uoro.river`` advi
 forecaster standardizes the series itself, the classifier is told the two classes.
 Rows: the estimator's defaults (GRU-16 with UORO, Adam, lr 0.01, decay 0.1), then the
 same GRU with truncated BPTT (T = 16), with SnAp-1 and with exact RTRL, and minGRU-16 with
-exact RTRL (exact at O(|θ|) per step on an element-wise cell); on WaterFlow also the
-defaults behind the same anomaly filter as Holt-Winters. deep-river's LSTM estimators
+exact RTRL (exact at O(|θ|) per step on an element-wise cell); on the forecasting
+streams also the forecaster told the season (``seasonality=`` 12 months, 24 hours), and
+on WaterFlow the defaults behind the same anomaly filter as Holt-Winters. deep-river's LSTM estimators
 (window 10, lr 1e-3, as in ``bench_river_peers.py``) are added for regression and
 classification when ``import deep_river`` works.
 
@@ -136,6 +137,7 @@ class Stream:
     task: str
     horizon: int = 0  # forecasting: forecasts are scored at +1..+horizon
     classes: tuple[Any, ...] = ()  # classification: the labels
+    period: int = 0  # forecasting: the season's length, in samples
 
 
 STREAMS = {
@@ -145,8 +147,8 @@ STREAMS = {
         Stream("ChickWeights", datasets.ChickWeights, REGRESSION),
         Stream("Phishing", datasets.Phishing, CLASSIFICATION, classes=(False, True)),
         Stream("Bananas", datasets.Bananas, CLASSIFICATION, classes=(False, True)),
-        Stream("AirlinePassengers", datasets.AirlinePassengers, FORECASTING, horizon=12),
-        Stream("WaterFlow", datasets.WaterFlow, FORECASTING, horizon=24),
+        Stream("AirlinePassengers", datasets.AirlinePassengers, FORECASTING, 12, period=12),
+        Stream("WaterFlow", datasets.WaterFlow, FORECASTING, 24, period=24),
     )
 }
 
@@ -332,6 +334,16 @@ def uoro_models(stream: Stream) -> list[Model]:
         Model(key, uoro_label(options), factory(options), seeded=True)
         for key, options in UORO_VARIANTS
     ]
+    if stream.task == FORECASTING:
+        seasonal = {"seasonality": stream.period}
+        models.append(
+            Model(
+                "uoro-seasonal",
+                uoro_label(seasonal) + f" seasonal (m = {stream.period})",
+                factory(seasonal),
+                seeded=True,
+            )
+        )
     if stream.name == "WaterFlow":
         models.append(
             Model(

@@ -27,8 +27,10 @@ EXPECTED = {
     "ChickWeights": {"linear", "knn", "hoeffding-tree", "mean"} | UORO_KEYS,
     "Phishing": {"logistic", "knn", "hoeffding-tree", "prior"} | UORO_KEYS,
     "Bananas": {"logistic", "knn", "hoeffding-tree", "prior"} | UORO_KEYS,
-    "AirlinePassengers": {"holt-winters", "snarimax"} | UORO_KEYS,
-    "WaterFlow": {"holt-winters", "filtered-holt-winters", "snarimax", "filtered-uoro"} | UORO_KEYS,
+    "AirlinePassengers": {"holt-winters", "snarimax", "uoro-seasonal"} | UORO_KEYS,
+    "WaterFlow": {"holt-winters", "filtered-holt-winters", "snarimax", "filtered-uoro"}
+    | {"uoro-seasonal"}
+    | UORO_KEYS,
 }
 SCORE_KEYS = {
     "regression": {"MAE", "RMSE"},
@@ -61,7 +63,7 @@ def test_every_row_has_finite_scores_and_a_time(rows):
             for values in r[part].values():
                 assert len(values) == 1 and all(math.isfinite(v) for v in values), where
         assert len(r["us_per_sample"]) == 1 and r["us_per_sample"][0] > 0, where
-        if r["key"] in UORO_KEYS | {"filtered-uoro"}:
+        if r["key"] in UORO_KEYS | {"filtered-uoro", "uoro-seasonal"}:
             assert r["model"].startswith("uoro ") and r["seeds"] == [0], where
             assert r["resets"] is not None and all(n >= 0 for n in r["resets"]), where
         else:

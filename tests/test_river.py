@@ -819,3 +819,51 @@ def test_multi_target_regressor_refuses_bad_targets_and_changes_nothing():
     assert fresh.predict_one({"a": 1.0}) == {}
     with pytest.raises(ValueError, match="distinct names"):
         RecurrentMultiTargetRegressor(targets=("u", "u"))
+
+
+# ---- seasonal forecasting
+
+
+def seasonal_series(n: int, period: int = 12) -> list[float]:
+    """A growing series whose seasonal swing grows with it (as airline traffic)."""
+    t = np.arange(n)
+    level = 100 + 2 * t
+    return list(level * (1 + 0.3 * np.sin(2 * np.pi * t / period)))
+
+
+def test_an_untrained_seasonal_forecaster_forecasts_the_seasonal_naive():
+    """A network whose readout is zero learns nothing of its own: the forecasts are the
+    values one season back, then, beyond a season, those forecasts again."""
+    series = seasonal_series(30, period=4)
+    model = RecurrentForecaster(seasonality=4, hidden_size=4, lr=0.0)
+    for value in series[:2]:  # less than a season: the lag is the previous value
+        model.learn_one(value)
+    zero_readout = {"readout.weight": np.zeros((1, 4)), "readout.bias": np.zeros(1)}
+    model.learner.set_parameters({**model.learner.parameters(), **zero_readout})
+    first, second = (float(np.float32(v)) for v in series[:2])
+    # The previous value, then the forecast before it, then a season back: the first.
+    assert model.forecast(3) == [second, second, first]
+    for value in series[2:20]:
+        model.learn_one(value)
+    season = [float(np.float32(v)) for v in series[16:20]]
+    assert model.forecast(10) == season + season + season[:2]
+
+
+def test_seasonality_closes_on_a_seasonal_series():
+    series = seasonal_series(600)
+    errors = {}
+    for seasonality in (None, 12):
+        model = RecurrentForecaster(seasonality=seasonality)
+        total = 0.0
+        for t, value in enumerate(series[:-12]):
+            if t >= 300:
+                total += np.mean(np.abs(np.array(model.forecast(12)) - series[t : t + 12]))
+            model.learn_one(value)
+        errors[seasonality] = total
+    assert errors[12] < 0.5 * errors[None]
+
+
+def test_bad_seasonality_is_refused():
+    for bad in (0, -3, 2.5, True, "12"):
+        with pytest.raises(ValueError, match="seasonality must be None or an integer"):
+            RecurrentForecaster(seasonality=bad)

@@ -104,6 +104,7 @@ when the streams should not share a model.
 
 from __future__ import annotations
 
+import collections
 import copy
 import math
 import numbers
@@ -257,10 +258,12 @@ class _Recurrent:
 
     def _make_learner(self, input_size: int, *, forward_only: bool = False) -> Learner:
         """A learner of this estimator's configuration; ``forward_only``: one that has the
-        same parameter layout but the cheapest estimator, to run the network forward."""
+        same parameter layout but the cheapest estimator and a learning rate of 0, to run
+        the network forward."""
         o = dict(self._options)
-        if forward_only:
+        if forward_only:  # its steps advance the state and leave θ as it is (lr 0)
             o.update(algorithm="uoro", rank=1, memory=1, truncation=None)
+            o.update(optimizer="sgd", lr=0.0, lr_decay=0.0, clip_norm=None)
         return Learner(
             o["cell"],
             input_size,
@@ -987,8 +990,17 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
     the current one (a std of 1 until two values, differing, have been seen); forecasts
     are mapped back to the series' scale.
 
+    With ``seasonality=m`` the network also reads the value one season back,
+    ``y[t - m]`` (the previous value until a season has passed), and learns the seasonal
+    difference ``y[t] - y[t - m]`` (in units of the running std) instead of ``y``: an
+    untrained network forecasts the seasonal naive forecast, and what it learns is how
+    this season departs from the last (trend, changing amplitude). Forecasts further
+    ahead than a season read the forecasts of the season before.
+
     Args:
         standardize: standardize the series with its running statistics.
+        seasonality: the period m of a seasonal series (e.g. 12 for monthly data with
+            a yearly cycle), or None (the default) for none.
         features: the feature names, in the order they enter the network. None (the
             default): the keys of the first ``x`` given to ``learn_one``, sorted.
         missing: what a missing feature is read as: ``"mean"`` (its running mean),
@@ -1031,6 +1043,7 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
         standardize: bool = True,
         features: tuple[Hashable, ...] | None = None,
         *,
+        seasonality: int | None = None,
         missing: str = "mean",
         unknown: str = "ignore",
         cell: str = "gru",
@@ -1049,16 +1062,26 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
         seed: int | None = 0,
     ) -> None:
         self.standardize = standardize
+        self.seasonality = seasonality
+        if seasonality is not None and (
+            isinstance(seasonality, bool)
+            or not isinstance(seasonality, numbers.Integral)
+            or seasonality < 1
+        ):
+            raise ValueError(f"seasonality must be None or an integer >= 1; got {seasonality!r}")
         self._count = 0
         self._mean = 0.0
         self._m2 = 0.0
         self._previous = 0.0  # the last value learned, on the series' scale
+        # The last `seasonality` values learned, for the seasonal lag.
+        self._history: collections.deque[float] = collections.deque(maxlen=seasonality or 1)
+        self._rollout: Learner | None = None  # forecast's scratch copy, built once
         self._init_recurrent(
             features, _learner_options(locals()), output_size=1, missing=missing, unknown=unknown
         )
 
     def _n_inputs(self, n_features: int) -> int:
-        return 1 + n_features
+        return (1 if self.seasonality is None else 2) + n_features
 
     def _scale(self) -> tuple[float, float]:
         if not self.standardize or self._count == 0:
@@ -1066,12 +1089,44 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
         std = math.sqrt(self._m2 / (self._count - 1)) if self._count > 1 else 0.0
         return self._mean, std if std > 0 else 1.0
 
+    def _lag(self, ahead: int, forecasts: list[float], previous: float) -> float:
+        """The seasonal lag of the value ``ahead`` steps after the last learned: the value
+        one season before it (learned, or forecast earlier in the same rollout), or, before
+        a season has passed, ``previous`` (the value just before it)."""
+        assert self.seasonality is not None
+        position = self._count + ahead - self.seasonality  # index of the lagged value
+        if position < 0:
+            return previous
+        if position >= self._count:
+            return forecasts[position - self._count]
+        return self._history[position - (self._count - len(self._history))]
+
     def _input(
-        self, previous: float, x: dict[Hashable, Any] | None, names: tuple[Hashable, ...]
+        self,
+        previous: float,
+        lag: float,
+        x: dict[Hashable, Any] | None,
+        names: tuple[Hashable, ...],
     ) -> tuple[np.ndarray, np.ndarray, list[Hashable]]:
+        """The network's input, ``(previous, [lag,] x)`` standardized, its raw row and its
+        unknown features."""
+        mean, std = self._scale()
         features, row, unknown = self._sample({} if x is None else x, names)
-        vector = np.concatenate([np.array([previous], dtype=features.dtype), features])
+        series = [(previous - mean) / std]
+        if self.seasonality is not None:
+            series.append((lag - mean) / std)
+        vector = np.concatenate([np.array(series, dtype=features.dtype), features])
         return vector, row, unknown
+
+    def _base(self, lag: float) -> float:
+        """What the network's output is added to (scaled by std): the mean, or, with a
+        seasonality, the seasonal lag (the network learns the seasonal difference)."""
+        return self._scale()[0] if self.seasonality is None else lag
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_rollout"] = None  # scratch: rebuilt when needed
+        return state
 
     def _names_of_optional(self, x: dict[Hashable, Any] | None) -> tuple[Hashable, ...]:
         if x is None and self._names is None:
@@ -1081,11 +1136,11 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
     def learn_one(self, y: float, x: dict[Hashable, Any] | None = None) -> None:
         """Reads ``(previous y, x)``, advances the state and learns ``y``."""
         names = self._names_of_optional(x)
-        mean, std = self._scale()
-        vector, row, unknown = self._input((self._previous - mean) / std, x, names)
+        lag = self._lag(0, [], self._previous) if self.seasonality else 0.0
+        vector, row, unknown = self._input(self._previous, lag, x, names)
         target = _real_target(y, self._options["dtype"])
         value = float(target[0])
-        target[0] = (value - mean) / std
+        target[0] = (value - self._base(lag)) / self._scale()[1]
         self._learner_for(names).step(vector, target)
         self._learned_one(row, unknown)
         self._count += 1
@@ -1093,6 +1148,7 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
         self._mean += delta / self._count
         self._m2 += delta * (value - self._mean)
         self._previous = value
+        self._history.append(value)
 
     def forecast(self, horizon: int, xs: list[dict[Hashable, Any]] | None = None) -> list[float]:
         """Forecasts the next ``horizon`` values; ``xs`` gives the exogenous features of
@@ -1105,25 +1161,28 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
             )
         steps = [None] * horizon if xs is None else list(xs)
         names = self._names_of_optional(steps[0])
-        inputs = [self._sample({} if x is None else x, names)[0] for x in steps]
-        mean, std = self._scale()
         learner = self._peek_learner(names)
-        if horizon > 1:  # roll forward on a copy of θ and the state; the model stays as is
-            model, learner = (
-                learner,
-                self._make_learner(learner.config["input_size"], forward_only=True),
-            )
+        std = self._scale()[1]
+        dtype = self._options["dtype"]
+        if horizon > 1:  # roll forward on a scratch copy of θ and the state
+            size = learner.config["input_size"]
+            if self._rollout is None or self._rollout.config["input_size"] != size:
+                self._rollout = self._make_learner(size, forward_only=True)
+            model, learner = learner, self._rollout
             learner.theta = model.theta
             learner.state = model.state
-        previous = (self._previous - mean) / std
-        forecasts = []
-        for h, features in enumerate(inputs):
-            vector = np.concatenate([np.array([previous], dtype=features.dtype), features])
-            predicted = float(learner.predict(vector)[0])
-            forecasts.append(mean + std * predicted)
-            if h + 1 < horizon:  # advance the copy's state (`gradients` leaves θ as it is)
-                learner.gradients(vector[None, :], np.array([[predicted]], dtype=features.dtype))
-            previous = predicted
+        previous = self._previous
+        forecasts: list[float] = []
+        for h, x in enumerate(steps):
+            lag = self._lag(h, forecasts, previous) if self.seasonality else 0.0
+            vector = self._input(previous, lag, x, names)[0]
+            if h + 1 < horizon:  # predicts and advances the copy (its lr is 0: θ stays)
+                learner.step(vector, np.zeros(1, dtype=dtype))
+                predicted = float(learner.prediction[0])
+            else:
+                predicted = float(learner.predict(vector)[0])
+            previous = self._base(lag) + std * predicted
+            forecasts.append(previous)
         return forecasts
 
 
