@@ -51,9 +51,9 @@ Rows: the estimator's defaults (GRU-16 with UORO, Adam, lr 0.01, decay 0.1), the
 same GRU with truncated BPTT (T = 16), with SnAp-1 and with exact RTRL, and minGRU-16 with
 exact RTRL (exact at O(|θ|) per step on an element-wise cell); on the forecasting
 streams also the forecaster told the season (``seasonality=`` 12 months, 24 hours), and
-on WaterFlow the defaults behind the same anomaly filter as Holt-Winters. deep-river's LSTM estimators
-(window 10, lr 1e-3, as in ``bench_river_peers.py``) are added for regression and
-classification when ``import deep_river`` works.
+on WaterFlow the defaults behind the same anomaly filter as Holt-Winters. deep-river's
+LSTM estimators (window 10, lr 1e-3, as in ``bench_river_peers.py``) are added for
+regression and classification when ``import deep_river`` works.
 
 Seeded models (uoro's, the Hoeffding trees', k-NN's search graph, deep-river's) run with
 seeds 0..N-1 (``--seeds N``) and show the mean ± standard deviation over the seeds; the
@@ -316,19 +316,25 @@ def river_models(stream: Stream) -> list[Model]:
     raise ValueError(f"no River models for {stream.name!r}")
 
 
+def uoro_factory(stream: Stream, options: dict[str, Any]) -> Callable[[int], Any]:
+    """``make(seed)`` of uoro's estimator for the stream's task with ``options``, in the
+    pipeline every uoro row uses."""
+    if stream.task == REGRESSION:
+        return lambda seed: _scaled(
+            preprocessing.TargetStandardScaler(RecurrentRegressor(**options, seed=seed))
+        )
+    if stream.task == CLASSIFICATION:
+        return lambda seed: _scaled(
+            RecurrentClassifier(classes=stream.classes, **options, seed=seed)
+        )
+    return lambda seed: RecurrentForecaster(**options, seed=seed)
+
+
 def uoro_models(stream: Stream) -> list[Model]:
     """uoro's estimator for the stream's task, with its defaults and the variants."""
 
     def factory(options: dict[str, Any]) -> Callable[[int], Any]:
-        if stream.task == REGRESSION:
-            return lambda seed: _scaled(
-                preprocessing.TargetStandardScaler(RecurrentRegressor(**options, seed=seed))
-            )
-        if stream.task == CLASSIFICATION:
-            return lambda seed: _scaled(
-                RecurrentClassifier(classes=stream.classes, **options, seed=seed)
-            )
-        return lambda seed: RecurrentForecaster(**options, seed=seed)
+        return uoro_factory(stream, options)
 
     models = [
         Model(key, uoro_label(options), factory(options), seeded=True)
