@@ -8,8 +8,11 @@ mark is in the token, even a cell whose gates read only the current input (minGR
 minLSTM, IndRNN) can tell the symbol to store from the distractors. The only gradient
 that teaches a network to store it comes from the query's loss at least `delay` steps
 later, beyond the window of truncated BPTT with T = 16 or 64, within reach of exact
-online gradients (RTRL; exact at O(|θ|) cost on the element-wise cells) and of
-unbiased estimates of them (UORO).
+online gradients (RTRL; exact at O(|θ|) cost on the element-wise cells), of unbiased
+estimates of them (UORO) and, for a stack of two element-wise layers, of the layer-wise
+rule (`algorithm="layerwise"`: each layer's sensitivity to its own parameters exact, the
+error reaching the lower layer through the current step only, so biased: what the lower
+layer's parameters do to the upper layer's memory is dropped).
 
 Slow start. With the `Learner`'s default initialization (uniform ±1/√n) a minGRU's
 update gate is z ≈ 0.5 on every input, so a write survives ~0.5^100 ≈ 1e-30 of itself
@@ -29,13 +32,18 @@ constructing the `Learner` (the other parameters keep their default draws):
     the same leak;
   - IndRNN, h' = tanh(W x + b + w⊙h): the per-unit recurrent weight w (``weight_hh``)
     uniform on [1 - 2σ(-4), 1] ≈ [0.964, 1]: the same leak on average, spread over
-    the units as LRU spreads its decays.
+    the units as LRU spreads its decays;
+  - a stack (the 2-layer minGRU and minLSTM, `layers=2`): its cell's slow start in every
+    layer, the same entries under each layer's PyTorch-style name (``bias_l0[:n]``,
+    ``bias_l1[:n]``; see `stack_init`), so each layer leaks as the single cell does.
 
 `--default-init` skips it (every configuration then starts from the default draws).
-Each configuration (a dict of `uoro.Learner` options plus its "init", `CONFIGS` below)
-learns the same stream online from scratch (cross-entropy, Adam with a constant
-learning rate, the gradient's norm clipped, float32; the same settings for every
-configuration), and the table gives, for each:
+Each configuration (a dict of `uoro.Learner` options plus its "init", `CONFIGS` below:
+GRU with UORO, SnAp-1 and truncated BPTT (T = 16, 64); minGRU, minLSTM and IndRNN with
+RTRL; 2-layer minGRU and minLSTM stacks with the layer-wise rule) learns the same stream
+online from scratch (cross-entropy, Adam with a constant learning rate, the gradient's
+norm clipped, float32; the same settings for every configuration), and the table gives,
+for each:
 
   - its mean loss over the last 10 % of the run (nats per step) and over the query steps
     of that stretch alone;
@@ -47,6 +55,12 @@ configuration), and the table gives, for each:
     10 % each chunk is fitted up to each QUERY, whose step runs alone so that its
     prediction can be read, and that stretch is not timed.
 
+The learning curves (in the results, `--json`, and drawn by `--plot FILE`): for each chunk,
+the samples seen at its end, its mean loss over all steps and over its query steps alone;
+the query loss falls below ln(symbols), the memoryless query loss, only as the network
+learns to store the symbol. They are read from the losses `fit` and `step` return, after
+the timer stops.
+
 A configuration whose cell this build does not have (the `Learner` constructor's
 unknown-cell ValueError) is skipped with a note; any other error stops the run.
 
@@ -54,7 +68,7 @@ unknown-cell ValueError) is skipped with a note; any other error stops the run.
                                           [--hidden H] [--lr LR] [--clip-norm C]
                                           [--default-init] [--seed S]
                                           [--symbols K] [--delay D] [--jitter J]
-                                          [--no-progress] [--json FILE]
+                                          [--no-progress] [--json FILE] [--plot FILE]
 """
 
 from __future__ import annotations
@@ -90,6 +104,24 @@ SLOW_INIT: dict[str, dict] = {
     "minlstm": {"bias[:n]": SLOW, "bias[n:2n]": -SLOW},  # f ≈ σ(4), i ≈ σ(-4)
     "indrnn": {"weight_hh": (round(1 - 2 * LEAK, 3), 1.0)},  # w ≈ 0.982 on average
 }
+
+
+def stack_init(init: dict, layers: int) -> dict:
+    """A single cell's `init` for every layer of a `layers`-layer stack of it: a stack
+    names its cell's parameters with the layer's suffix, as PyTorch does, so
+    ``{"bias[:n]": -4}`` becomes ``{"bias_l0[:n]": -4, "bias_l1[:n]": -4}`` for two
+    layers (uniform draws stay independent per layer). One layer: `init` itself, a
+    single cell's names having no suffix."""
+    if layers == 1:
+        return dict(init)
+    stacked = {}
+    for layer in range(layers):
+        for key, value in init.items():
+            name, bracket, rows = key.partition("[")
+            stacked[f"{name}_l{layer}{bracket}{rows}"] = value
+    return stacked
+
+
 # Name -> `uoro.Learner` options (the cell and the gradient estimator are all that differ)
 # plus "init", the parameters set after construction.
 CONFIGS: dict[str, dict] = {
@@ -110,6 +142,18 @@ CONFIGS: dict[str, dict] = {
     "mingru-rtrl": {"cell": "mingru", "algorithm": "rtrl", "init": SLOW_INIT["mingru"]},
     "minlstm-rtrl": {"cell": "minlstm", "algorithm": "rtrl", "init": SLOW_INIT["minlstm"]},
     "indrnn-rtrl": {"cell": "indrnn", "algorithm": "rtrl", "init": SLOW_INIT["indrnn"]},
+    "mingru2-layerwise": {
+        "cell": "mingru",
+        "layers": 2,
+        "algorithm": "layerwise",
+        "init": stack_init(SLOW_INIT["mingru"], 2),
+    },
+    "minlstm2-layerwise": {
+        "cell": "minlstm",
+        "layers": 2,
+        "algorithm": "layerwise",
+        "init": stack_init(SLOW_INIT["minlstm"], 2),
+    },
 }
 TASK = {"symbols": 8, "delay": 100, "jitter": 20}
 SAMPLES, QUICK_SAMPLES = 1_000_000, 20_000
@@ -196,7 +240,10 @@ def run_config(
     """Learns `samples` of the task's stream online; None if this build lacks the cell.
 
     `options` are `uoro.Learner` options plus, optionally, "init" (see `initialize`),
-    which `default_init` ignores.
+    which `default_init` ignores. The result's "curve" has, per chunk of `chunk` samples
+    (the head's and the tail's, in order): "samples" seen at its end, its mean "loss" over
+    all steps, its mean "query_loss" over its query steps (NaN if it has none) and their
+    number, "queries".
     """
     learner_options = {k: v for k, v in options.items() if k != "init"}
     init = {} if default_init else options.get("init", {})
@@ -215,16 +262,30 @@ def run_config(
     tail_losses: list[np.ndarray] = []
     query_losses: list[float] = []
     correct = 0
+    curve: dict[str, list] = {"samples": [], "loss": [], "query_loss": [], "queries": []}
+    seen = 0
+
+    def record(losses: np.ndarray, query: np.ndarray) -> None:
+        """One chunk's point of the curve: its losses, `query` those of its queries."""
+        nonlocal seen
+        seen += len(losses)
+        curve["samples"].append(seen)
+        curve["loss"].append(float(np.mean(losses)))
+        curve["query_loss"].append(float(np.mean(query)) if len(query) else math.nan)
+        curve["queries"].append(len(query))
+
     bar = _progress(name, samples, progress)
     try:
         for start in range(0, head, chunk):
             xs, ys = stream.take(min(chunk, head - start))
             began = time.perf_counter()
-            learner.fit(xs, ys)
+            losses = learner.fit(xs, ys)
             fit_seconds += time.perf_counter() - began
+            record(losses, losses[stream.query_mask(xs)])  # after the timer: not timed
             bar.update(len(xs))
         for start in range(0, tail, chunk):
             xs, ys = stream.take(min(chunk, tail - start))
+            pieces, queries_before = len(tail_losses), len(query_losses)
             began = time.perf_counter()
             done = 0
             for q in np.flatnonzero(stream.query_mask(xs)).tolist():
@@ -236,6 +297,8 @@ def run_config(
             if done < len(xs):
                 tail_losses.append(learner.fit(xs[done:], ys[done:]))
             tail_seconds += time.perf_counter() - began
+            query = np.array(query_losses[queries_before:])
+            record(np.concatenate([*tail_losses[pieces:], query]), query)
             bar.update(len(xs))
     finally:
         bar.close()
@@ -258,6 +321,7 @@ def run_config(
         "seconds": fit_seconds + tail_seconds,
         "resets": learner.resets,
         "skipped_steps": learner.skipped_steps,
+        "curve": curve,
     }
 
 
@@ -313,6 +377,61 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(results: dict, path: str | Path) -> None:
+    """The learning curves of `results` (what `main` returns): each configuration's query
+    loss per chunk against the samples seen, over the memoryless query loss ln(symbols).
+    The x axis is linear: the curves of a long-range task stay flat, then fall late. The y
+    axis stops at the larger of 2 ln(symbols) and the 90th percentile of the points: the
+    first chunks' query loss, while the network predicts blank everywhere, runs far above
+    ln(symbols) and would flatten the rest."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # a file, no display
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    task, settings = results["task"], results["settings"]
+    figure, ax = plt.subplots(figsize=(9, 5))
+    for row in results["rows"]:
+        curve = row["curve"]
+        ax.plot(
+            curve["samples"],
+            curve["query_loss"],
+            marker=".",
+            markersize=4,
+            label=f"{row['name']} (accuracy {row['query_accuracy_tail']:.2f})",
+        )
+    memoryless = math.log(task["symbols"])
+    ax.axhline(memoryless, color="black", linestyle="--", linewidth=1)
+    ax.annotate(
+        f"no memory: ln {task['symbols']} = {memoryless:.2f}",
+        (0, memoryless),
+        xycoords=("axes fraction", "data"),
+        xytext=(4, 4),
+        textcoords="offset points",
+    )
+    points = [v for r in results["rows"] for v in r["curve"]["query_loss"] if math.isfinite(v)]
+    top = max([2 * memoryless, *np.percentile(points, [90]) * 1.05] if points else [2 * memoryless])
+    ax.set_ylim(0, top)
+    ax.xaxis.set_major_formatter(ticker.EngFormatter(sep=""))
+    ax.set_xlabel("samples learned from")
+    ax.set_ylabel(f"mean query loss per {settings['chunk']:,}-sample chunk (nats)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(
+        title="query accuracy: last 10 %", loc="upper left", bbox_to_anchor=(1.01, 1),
+        frameon=False,
+    )  # fmt: skip
+    clipping = f"clip {settings['clip_norm']:g}" if settings["clip_norm"] else "no clipping"
+    start = "default init" if settings["default_init"] else f"slow start σ(-{SLOW:g})"
+    ax.set_title(
+        f"Delayed recall, {task['symbols']} symbols, delay {task['delay']} to "
+        f"{task['delay'] + task['jitter']}, learned online\nhidden {settings['hidden']}, "
+        f"Adam lr {settings['lr']:g}, {clipping}, {start}, float32, seed {settings['seed']}"
+    )
+    figure.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(figure)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -343,6 +462,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jitter", type=int, default=TASK["jitter"])
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", help="also write the results and the machine here")
+    parser.add_argument(
+        "--plot", metavar="FILE", help="also draw the learning curves (query loss) in this PNG"
+    )
     args = parser.parse_args(argv)
     if args.samples is None:
         args.samples = QUICK_SAMPLES if args.quick else SAMPLES
@@ -422,6 +544,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
+    if args.plot:
+        plot(results, args.plot)
     return results
 
 

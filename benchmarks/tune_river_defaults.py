@@ -1,7 +1,7 @@
 """How the River estimators' defaults were chosen: a grid of settings, scored on the first
 half of each real stream, reported on the second half.
 
-Each candidate (cell, gradient estimator, width, learning rate and its decay) is run on
+Each candidate (cell, gradient estimator, width, optimizer, learning rate and its decay) is run on
 every stream of its task in `bench_real_streams.py` (regression: TrumpApproval and
 ChickWeights; classification: Phishing and Bananas; forecasting: AirlinePassengers and
 WaterFlow), through the same pipelines and by the same scoring loops, with several
@@ -46,7 +46,9 @@ GRID = {
         ("mingru", "rtrl"),
     ],
     "hidden_size": [16, 32],
-    "lr": [0.003, 0.01, 0.03],
+    # Plain SGD's steps shrink with the gradient, Adam's do not: each gets its own rates.
+    "optimizer_lr": [("adam", lr) for lr in (0.003, 0.01, 0.03)]
+    + [("sgd", lr) for lr in (0.03, 0.1, 0.3)],
     "lr_decay": [0.0, 0.1],
 }
 TASKS = (bench.REGRESSION, bench.CLASSIFICATION, bench.FORECASTING)
@@ -54,11 +56,12 @@ TASKS = (bench.REGRESSION, bench.CLASSIFICATION, bench.FORECASTING)
 
 def candidates() -> list[dict[str, Any]]:
     out = []
-    for (cell, algorithm), hidden, lr, decay in itertools.product(*GRID.values()):
+    for (cell, algorithm), hidden, (optimizer, lr), decay in itertools.product(*GRID.values()):
         options: dict[str, Any] = {
             "cell": cell,
             "algorithm": algorithm,
             "hidden_size": hidden,
+            "optimizer": optimizer,
             "lr": lr,
             "lr_decay": decay,
         }
@@ -131,7 +134,7 @@ def report(tuned: dict[str, Any], top: int = 10) -> str:
     ]
     for rank, r in enumerate(tuned["candidates"][:top], 1):
         o = r["options"]
-        label = f"{o['cell']}-{o['hidden_size']} {o['algorithm']}"
+        label = f"{o['cell']}-{o['hidden_size']} {o['algorithm']} {o['optimizer']}"
         label += f" lr {o['lr']:g} decay {o['lr_decay']:g}"
         cells = [f"{r['ratios'][n][0]:.3f} ({r['ratios'][n][1]:.3f})" for n in names]
         lines.append(f"| {rank} | {label} | " + " | ".join(cells) + f" | {r['score']:.3f} |")

@@ -4,6 +4,7 @@ own estimator checks, the predict/learn contract, feature and label mappings, cl
 from __future__ import annotations
 
 import copy
+import math
 import pickle
 import subprocess
 import sys
@@ -867,3 +868,17 @@ def test_bad_seasonality_is_refused():
     for bad in (0, -3, 2.5, True, "12"):
         with pytest.raises(ValueError, match="seasonality must be None or an integer"):
             RecurrentForecaster(seasonality=bad)
+
+
+def test_a_forecast_that_overflows_ends_the_rollout_in_nan_without_raising():
+    model = RecurrentForecaster(hidden_size=4)
+    for value in (0.0, 10.0, 20.0):
+        model.learn_one(value)
+    # A readout whose output overflows float32: the first forecast is infinite.
+    sign = np.sign(model.learner.state)[None, :]
+    huge = {"readout.weight": 3e38 * sign, "readout.bias": np.full(1, 3e38)}
+    model.learner.set_parameters({**model.learner.parameters(), **huge})
+    before = pickle.dumps(model)
+    forecasts = model.forecast(4)
+    assert forecasts[0] == math.inf and all(math.isnan(f) for f in forecasts[1:])
+    assert pickle.dumps(model) == before

@@ -19,7 +19,7 @@ def test_candidates_are_ranked_by_their_first_half_ratio(monkeypatch):
     grid = {
         "cell_algorithm": [("gru", "uoro"), ("mingru", "rtrl")],
         "hidden_size": [8],
-        "lr": [0.01],
+        "optimizer_lr": [("adam", 0.01)],
         "lr_decay": [0.1],
     }
     monkeypatch.setattr(tune, "GRID", grid)

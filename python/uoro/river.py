@@ -1152,7 +1152,9 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
 
     def forecast(self, horizon: int, xs: list[dict[Hashable, Any]] | None = None) -> list[float]:
         """Forecasts the next ``horizon`` values; ``xs`` gives the exogenous features of
-        each of those steps (required if the model has features). Changes nothing."""
+        each of those steps (missing ones are filled in by the ``missing`` policy).
+        Changes nothing. Forecasts that overflow the network's dtype (a diverged model)
+        end the rollout: they and the rest are NaN."""
         if isinstance(horizon, bool) or not isinstance(horizon, numbers.Integral) or horizon < 1:
             raise ValueError(f"horizon must be an integer >= 1; got {horizon!r}")
         if xs is not None and len(xs) != horizon:
@@ -1176,11 +1178,14 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
         for h, x in enumerate(steps):
             lag = self._lag(h, forecasts, previous) if self.seasonality else 0.0
             vector = self._input(previous, lag, x, names)[0]
-            if h + 1 < horizon:  # predicts and advances the copy (its lr is 0: θ stays)
-                learner.step(vector, np.zeros(1, dtype=dtype))
-                predicted = float(learner.prediction[0])
-            else:
-                predicted = float(learner.predict(vector)[0])
+            if not np.isfinite(vector[:2]).all():  # a forecast overflowed: it cannot be read
+                forecasts += [math.nan] * (horizon - h)
+                break
+            predicted = float(learner.predict(vector)[0])
+            if h + 1 < horizon and math.isfinite(predicted):
+                # Advance the copy: its target is its own prediction, a zero loss, and
+                # its lr is 0 (θ stays as it is).
+                learner.step(vector, np.array([predicted], dtype=dtype))
             previous = self._base(lag) + std * predicted
             forecasts.append(previous)
         return forecasts
