@@ -266,7 +266,8 @@ def test_the_long_range_benchmark_starts_every_cell_slow():
     import bench_long_range
 
     for name, options in bench_long_range.CONFIGS.items():
-        assert options["init"] == bench_long_range.SLOW_INIT[options["cell"]], name
+        slow = bench_long_range.SLOW_INIT[options["cell"]]
+        assert options["init"] == bench_long_range.stack_init(slow, options.get("layers", 1)), name
     hidden, leak = 6, bench_long_range.LEAK
     assert leak == pytest.approx(0.018, abs=5e-4)
     inputs = {"input_size": 5, "hidden_size": hidden, "output_size": 3, "algorithm": "rtrl"}
@@ -298,6 +299,80 @@ def test_the_long_range_benchmark_starts_every_cell_slow():
     assert np.mean(w) == pytest.approx(1 - leak, abs=0.01)
     with pytest.raises(KeyError, match="names no parameter"):
         bench_long_range.initialize(uoro.Learner("gru", **inputs), {"bias": 1.0}, hidden, 0)
+
+
+def test_the_long_range_benchmark_starts_every_layer_of_a_stack_slow():
+    import bench_long_range
+
+    slow = bench_long_range.SLOW_INIT
+    assert bench_long_range.stack_init(slow["minlstm"], 1) == slow["minlstm"]
+    assert bench_long_range.stack_init({"weight_hh": (0.9, 1.0)}, 3) == {
+        "weight_hh_l0": (0.9, 1.0), "weight_hh_l1": (0.9, 1.0), "weight_hh_l2": (0.9, 1.0),
+    }  # fmt: skip
+    stacks = {"mingru2-layerwise": "mingru", "minlstm2-layerwise": "minlstm"}
+    n = 6
+    for name, cell in stacks.items():
+        options = bench_long_range.CONFIGS[name]
+        assert options["cell"] == cell and options["layers"] == 2, name
+        assert options["algorithm"] == "layerwise", name
+        learner = uoro.Learner(cell, 5, n, 3, layers=2, algorithm="layerwise")
+        before = learner.parameters()
+        bench_long_range.initialize(learner, options["init"], n, seed=1)
+        after = learner.parameters()
+        changed = {k for k in after if not np.array_equal(after[k], before[k])}
+        assert changed == {"bias_l0", "bias_l1"}, name
+        # Every layer starts as the single cell does (whose leak the test above checks):
+        # its slow rows set alike, the others' default draws kept.
+        single = uoro.Learner(cell, 5, n, 3)
+        bench_long_range.initialize(single, slow[cell], n, seed=1)
+        slow_rows = 2 * n if cell == "minlstm" else n  # minLSTM: f's and i's biases
+        for layer in ("bias_l0", "bias_l1"):
+            np.testing.assert_array_equal(
+                after[layer][:slow_rows], single.parameters()["bias"][:slow_rows]
+            )
+            np.testing.assert_array_equal(after[layer][slow_rows:], before[layer][slow_rows:])
+
+
+def test_the_long_range_benchmark_records_a_learning_curve_per_chunk():
+    import bench_long_range
+
+    task = {"symbols": 4, "delay": 5, "jitter": 1}
+    for name in ("mingru2-layerwise", "minlstm2-layerwise"):
+        row = bench_long_range.run_config(
+            name, bench_long_range.CONFIGS[name], samples=2000, hidden=4, lr=1e-2, seed=0,
+            task=task, clip_norm=1.0, chunk=500,
+        )  # fmt: skip
+        assert row["options"]["layers"] == 2, name
+        assert row["init"] == bench_long_range.CONFIGS[name]["init"], name
+        curve = row["curve"]
+        # The head's 1,800 samples in chunks of 500, then the tail's 200 in one.
+        assert curve["samples"] == [500, 1000, 1500, 1800, 2000], name
+        assert all(len(curve[key]) == 5 for key in ("loss", "query_loss", "queries")), name
+        assert all(q > 0 for q in curve["queries"]) and np.all(np.isfinite(curve["query_loss"]))
+        # The tail's chunk is the table's tail: the same losses, the same queries.
+        assert curve["loss"][-1] == pytest.approx(row["loss_tail"], rel=1e-6)
+        assert curve["query_loss"][-1] == pytest.approx(row["query_loss_tail"], rel=1e-6)
+        assert curve["queries"][-1] == row["queries_tail"]
+        assert np.all(np.isfinite(curve["loss"])) and min(curve["loss"]) > 0, name
+
+
+def test_the_long_range_benchmark_plots_its_learning_curves(tmp_path):
+    import json
+
+    import bench_long_range
+
+    out_png, out_json = tmp_path / "curves.png", tmp_path / "long_range.json"
+    argv = ["--samples", "1000", "--hidden", "4", "--delay", "5", "--jitter", "1"]
+    configs = ["--configs", "mingru-rtrl", "mingru2-layerwise", "minlstm2-layerwise"]
+    results = bench_long_range.main(
+        [*argv, *configs, "--no-progress", "--plot", str(out_png), "--json", str(out_json)]
+    )
+    assert [r["name"] for r in results["rows"]] == configs[1:]
+    assert out_png.read_bytes().startswith(b"\x89PNG") and out_png.stat().st_size > 10_000
+    saved = json.loads(out_json.read_text())
+    for row in saved["rows"]:
+        assert row["curve"]["samples"] == [900, 1000]  # one head chunk, one tail chunk
+        assert len(row["curve"]["query_loss"]) == 2
 
 
 def test_the_long_range_benchmark_skips_unknown_cells_only(capsys, monkeypatch):
