@@ -167,6 +167,7 @@ class Model:
 #: uoro's rows: (key, options beyond the estimator's defaults); WaterFlow adds one.
 UORO_VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("uoro", {}),
+    ("uoro-uoro", {"algorithm": "uoro"}),
     ("uoro-tbptt", {"algorithm": "tbptt", "truncation": 16}),
     ("uoro-snap1", {"algorithm": "snap1"}),
     ("uoro-rtrl", {"algorithm": "rtrl"}),
@@ -191,15 +192,27 @@ _ALGORITHM_NAMES = {
 }
 
 
-def uoro_label(options: dict[str, Any]) -> str:
-    """E.g. ``uoro GRU-16 tBPTT(T=16)``, from the estimators' defaults and ``options``."""
-    defaults = inspect.signature(RecurrentRegressor).parameters
+ESTIMATORS = {
+    REGRESSION: RecurrentRegressor,
+    CLASSIFICATION: RecurrentClassifier,
+    FORECASTING: RecurrentForecaster,
+}
+
+
+def uoro_label(options: dict[str, Any], task: str = REGRESSION) -> str:
+    """E.g. ``uoro GRU-16 tBPTT(T=16)``, from the task's estimator's defaults and
+    ``options``."""
+    defaults = inspect.signature(ESTIMATORS[task]).parameters
     merged = {name: parameter.default for name, parameter in defaults.items()} | options
     algorithm = _ALGORITHM_NAMES[merged["algorithm"]]
     if merged["truncation"] is not None:
         algorithm += f"(T={merged['truncation']})"
     cell = _CELL_NAMES[merged["cell"]]
-    return f"uoro {cell}-{merged['hidden_size']} {algorithm}" + ("" if options else " (defaults)")
+    optimizer = f"{merged['optimizer']} {merged['lr']:g}"
+    if merged["lr_decay"]:
+        optimizer += f", decay {merged['lr_decay']:g}"
+    label = f"uoro {cell}-{merged['hidden_size']} {algorithm} ({optimizer})"
+    return label + ("" if options else ", defaults")
 
 
 def _scaled(estimator: Any) -> Any:
@@ -337,15 +350,26 @@ def uoro_models(stream: Stream) -> list[Model]:
         return uoro_factory(stream, options)
 
     models = [
-        Model(key, uoro_label(options), factory(options), seeded=True)
+        Model(key, uoro_label(options, stream.task), factory(options), seeded=True)
         for key, options in UORO_VARIANTS
     ]
+    if stream.task != FORECASTING:  # the estimator's own standardization alone
+        estimator = ESTIMATORS[stream.task]
+        extra = {"classes": stream.classes} if stream.task == CLASSIFICATION else {}
+        models.append(
+            Model(
+                "uoro-alone",
+                uoro_label({}, stream.task) + ", no River scalers",
+                lambda seed: estimator(**extra, seed=seed),
+                seeded=True,
+            )
+        )
     if stream.task == FORECASTING:
         seasonal = {"seasonality": stream.period}
         models.append(
             Model(
                 "uoro-seasonal",
-                uoro_label(seasonal) + f" seasonal (m = {stream.period})",
+                uoro_label(seasonal, stream.task) + f", seasonal (m = {stream.period})",
                 factory(seasonal),
                 seeded=True,
             )
@@ -354,7 +378,7 @@ def uoro_models(stream: Stream) -> list[Model]:
         models.append(
             Model(
                 "filtered-uoro",
-                uoro_label({}) + " behind an anomaly filter",
+                uoro_label({}, stream.task) + " behind an anomaly filter",
                 lambda seed: _water_flow_filter() | RecurrentForecaster(seed=seed),
                 seeded=True,
             )

@@ -21,12 +21,12 @@ import bench_real_streams as bench  # noqa: E402
 # 60 samples leave a dozen forecasts to score.
 LIMIT = 60
 
-UORO_KEYS = {"uoro", "uoro-tbptt", "uoro-snap1", "uoro-rtrl", "uoro-mingru-rtrl"}
+UORO_KEYS = {"uoro", "uoro-uoro", "uoro-tbptt", "uoro-snap1", "uoro-rtrl", "uoro-mingru-rtrl"}
 EXPECTED = {
-    "TrumpApproval": {"linear", "knn", "hoeffding-tree", "mean"} | UORO_KEYS,
-    "ChickWeights": {"linear", "knn", "hoeffding-tree", "mean"} | UORO_KEYS,
-    "Phishing": {"logistic", "knn", "hoeffding-tree", "prior"} | UORO_KEYS,
-    "Bananas": {"logistic", "knn", "hoeffding-tree", "prior"} | UORO_KEYS,
+    "TrumpApproval": {"linear", "knn", "hoeffding-tree", "mean", "uoro-alone"} | UORO_KEYS,
+    "ChickWeights": {"linear", "knn", "hoeffding-tree", "mean", "uoro-alone"} | UORO_KEYS,
+    "Phishing": {"logistic", "knn", "hoeffding-tree", "prior", "uoro-alone"} | UORO_KEYS,
+    "Bananas": {"logistic", "knn", "hoeffding-tree", "prior", "uoro-alone"} | UORO_KEYS,
     "AirlinePassengers": {"holt-winters", "snarimax", "uoro-seasonal"} | UORO_KEYS,
     "WaterFlow": {"holt-winters", "filtered-holt-winters", "snarimax", "filtered-uoro"}
     | {"uoro-seasonal"}
@@ -63,7 +63,7 @@ def test_every_row_has_finite_scores_and_a_time(rows):
             for values in r[part].values():
                 assert len(values) == 1 and all(math.isfinite(v) for v in values), where
         assert len(r["us_per_sample"]) == 1 and r["us_per_sample"][0] > 0, where
-        if r["key"] in UORO_KEYS | {"filtered-uoro", "uoro-seasonal"}:
+        if r["key"] in UORO_KEYS | {"filtered-uoro", "uoro-seasonal", "uoro-alone"}:
             assert r["model"].startswith("uoro ") and r["seeds"] == [0], where
             assert r["resets"] is not None and all(n >= 0 for n in r["resets"]), where
         else:
@@ -99,7 +99,7 @@ def test_the_command_line_prints_the_table_and_writes_the_rows(tmp_path):
         + ["--seeds", "1", "--limit", str(LIMIT), "--json", str(path), "--no-progress"],
     )
     assert result.exit_code == 0, result.output
-    assert "| TrumpApproval | 60 | uoro GRU-16 UORO (defaults) |" in result.output
+    assert "| TrumpApproval | 60 | uoro GRU-16 SnAp-1 (sgd 0.1), defaults |" in result.output
     assert "| WaterFlow (h = 24) | 60 | River HoltWinters" in result.output
     report = json.loads(path.read_text())
     assert report["options"]["limit"] == LIMIT

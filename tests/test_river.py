@@ -85,7 +85,7 @@ def test_importing_without_river_says_how_to_install():
 
 def test_regressor_beats_river_baselines_in_progressive_validation():
     stream = sine_pairs(2000)
-    model = RecurrentRegressor(hidden_size=16, lr=0.01, lr_decay=0.1, seed=0)
+    model = RecurrentRegressor(seed=0)  # the defaults
     ours = evaluate.progressive_val_score(stream, model, metrics.MAE()).get()
     mean = evaluate.progressive_val_score(
         stream, dummy.StatisticRegressor(stats.Mean()), metrics.MAE()
@@ -101,7 +101,7 @@ def test_regressor_beats_river_baselines_in_progressive_validation():
 
 def test_classifier_beats_river_baselines_in_progressive_validation():
     stream = token_pairs(2000)
-    model = one_hot() | RecurrentClassifier(hidden_size=16, lr=0.01, lr_decay=0.1, seed=0)
+    model = one_hot() | RecurrentClassifier(seed=0)  # the defaults
     ours = evaluate.progressive_val_score(stream, model, metrics.Accuracy()).get()
     prior = evaluate.progressive_val_score(
         stream, dummy.PriorClassifier(), metrics.Accuracy()
@@ -160,7 +160,7 @@ def test_progressive_validation_scores_the_learners_own_online_predictions():
     for that sample when stepping the same stream: predict_one(x) then learn_one(x, y) is one
     online step, and predicting changes nothing."""
     stream = sine_pairs(300)
-    model = RecurrentRegressor(hidden_size=8, dtype="float64", seed=3)
+    model = RecurrentRegressor(hidden_size=8, dtype="float64", seed=3, standardize=False)
     scored = [
         state["Prediction"]
         for state in evaluate.iter_progressive_val_score(
@@ -173,6 +173,8 @@ def test_progressive_validation_scores_the_learners_own_online_predictions():
         8,
         1,
         loss="squared_error",
+        algorithm=model.algorithm,
+        optimizer=model.optimizer,
         lr=model.lr,
         lr_decay=model.lr_decay,
         dtype="float64",
@@ -237,12 +239,11 @@ def test_features_are_the_first_keys_sorted_and_the_dict_order_does_not_matter()
 
 
 def test_features_argument_fixes_names_and_order():
-    model = RecurrentRegressor(features=("y", "x"), hidden_size=4)
+    model = RecurrentRegressor(features=("y", "x"), hidden_size=4, standardize=False)
     assert model.feature_names == ("y", "x")
     model.learn_one({"x": 1.0, "y": 2.0}, 0.0)
-    learner = uoro.Learner(
-        "gru", 2, 4, 1, loss="squared_error", lr=model.lr, lr_decay=model.lr_decay
-    )
+    options = {k: getattr(model, k) for k in ("algorithm", "optimizer", "lr", "lr_decay")}
+    learner = uoro.Learner("gru", 2, 4, 1, loss="squared_error", **options)
     learner.step(np.array([2.0, 1.0], dtype=np.float32), np.array([0.0], dtype=np.float32))
     np.testing.assert_array_equal(model.learner.theta, learner.theta)
 
@@ -313,8 +314,9 @@ def test_a_stream_with_features_dropping_in_and_out_finishes_with_counts():
 
 @pytest.mark.parametrize("policy", ["mean", "last", "zero"])
 def test_a_missing_feature_is_read_as_the_policy_says(policy):
-    model = RecurrentRegressor(hidden_size=4, missing=policy)
-    reference = RecurrentRegressor(hidden_size=4)
+    # Unstandardized: a filled-in value does not enter the feature's statistics.
+    model = RecurrentRegressor(hidden_size=4, missing=policy, standardize=False)
+    reference = RecurrentRegressor(hidden_size=4, standardize=False)
     values = [0.5, 2.0, -1.0]
     for v in values:
         model.learn_one({"a": v, "b": 1.0}, v)
@@ -527,7 +529,7 @@ def test_labels_learned_on_the_fly_up_to_max_classes():
 
 
 def test_renormalized_over_seen_labels():
-    model = RecurrentClassifier(max_classes=5, hidden_size=4, seed=2)
+    model = RecurrentClassifier(max_classes=5, hidden_size=4, seed=2, standardize=False)
     model.learn_one({"a": 1.0}, True)
     model.learn_one({"a": 0.0}, False)
     raw = model.learner.predict(np.array([1.0], dtype=np.float32))
@@ -693,7 +695,7 @@ def test_repr_lists_the_parameters_and_survives_clone():
         "hidden_size=12",
         "lr=0.005",
         "classes=('a', 'b')",
-        'algorithm="uoro"',
+        'algorithm="snap1"',
         "seed=0",
     ):
         assert part in text
@@ -770,13 +772,12 @@ def two_target_pairs(n: int) -> list[tuple[dict, dict]]:
 
 def test_multi_target_regressor_learns_all_targets_as_one_learner_step():
     stream = two_target_pairs(50)
-    model = RecurrentMultiTargetRegressor(hidden_size=4)
+    model = RecurrentMultiTargetRegressor(hidden_size=4, standardize=False)
     for x, y in stream:
         model.learn_one(x, y)
     assert model.target_names == ("negated", "next")
-    learner = uoro.Learner(
-        "gru", 1, 4, 2, loss="squared_error", lr=model.lr, lr_decay=model.lr_decay, seed=0
-    )
+    options = {k: getattr(model, k) for k in ("algorithm", "optimizer", "lr", "lr_decay")}
+    learner = uoro.Learner("gru", 1, 4, 2, loss="squared_error", seed=0, **options)
     for x, y in stream:
         target = np.array([y["negated"], y["next"]], dtype=np.float32)
         learner.step(np.array([x["previous"]], dtype=np.float32), target)
@@ -882,3 +883,36 @@ def test_a_forecast_that_overflows_ends_the_rollout_in_nan_without_raising():
     forecasts = model.forecast(4)
     assert forecasts[0] == math.inf and all(math.isnan(f) for f in forecasts[1:])
     assert pickle.dumps(model) == before
+
+
+# ---- standardization inside the estimator
+
+
+@pytest.mark.parametrize("model_class", [RecurrentRegressor, RecurrentMultiTargetRegressor])
+def test_standardized_estimators_do_not_care_about_the_scale_of_features_or_targets(model_class):
+    """Features and targets are standardized by their running statistics, so an affine
+    change of units changes the predictions only by the same change (and rounding)."""
+    stream = sine_pairs(300)
+    multi = model_class is RecurrentMultiTargetRegressor
+
+    def predictions(scale: float, shift: float) -> np.ndarray:
+        model = model_class(dtype="float64", seed=1)
+        out = []
+        for x, y in stream:
+            x = {"previous": scale * x["previous"] + shift, "constant": 7.0}
+            y = scale * y + shift
+            prediction = model.predict_one(x)
+            out.append(prediction["y"] if multi and prediction else prediction or 0.0)
+            model.learn_one(x, {"y": y} if multi else y)
+        return np.array(out[2:])  # a std exists once two targets differ
+
+    unit = predictions(1.0, 0.0)
+    np.testing.assert_allclose((predictions(1000.0, -50.0) + 50.0) / 1000.0, unit, atol=1e-7)
+
+
+def test_a_first_target_of_any_scale_does_not_blow_the_first_step_up():
+    model = RecurrentRegressor(seed=0)
+    for t in range(50):
+        model.learn_one({"a": 1e6 * t}, 1e9 + 1e6 * t)
+    assert model.learner.resets == 0 and np.isfinite(model.learner.theta).all()
+    assert abs(model.predict_one({"a": 5e7}) - (1e9 + 5e7)) < 1e7

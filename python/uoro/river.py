@@ -44,8 +44,9 @@ first ``x`` given to ``learn_one`` (or the columns of the first frame given to
 ``learn_many``), in sorted order (the order of a dict's keys never matters). A
 non-numeric value raises `TypeError` naming it, and changes nothing. Encode categorical
 features beforehand, e.g. with ``river.preprocessing.OneHotEncoder(categories=...)``.
-Scale real-valued inputs to order one (e.g. ``StandardScaler``); for the regressor's
-target, wrap it in ``river.preprocessing.TargetStandardScaler``.
+The regressors and the classifier standardize their features (and the regressors their
+targets) themselves, by running statistics (``standardize=True``, the default), so raw
+values of any scale can go in; River's ``StandardScaler`` in front does no harm.
 
 **Missing and new features.** Real streams lose a feature now and then; a pipeline should
 not die of it. A feature is *missing* from a sample when its key is absent or its value is
@@ -154,6 +155,7 @@ class _Imputer:
         self.policy = policy
         self.seen = np.zeros(n_features, dtype=np.int64)
         self.mean = np.zeros(n_features)
+        self.m2 = np.zeros(n_features)  # sum of squared deviations from the mean
         self.last = np.zeros(n_features)
         self.missing = np.zeros(n_features, dtype=np.int64)
 
@@ -168,17 +170,36 @@ class _Imputer:
 
     def update(self, row: np.ndarray) -> None:
         """Takes in a learned sample (gaps still NaN)."""
-        gaps = np.isnan(row)
-        if not gaps.any():  # the common case, the same arithmetic as below
-            self.seen += 1
-            self.mean += (row - self.mean) / self.seen
-            self.last[:] = row
-            return
-        self.missing += gaps
-        seen = ~gaps
-        self.seen[seen] += 1
-        self.mean[seen] += (row[seen] - self.mean[seen]) / self.seen[seen]
-        self.last[seen] = row[seen]
+        self.seen, self.mean, self.m2 = self._updated(row)
+        seen = ~np.isnan(row)
+        self.missing += ~seen
+        self.last = np.where(seen, row, self.last)
+
+    def _updated(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The count, mean and squared deviations once ``row`` is taken in (Welford's
+        update on the features it gives); changes nothing."""
+        seen = ~np.isnan(row)
+        count = self.seen + seen
+        delta = np.where(seen, row - self.mean, 0.0)
+        mean = self.mean + delta / np.maximum(count, 1)
+        m2 = self.m2 + np.where(seen, delta * (row - mean), 0.0)
+        return count, mean, m2
+
+    def standardized(self, values: np.ndarray, including: np.ndarray) -> np.ndarray:
+        """``(values - mean) / std`` by the statistics of the samples learned so far and
+        ``including`` (the raw sample ``values`` belong to: bounded by √n, so a first
+        sample of any scale cannot blow a step up); a std of 1 until two values differ.
+        Changes nothing."""
+        count, mean, m2 = self._updated(including)
+        return (values - mean) / _std(count, m2)
+
+    def std(self) -> np.ndarray:
+        return _std(self.seen, self.m2)
+
+
+def _std(count: np.ndarray, m2: np.ndarray) -> np.ndarray:
+    std = np.sqrt(m2 / np.maximum(count - 1, 1))
+    return np.where((count > 1) & (std > 0), std, 1.0)
 
 
 class _Recurrent:
@@ -194,6 +215,7 @@ class _Recurrent:
         output_size: int,
         missing: str,
         unknown: str,
+        standardize_features: bool = False,
     ) -> None:
         if missing not in _MISSING_POLICIES:
             raise ValueError(f"missing must be one of {_MISSING_POLICIES}; got {missing!r}")
@@ -201,6 +223,7 @@ class _Recurrent:
             raise ValueError(f"unknown must be one of {_UNKNOWN_POLICIES}; got {unknown!r}")
         self.missing = missing
         self.unknown = unknown
+        self._standardize_features = bool(standardize_features)
         self._imputer: _Imputer | None = None
         self._unknown_counts: dict[Hashable, int] = {}
         self._warned: set[str] = set()
@@ -261,6 +284,8 @@ class _Recurrent:
         same parameter layout but the cheapest estimator and a learning rate of 0, to run
         the network forward."""
         o = dict(self._options)
+        if o["algorithm"] == "snap1" and o["layers"] > 1:  # SnAp-1 within each layer
+            o["algorithm"] = "layerwise"
         if forward_only:  # its steps advance the state and leave θ as it is (lr 0)
             o.update(algorithm="uoro", rank=1, memory=1, truncation=None)
             o.update(optimizer="sgd", lr=0.0, lr_decay=0.0, clip_norm=None)
@@ -365,8 +390,15 @@ class _Recurrent:
         """The network's input for ``x`` (gaps filled, the learner's dtype), its raw row
         and its unknown features."""
         row, unknown = self._row(x, names)
-        vector = self._imputer_for(names).filled(row).astype(self._options["dtype"])
-        return vector, row, unknown
+        return self._network_input(self._imputer_for(names), row), row, unknown
+
+    def _network_input(self, imputer: _Imputer, row: np.ndarray) -> np.ndarray:
+        """What the network reads for a raw row: gaps filled, standardized if the
+        estimator standardizes its features, in the learner's dtype."""
+        filled = imputer.filled(row)
+        if self._standardize_features:
+            filled = imputer.standardized(filled, including=row)
+        return filled.astype(self._options["dtype"])
 
     def _learned_one(self, row: np.ndarray, unknown: list[Hashable]) -> None:
         """Accounts for a sample the learner took: the policies' statistics and counts."""
@@ -439,13 +471,13 @@ class _Recurrent:
         one: each row's gaps are filled by the statistics of the rows before it."""
         imputer = copy.deepcopy(self._imputer_for(names))
         start = copy.deepcopy(imputer)
-        inputs = np.empty_like(rows)
+        inputs = np.empty(rows.shape, dtype=self._options["dtype"])
         for t, row in enumerate(rows):
-            inputs[t] = imputer.filled(row)
+            inputs[t] = self._network_input(imputer, row)
             imputer.update(row)
         learner = self._learner_for(names)
         try:
-            learner.fit(inputs.astype(self._options["dtype"]), targets)
+            learner.fit(inputs, targets)
         except DivergenceError as error:  # on_divergence="raise": the rows before stay learned
             applied = int(error.index)  # type: ignore[attr-defined]  # the refused row
             for row in rows[:applied]:
@@ -546,9 +578,16 @@ class RecurrentRegressor(_Recurrent, _river_base.MiniBatchRegressor):
     `uoro.Learner.step` with a squared-error readout; ``predict_one(x)`` is the prediction
     that step would make, and changes nothing (see `uoro.river`).
 
+    The defaults were chosen by `benchmarks/tune_river_defaults.py` on the first half of
+    River's bundled streams (see docs/real_streams.md).
+
     Args:
         features: the feature names, in the order they enter the network. None (the
             default): the keys of the first ``x`` given to ``learn_one``, sorted.
+        standardize: standardize the features and the target inside the estimator, each
+            by its running mean and std (those of the samples learned, the current one
+            included, so that no first sample is out of scale); predictions are mapped
+            back to the target's scale. River's scalers in front do no harm.
         missing: what a missing feature is read as: ``"mean"`` (its running mean),
             ``"last"`` (its last value), ``"zero"``, or ``"raise"`` (refuse the sample);
             see `uoro.river`.
@@ -557,8 +596,10 @@ class RecurrentRegressor(_Recurrent, _river_base.MiniBatchRegressor):
             ``"minlstm"``, ``"indrnn"`` (see `uoro.Learner`).
         hidden_size: number of hidden units.
         layers: depth of a stack of the cell (1 to 3; see `uoro.Learner`).
-        algorithm: the gradient estimator: ``"uoro"`` (default), ``"rtrl"``, ``"tbptt"``
-            or ``"tbptt_chunk"`` (see `uoro.Learner`).
+        algorithm: the gradient estimator: ``"snap1"`` (default; on a stack, the
+            layer-wise rule, SnAp-1 within each layer), ``"uoro"``, ``"rtrl"`` (exact, and
+            O(|θ|) on an element-wise cell), ``"tbptt"`` or ``"tbptt_chunk"`` (see
+            `uoro.Learner`).
         rank: UORO's rank (independent rank-one estimates averaged per step).
         memory: memory-T UORO's window.
         truncation: the window of ``"tbptt"`` / ``"tbptt_chunk"``.
@@ -589,40 +630,62 @@ class RecurrentRegressor(_Recurrent, _river_base.MiniBatchRegressor):
         self,
         features: tuple[Hashable, ...] | None = None,
         *,
+        standardize: bool = True,
         missing: str = "mean",
         unknown: str = "ignore",
         cell: str = "gru",
         hidden_size: int = 16,
         layers: int = 1,
-        algorithm: str = "uoro",
+        algorithm: str = "snap1",
         rank: int = 1,
         memory: int = 1,
         truncation: int | None = None,
-        optimizer: str = "adam",
-        lr: float = 0.01,
-        lr_decay: float = 0.1,
+        optimizer: str = "sgd",
+        lr: float = 0.1,
+        lr_decay: float = 0.0,
         clip_norm: float | None = None,
         on_divergence: str = "reset",
         dtype: str = "float32",
         seed: int | None = 0,
     ) -> None:
+        self.standardize = standardize
+        self._target_stats = _Imputer("zero", 1)  # the running mean and std of y
         self._init_recurrent(
-            features, _learner_options(locals()), output_size=1, missing=missing, unknown=unknown
+            features,
+            _learner_options(locals()),
+            output_size=1,
+            missing=missing,
+            unknown=unknown,
+            standardize_features=standardize,
         )
+
+    def _target(self, stats: _Imputer, y: float) -> np.ndarray:
+        """What the network learns for ``y``: standardized if the estimator standardizes."""
+        target = np.array([y], dtype=np.float64)
+        if self.standardize:  # by the targets learned, this one included (bounded)
+            target = stats.standardized(target, including=target)
+        return target.astype(self._options["dtype"])
+
+    def _prediction(self, output: np.ndarray) -> float:
+        """The prediction on the target's scale, from the network's output."""
+        if not self.standardize:
+            return float(output[0])
+        return float(self._target_stats.mean[0] + self._target_stats.std()[0] * output[0])
 
     def learn_one(self, x: dict[Hashable, Any], y: float) -> None:
         """Advances the state with ``x`` and learns the target ``y`` (a real number)."""
         names = self._names_of(x)
         vector, row, unknown = self._sample(x, names)
-        target = _real_target(y, self._options["dtype"])
-        self._learner_for(names).step(vector, target)
+        value = float(_real_target(y, "float64")[0])
+        self._learner_for(names).step(vector, self._target(self._target_stats, value))
         self._learned_one(row, unknown)
+        self._target_stats.update(np.array([value]))
 
     def predict_one(self, x: dict[Hashable, Any]) -> float:
         """The prediction ``learn_one(x, y)`` would make for this sample; changes nothing."""
         names = self._names_of(x)
         vector, _, _ = self._sample(x, names)
-        return float(self._peek_learner(names).predict(vector)[0])
+        return self._prediction(self._peek_learner(names).predict(vector))
 
     def learn_many(self, X: Any, y: Any) -> None:
         """Learns the frame's rows in order (a chunk of the stream; ``y`` the targets in
@@ -630,9 +693,19 @@ class RecurrentRegressor(_Recurrent, _river_base.MiniBatchRegressor):
         by row, bit for bit. Bad input anywhere refuses the whole chunk."""
         names = self._names_of_frame(X)
         rows, unknown = self._frame_rows(X, names)
-        targets = _real_targets(y, len(rows), self._options["dtype"])
+        values = _real_targets(y, len(rows), "float64")
+        stats = copy.deepcopy(self._target_stats)
+        targets = np.empty(values.shape, dtype=self._options["dtype"])
+        for t, value in enumerate(values):  # each by the statistics of those before it
+            targets[t] = self._target(stats, float(value[0]))
+            stats.update(value)
+
+        def update_target_stats(applied: int) -> None:
+            for value in values[:applied]:
+                self._target_stats.update(value)
+
         if len(rows):
-            self._fit_rows(names, rows, unknown, targets)
+            self._fit_rows(names, rows, unknown, targets, update_target_stats)
 
     def predict_many(self, X: Any) -> Any:
         """``predict_one`` of every row, each from the current state (River's contract);
@@ -641,8 +714,9 @@ class RecurrentRegressor(_Recurrent, _river_base.MiniBatchRegressor):
         names = self._names_of_frame(X)
         rows, _ = self._frame_rows(X, names)
         learner, imputer = self._peek_learner(names), self._imputer_for(names)
-        dtype = self._options["dtype"]
-        predictions = [float(learner.predict(imputer.filled(r).astype(dtype))[0]) for r in rows]
+        predictions = [
+            self._prediction(learner.predict(self._network_input(imputer, r))) for r in rows
+        ]
         return pd.Series(predictions, index=X.index, dtype=np.float64)
 
 
@@ -666,12 +740,18 @@ class RecurrentClassifier(_Recurrent, _river_base.MiniBatchClassifier):
       renormalized over them (an empty dict before the first label, when ``predict_one``
       returns None).
 
+    The defaults were chosen by `benchmarks/tune_river_defaults.py` on the first half of
+    River's bundled streams (see docs/real_streams.md).
+
     Args:
         classes: the labels (hashable, distinct, at least two), or None to learn them on
             the fly.
         max_classes: with ``classes=None``, how many distinct labels may appear.
         features: the feature names, in the order they enter the network. None (the
             default): the keys of the first ``x`` given to ``learn_one``, sorted.
+        standardize: standardize the features inside the estimator, each by its
+            running mean and std (those of the samples learned, the current one
+            included).
         missing: what a missing feature is read as: ``"mean"`` (its running mean),
             ``"last"`` (its last value), ``"zero"``, or ``"raise"`` (refuse the sample);
             see `uoro.river`.
@@ -680,8 +760,10 @@ class RecurrentClassifier(_Recurrent, _river_base.MiniBatchClassifier):
             ``"minlstm"``, ``"indrnn"`` (see `uoro.Learner`).
         hidden_size: number of hidden units.
         layers: depth of a stack of the cell (1 to 3; see `uoro.Learner`).
-        algorithm: the gradient estimator: ``"uoro"`` (default), ``"rtrl"``, ``"tbptt"``
-            or ``"tbptt_chunk"`` (see `uoro.Learner`).
+        algorithm: the gradient estimator: ``"snap1"`` (default; on a stack, the
+            layer-wise rule, SnAp-1 within each layer), ``"uoro"``, ``"rtrl"`` (exact, and
+            O(|θ|) on an element-wise cell), ``"tbptt"`` or ``"tbptt_chunk"`` (see
+            `uoro.Learner`).
         rank: UORO's rank (independent rank-one estimates averaged per step).
         memory: memory-T UORO's window.
         truncation: the window of ``"tbptt"`` / ``"tbptt_chunk"``.
@@ -715,18 +797,19 @@ class RecurrentClassifier(_Recurrent, _river_base.MiniBatchClassifier):
         max_classes: int = 16,
         features: tuple[Hashable, ...] | None = None,
         *,
+        standardize: bool = True,
         missing: str = "mean",
         unknown: str = "ignore",
-        cell: str = "gru",
+        cell: str = "lstm",
         hidden_size: int = 16,
         layers: int = 1,
-        algorithm: str = "uoro",
+        algorithm: str = "snap1",
         rank: int = 1,
         memory: int = 1,
         truncation: int | None = None,
         optimizer: str = "adam",
-        lr: float = 0.01,
-        lr_decay: float = 0.1,
+        lr: float = 0.03,
+        lr_decay: float = 0.0,
         clip_norm: float | None = None,
         on_divergence: str = "reset",
         dtype: str = "float32",
@@ -752,12 +835,14 @@ class RecurrentClassifier(_Recurrent, _river_base.MiniBatchClassifier):
             n_outputs = int(max_classes)
         self._labels: list[Hashable] = labels
         self._index: dict[Hashable, int] = {label: i for i, label in enumerate(labels)}
+        self.standardize = standardize
         self._init_recurrent(
             features,
             _learner_options(locals()),
             output_size=n_outputs,
             missing=missing,
             unknown=unknown,
+            standardize_features=standardize,
         )
 
     _LOSS = "cross_entropy"
@@ -844,8 +929,7 @@ class RecurrentClassifier(_Recurrent, _river_base.MiniBatchClassifier):
         names = self._names_of_frame(X)
         rows, _ = self._frame_rows(X, names)
         learner, imputer = self._peek_learner(names), self._imputer_for(names)
-        dtype = self._options["dtype"]
-        rows_proba = [self._probabilities(learner, imputer.filled(r).astype(dtype)) for r in rows]
+        rows_proba = [self._probabilities(learner, self._network_input(imputer, r)) for r in rows]
         return pd.DataFrame(rows_proba, index=X.index, columns=list(self._labels), dtype=float)
 
     def predict_many(self, X: Any) -> Any:
@@ -871,14 +955,16 @@ class RecurrentMultiTargetRegressor(_Recurrent, _river_base.MultiTargetRegressor
     ``targets`` if given, otherwise by the keys of the first ``y``, sorted; afterwards
     every ``y`` must give every target, each a finite real number (a target cannot be
     filled in: it is what is learned), or it is refused with `ValueError` / `TypeError`
-    and nothing changes. Scale targets to order one before they arrive.
+    and nothing changes.
 
     Args:
         targets: the target names, in readout order; None (the default): the keys of the
             first ``y`` given to ``learn_one``, sorted.
+        standardize: standardize the features and every target inside the estimator, as
+            `RecurrentRegressor` does.
         features, missing, unknown, cell, hidden_size, layers, algorithm, rank, memory,
             truncation, optimizer, lr, lr_decay, clip_norm, on_divergence, dtype, seed:
-            as for `RecurrentRegressor`.
+            as for `RecurrentRegressor` (and its defaults).
 
     Example:
         ```python
@@ -897,24 +983,27 @@ class RecurrentMultiTargetRegressor(_Recurrent, _river_base.MultiTargetRegressor
         targets: tuple[Hashable, ...] | None = None,
         features: tuple[Hashable, ...] | None = None,
         *,
+        standardize: bool = True,
         missing: str = "mean",
         unknown: str = "ignore",
         cell: str = "gru",
         hidden_size: int = 16,
         layers: int = 1,
-        algorithm: str = "uoro",
+        algorithm: str = "snap1",
         rank: int = 1,
         memory: int = 1,
         truncation: int | None = None,
-        optimizer: str = "adam",
-        lr: float = 0.01,
-        lr_decay: float = 0.1,
+        optimizer: str = "sgd",
+        lr: float = 0.1,
+        lr_decay: float = 0.0,
         clip_norm: float | None = None,
         on_divergence: str = "reset",
         dtype: str = "float32",
         seed: int | None = 0,
     ) -> None:
         self.targets = targets
+        self.standardize = standardize
+        self._target_stats: _Imputer | None = None  # per target, its running mean and std
         self._targets: tuple[Hashable, ...] | None = None
         if targets is not None:
             if isinstance(targets, (str, bytes)) or not isinstance(targets, Iterable):
@@ -923,12 +1012,14 @@ class RecurrentMultiTargetRegressor(_Recurrent, _river_base.MultiTargetRegressor
             if not names or len(set(names)) != len(names):
                 raise ValueError(f"targets must hold distinct names, at least one; got {targets!r}")
             self._targets = names
+            self._target_stats = _Imputer("zero", len(names))
         self._init_recurrent(
             features,
             _learner_options(locals()),
             output_size=len(self._targets or (None,)),
             missing=missing,
             unknown=unknown,
+            standardize_features=standardize,
         )
 
     @property
@@ -948,20 +1039,24 @@ class RecurrentMultiTargetRegressor(_Recurrent, _river_base.MultiTargetRegressor
                 f"{[k for k in targets if k not in y]} and has unknown "
                 f"{sorted(y.keys() - set(targets), key=repr)}: a target cannot be filled in"
             )
-        dtype = self._options["dtype"]
-        values = [_real_target(y[k], dtype, name=f"target {k!r}")[0] for k in targets]
-        return targets, np.array(values, dtype=dtype)
+        values = [_real_target(y[k], "float64", name=f"target {k!r}")[0] for k in targets]
+        return targets, np.array(values, dtype=np.float64)
 
     def learn_one(self, x: dict[Hashable, Any], y: dict[Hashable, float], **kwargs: Any) -> None:
         """Advances the state with ``x`` and learns the targets ``y`` (a dict of reals)."""
         names = self._names_of(x)
         vector, row, unknown = self._sample(x, names)
-        targets, target = self._target_vector(y)
+        targets, values = self._target_vector(y)
         if self._targets is None:  # fixed by the first y, before the learner is built
             self._targets = targets
             self._output_size = len(targets)
-        self._learner_for(names).step(vector, target)
+            self._target_stats = _Imputer("zero", len(targets))
+        assert self._target_stats is not None
+        stats = self._target_stats
+        target = stats.standardized(values, including=values) if self.standardize else values
+        self._learner_for(names).step(vector, target.astype(self._options["dtype"]))
         self._learned_one(row, unknown)
+        self._target_stats.update(values)
 
     def predict_one(self, x: dict[Hashable, Any], **kwargs: Any) -> dict[Hashable, float]:
         """The prediction ``learn_one(x, y)`` would make for this sample, per target (an
@@ -970,7 +1065,9 @@ class RecurrentMultiTargetRegressor(_Recurrent, _river_base.MultiTargetRegressor
         vector, _, _ = self._sample(x, names)
         if self._targets is None:
             return {}
-        predicted = self._peek_learner(names).predict(vector)
+        predicted = self._peek_learner(names).predict(vector).astype(np.float64)
+        if self.standardize and self._target_stats is not None:
+            predicted = self._target_stats.mean + self._target_stats.std() * predicted
         return {k: float(v) for k, v in zip(self._targets, predicted)}
 
 
@@ -997,6 +1094,9 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
     this season departs from the last (trend, changing amplitude). Forecasts further
     ahead than a season read the forecasts of the season before.
 
+    The defaults were chosen by `benchmarks/tune_river_defaults.py` on the first half of
+    River's bundled streams (see docs/real_streams.md).
+
     Args:
         standardize: standardize the series with its running statistics.
         seasonality: the period m of a seasonal series (e.g. 12 for monthly data with
@@ -1011,8 +1111,8 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
             ``"minlstm"``, ``"indrnn"`` (see `uoro.Learner`).
         hidden_size: number of hidden units.
         layers: depth of a stack of the cell (1 to 3; see `uoro.Learner`).
-        algorithm: the gradient estimator: ``"uoro"`` (default), ``"rtrl"``, ``"tbptt"``
-            or ``"tbptt_chunk"`` (see `uoro.Learner`).
+        algorithm: the gradient estimator: ``"uoro"`` (default), ``"snap1"``, ``"rtrl"``,
+            ``"tbptt"`` or ``"tbptt_chunk"`` (see `uoro.Learner`).
         rank: UORO's rank (independent rank-one estimates averaged per step).
         memory: memory-T UORO's window.
         truncation: the window of ``"tbptt"`` / ``"tbptt_chunk"``.
