@@ -612,7 +612,9 @@ def spread(values: list[float], text: Callable[[float], str] = score_text) -> st
     if len(values) < 2:
         return mean
     std = statistics.stdev(values)
-    return f"{mean} ± {std:,.0f}" if std >= 10 else f"{mean} ± {std:.2g}"
+    if 10 <= std < 1e6:
+        return f"{mean} ± {std:,.0f}"
+    return f"{mean} ± {std:.2g}"  # small, or a diverged run's
 
 
 def tables(rows: list[dict[str, Any]]) -> str:

@@ -171,14 +171,23 @@ class _Imputer:
     def update(self, row: np.ndarray) -> None:
         """Takes in a learned sample (gaps still NaN)."""
         self.seen, self.mean, self.m2 = self._updated(row)
-        seen = ~np.isnan(row)
-        self.missing += ~seen
-        self.last = np.where(seen, row, self.last)
+        gaps = np.isnan(row)
+        if gaps.any():
+            self.missing += gaps
+            self.last = np.where(gaps, self.last, row)
+        else:
+            self.last = row.copy()
 
     def _updated(self, row: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The count, mean and squared deviations once ``row`` is taken in (Welford's
         update on the features it gives); changes nothing."""
-        seen = ~np.isnan(row)
+        gaps = np.isnan(row)
+        if not gaps.any():  # the common case: fewer operations, the same values
+            count = self.seen + 1
+            delta = row - self.mean
+            mean = self.mean + delta / count
+            return count, mean, self.m2 + delta * (row - mean)
+        seen = ~gaps
         count = self.seen + seen
         delta = np.where(seen, row - self.mean, 0.0)
         mean = self.mean + delta / np.maximum(count, 1)
@@ -197,7 +206,42 @@ class _Imputer:
         return _std(self.seen, self.m2)
 
 
+class _RunningScalar:
+    """A single target's running mean and std (Welford), in Python floats: a regressor's
+    target is standardized twice per sample, where NumPy's per-call cost would dominate."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+
+    def _updated(self, value: float) -> tuple[int, float, float]:
+        count = self.count + 1
+        delta = value - self.mean
+        mean = self.mean + delta / count
+        return count, mean, self.m2 + delta * (value - mean)
+
+    def update(self, value: float) -> None:
+        self.count, self.mean, self.m2 = self._updated(value)
+
+    def standardized(self, value: float) -> float:
+        """``value`` standardized by the values learned and itself (bounded by √n)."""
+        count, mean, m2 = self._updated(value)
+        return (value - mean) / _scalar_std(count, m2)
+
+    def std(self) -> float:
+        return _scalar_std(self.count, self.m2)
+
+
+def _scalar_std(count: int, m2: float) -> float:
+    std = math.sqrt(m2 / (count - 1)) if count > 1 else 0.0
+    return std if std > 0 else 1.0
+
+
 def _std(count: np.ndarray, m2: np.ndarray) -> np.ndarray:
+    if count.min() > 1:  # the common case
+        std = np.sqrt(m2 / (count - 1))
+        return std if std.all() else np.where(std > 0, std, 1.0)
     std = np.sqrt(m2 / np.maximum(count - 1, 1))
     return np.where((count > 1) & (std > 0), std, 1.0)
 
@@ -649,7 +693,7 @@ class RecurrentRegressor(_Recurrent, _river_base.MiniBatchRegressor):
         seed: int | None = 0,
     ) -> None:
         self.standardize = standardize
-        self._target_stats = _Imputer("zero", 1)  # the running mean and std of y
+        self._target_stats = _RunningScalar()  # the running mean and std of y
         self._init_recurrent(
             features,
             _learner_options(locals()),
@@ -659,18 +703,17 @@ class RecurrentRegressor(_Recurrent, _river_base.MiniBatchRegressor):
             standardize_features=standardize,
         )
 
-    def _target(self, stats: _Imputer, y: float) -> np.ndarray:
-        """What the network learns for ``y``: standardized if the estimator standardizes."""
-        target = np.array([y], dtype=np.float64)
-        if self.standardize:  # by the targets learned, this one included (bounded)
-            target = stats.standardized(target, including=target)
-        return target.astype(self._options["dtype"])
+    def _target(self, stats: _RunningScalar, y: float) -> np.ndarray:
+        """What the network learns for ``y``: standardized if the estimator standardizes
+        (by the targets learned, this one included: bounded)."""
+        target = stats.standardized(y) if self.standardize else y
+        return np.array([target], dtype=self._options["dtype"])
 
     def _prediction(self, output: np.ndarray) -> float:
         """The prediction on the target's scale, from the network's output."""
         if not self.standardize:
             return float(output[0])
-        return float(self._target_stats.mean[0] + self._target_stats.std()[0] * output[0])
+        return self._target_stats.mean + self._target_stats.std() * float(output[0])
 
     def learn_one(self, x: dict[Hashable, Any], y: float) -> None:
         """Advances the state with ``x`` and learns the target ``y`` (a real number)."""
@@ -679,7 +722,7 @@ class RecurrentRegressor(_Recurrent, _river_base.MiniBatchRegressor):
         value = float(_real_target(y, "float64")[0])
         self._learner_for(names).step(vector, self._target(self._target_stats, value))
         self._learned_one(row, unknown)
-        self._target_stats.update(np.array([value]))
+        self._target_stats.update(value)
 
     def predict_one(self, x: dict[Hashable, Any]) -> float:
         """The prediction ``learn_one(x, y)`` would make for this sample; changes nothing."""
@@ -696,12 +739,12 @@ class RecurrentRegressor(_Recurrent, _river_base.MiniBatchRegressor):
         values = _real_targets(y, len(rows), "float64")
         stats = copy.deepcopy(self._target_stats)
         targets = np.empty(values.shape, dtype=self._options["dtype"])
-        for t, value in enumerate(values):  # each by the statistics of those before it
-            targets[t] = self._target(stats, float(value[0]))
+        for t, value in enumerate(values[:, 0].tolist()):  # by those before it, and itself
+            targets[t] = self._target(stats, value)
             stats.update(value)
 
         def update_target_stats(applied: int) -> None:
-            for value in values[:applied]:
+            for value in values[:applied, 0].tolist():
                 self._target_stats.update(value)
 
         if len(rows):
