@@ -1005,9 +1005,9 @@ class RecurrentMultiTargetRegressor(_Recurrent, _river_base.MultiTargetRegressor
             first ``y`` given to ``learn_one``, sorted.
         standardize: standardize the features and every target inside the estimator, as
             `RecurrentRegressor` does.
-        features, missing, unknown, cell, hidden_size, layers, algorithm, rank, memory,
-            truncation, optimizer, lr, lr_decay, clip_norm, on_divergence, dtype, seed:
-            as for `RecurrentRegressor` (and its defaults).
+
+    The other arguments (``features``, ``missing``, ``unknown`` and the learner's options
+    from ``cell`` to ``seed``) are those of `RecurrentRegressor`, with its defaults.
 
     Example:
         ```python
