@@ -136,6 +136,7 @@ __all__ = [
 ]
 
 _PLAIN_NUMBERS = (float, int, bool)
+_NO_ROW = np.zeros(0)  # the raw features of a sample without any
 _MISSING_POLICIES = ("mean", "last", "zero", "raise")
 _UNKNOWN_POLICIES = ("ignore", "raise")
 
@@ -1254,10 +1255,12 @@ class RecurrentForecaster(_Recurrent, _river_time_series.Forecaster):
         """The network's input, ``(previous, [lag,] x)`` standardized, its raw row and its
         unknown features."""
         mean, std = self._scale()
-        features, row, unknown = self._sample({} if x is None else x, names)
         series = [(previous - mean) / std]
         if self.seasonality is not None:
             series.append((lag - mean) / std)
+        if not names and not x:  # the series alone: no feature handling to pay for
+            return np.array(series, dtype=self._options["dtype"]), _NO_ROW, []
+        features, row, unknown = self._sample({} if x is None else x, names)
         vector = np.concatenate([np.array(series, dtype=features.dtype), features])
         return vector, row, unknown
 
