@@ -346,11 +346,8 @@ def uoro_factory(stream: Stream, options: dict[str, Any]) -> Callable[[int], Any
 def uoro_models(stream: Stream) -> list[Model]:
     """uoro's estimator for the stream's task, with its defaults and the variants."""
 
-    def factory(options: dict[str, Any]) -> Callable[[int], Any]:
-        return uoro_factory(stream, options)
-
     models = [
-        Model(key, uoro_label(options, stream.task), factory(options), seeded=True)
+        Model(key, uoro_label(options, stream.task), uoro_factory(stream, options), seeded=True)
         for key, options in UORO_VARIANTS
     ]
     if stream.task != FORECASTING:  # the estimator's own standardization alone
@@ -370,7 +367,7 @@ def uoro_models(stream: Stream) -> list[Model]:
             Model(
                 "uoro-seasonal",
                 uoro_label(seasonal, stream.task) + f", seasonal (m = {stream.period})",
-                factory(seasonal),
+                uoro_factory(stream, seasonal),
                 seeded=True,
             )
         )

@@ -515,7 +515,6 @@ class _Recurrent:
         """Learns the rows in one `uoro.Learner.fit`, exactly as `learn_one` would one by
         one: each row's gaps are filled by the statistics of the rows before it."""
         imputer = copy.deepcopy(self._imputer_for(names))
-        start = copy.deepcopy(imputer)
         inputs = np.empty(rows.shape, dtype=self._options["dtype"])
         for t, row in enumerate(rows):
             inputs[t] = self._network_input(imputer, row)
@@ -525,6 +524,9 @@ class _Recurrent:
             learner.fit(inputs, targets)
         except DivergenceError as error:  # on_divergence="raise": the rows before stay learned
             applied = int(error.index)  # type: ignore[attr-defined]  # the refused row
+            # The estimator's own imputer is still the chunk's starting point.
+            start = self._imputer
+            assert start is not None
             for row in rows[:applied]:
                 start.update(row)
             self._commit_rows(start, rows[:applied], unknown, applied, on_learned)
