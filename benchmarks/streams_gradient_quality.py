@@ -58,10 +58,14 @@ import bench_step  # noqa: E402
 from gradient_quality import agreement  # noqa: E402
 
 REFERENCE = "rtrl"
+# UORO rows with G = 1 treat the B streams as one system; "G=B" gives every stream its
+# own estimate (stream_groups, a value "B" or "B/k" resolved per B by `for_streams`).
 ESTIMATORS: dict[str, dict] = {
-    "uoro r=1": {"algorithm": "uoro"},
-    "uoro r=4": {"algorithm": "uoro", "rank": 4},
-    "uoro r=16": {"algorithm": "uoro", "rank": 16},
+    "uoro r=1": {"algorithm": "uoro", "stream_groups": 1},
+    "uoro r=4": {"algorithm": "uoro", "rank": 4, "stream_groups": 1},
+    "uoro r=16": {"algorithm": "uoro", "rank": 16, "stream_groups": 1},
+    "uoro G=B/4": {"algorithm": "uoro", "stream_groups": "B/4"},
+    "uoro G=B": {"algorithm": "uoro", "stream_groups": "B"},
     "snap1": {"algorithm": "snap1"},
     "tbptt T=4": {"algorithm": "tbptt", "truncation": 4},
     "tbptt T=16": {"algorithm": "tbptt", "truncation": 16},
@@ -109,13 +113,31 @@ def network_for(task: str, cell: str, hidden: int) -> dict:
     return {"cell": cell, "input_size": len(TASKS[task](0).vocabulary), "hidden_size": hidden}
 
 
+def for_streams(options: dict, streams: int) -> dict:
+    """The options with a value "B" replaced by the number of streams and "B/k" by
+    max(1, B // k)."""
+
+    def value(v):
+        if isinstance(v, str) and (v == "B" or v.startswith("B/")):
+            return streams if v == "B" else max(1, streams // int(v[2:]))
+        return v
+
+    return {k: value(v) for k, v in options.items()}
+
+
 def frozen(
     network: dict, options: dict, streams: int, seed: int = 0, theta: np.ndarray | None = None
 ) -> uoro.Learner:
     """A float64 learner over `streams` streams that never moves its parameters (θ from
     `theta` if given, else the seed's initial θ)."""
     learner = uoro.Learner(
-        **network, **options, optimizer="sgd", lr=0.0, dtype="float64", seed=seed, streams=streams
+        **network,
+        **for_streams(options, streams),
+        optimizer="sgd",
+        lr=0.0,
+        dtype="float64",
+        seed=seed,
+        streams=streams,
     )
     if theta is not None:
         learner.theta = theta
@@ -198,7 +220,12 @@ def us_per_sample(
 
     def fresh() -> uoro.Learner:
         learner = uoro.Learner(
-            **network, **options, lr=1e-3, seed=0, on_divergence="skip", streams=streams
+            **network,
+            **for_streams(options, streams),
+            lr=1e-3,
+            seed=0,
+            on_divergence="skip",
+            streams=streams,
         )
         learner.fit(chunk_for(warm_xs, streams), chunk_for(warm_ys, streams))
         return learner

@@ -69,6 +69,7 @@ PYBIND11_MODULE(UORO_MODULE_NAME, m) {
       .def_readwrite("loss", &uoro::LearnerConfig::loss)
       .def_readwrite("algorithm", &uoro::LearnerConfig::algorithm)
       .def_readwrite("rank", &uoro::LearnerConfig::rank)
+      .def_readwrite("stream_groups", &uoro::LearnerConfig::stream_groups)
       .def_readwrite("memory", &uoro::LearnerConfig::memory)
       .def_readwrite("truncation", &uoro::LearnerConfig::truncation)
       .def_readwrite("uoro_eps", &uoro::LearnerConfig::uoro_eps)

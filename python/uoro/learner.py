@@ -26,6 +26,13 @@ DTYPES = ("float32", "float64")
 DIVERGENCE_POLICIES = ("raise", "skip", "reset")
 # Stacks of layers are built for these depths (each depth is compiled for each cell).
 MAX_LAYERS = 3
+
+
+def DEFAULT_STREAM_GROUPS(streams: int) -> int:  # noqa: N802 (a rule, read as a constant)
+    """UORO's independent estimates over B streams when ``stream_groups`` is not given."""
+    return 1
+
+
 # Consecutive dropped samples after which a learner warns that it may be stuck.
 REFUSALS_BEFORE_WARNING = 100
 
@@ -116,6 +123,11 @@ class Learner:
               steps, θ is updated with the gradient of the chunk's summed loss
               (the state entering the chunk held fixed).
         rank: UORO's number of independent rank-one estimates averaged per step.
+        stream_groups: with ``streams=B > 1``, UORO's number of independent estimates
+            over the streams: the streams split into G contiguous groups, each with its
+            own θ̃ per rank, so the groups' noises average out (see "Many streams"
+            below). 1 treats the B streams as one system. By default
+            ``DEFAULT_STREAM_GROUPS(B)``; applies to ``"uoro"`` with ``memory=1``.
         memory: memory-T UORO's window (1 = plain UORO).
         truncation: the window T of ``"tbptt"`` / ``"tbptt_chunk"`` (required there).
         optimizer: ``"sgd"`` or ``"adam"``.
@@ -183,6 +195,7 @@ class Learner:
         loss: str = "cross_entropy",
         algorithm: str = "uoro",
         rank: int = 1,
+        stream_groups: int | None = None,
         memory: int = 1,
         truncation: int | None = None,
         optimizer: str = "adam",
@@ -228,6 +241,9 @@ class Learner:
             loss=_choice("loss", loss, LOSSES),
             algorithm=_choice("algorithm", algorithm, ALGORITHMS),
             rank=_positive_int("rank", rank),
+            stream_groups=None
+            if stream_groups is None
+            else _positive_int("stream_groups", stream_groups),
             memory=_positive_int("memory", memory),
             truncation=None if truncation is None else _positive_int("truncation", truncation),
             optimizer=_choice("optimizer", optimizer, OPTIMIZERS),
@@ -287,6 +303,7 @@ class Learner:
                 )
             self._options["cell_layout"] = self._user.layout
             cells.warn_finite_difference(self._user, algo)
+        self._options["stream_groups"] = _stream_groups(self._options, stream_groups)
         self.streams = self._options["streams"]
         self._core = _make_core(self._options, self._user)
         # Bound once: looking the method up on every call costs a third of `step`'s
@@ -554,6 +571,7 @@ class Learner:
             )
         config = dict(state.get("config", {}))
         config.setdefault("streams", 1)  # checkpoints from before many streams
+        config.setdefault("stream_groups", 1)  # and from before groups of streams
         # The seed only chose the initial θ and the random stream, both restored below.
         differing = sorted(
             k
@@ -693,7 +711,11 @@ class Learner:
             if k != "cell_layout"
             and (
                 k in ("cell", "input_size", "hidden_size", "output_size")
-                or defaults.get(k, object()) != v
+                or (
+                    defaults.get(k, object()) != v
+                    # shown only where it differs from what the default resolves to
+                    and not (k == "stream_groups" and v == _stream_groups(self.config, None))
+                )
             )
         ]
         return f"Learner({', '.join(shown)})"
@@ -837,6 +859,23 @@ _COUNTERS = (
 _ARRAY_STATE = ("theta", "state", "adam_m", "adam_v", "window")
 
 
+def _stream_groups(options: dict[str, Any], given: int | None) -> int:
+    """The number of independent UORO estimates over the streams: `given`, checked, or
+    the default (see DEFAULT_STREAM_GROUPS)."""
+    streams, algo = options["streams"], options["algorithm"]
+    grouped = algo == "uoro" and options["memory"] == 1 and streams > 1
+    if given is None:
+        return DEFAULT_STREAM_GROUPS(streams) if grouped else 1
+    if given != 1 and not grouped:
+        raise ValueError(
+            "stream_groups applies to algorithm 'uoro' with memory=1 and streams > 1; got "
+            f"algorithm={algo!r}, memory={options['memory']}, streams={streams}"
+        )
+    if given > streams:
+        raise ValueError(f"stream_groups must be at most streams ({streams}); got {given}")
+    return given
+
+
 def load(path: str | os.PathLike[str], cell: Any = None) -> Learner:
     """Reads a learner written by `Learner.save`; refuses files of another format
     version, configuration, shape or dtype with a clear error. A learner with a user
@@ -889,6 +928,7 @@ def _make_core(o: dict[str, Any], user: cells.Description | None = None) -> Any:
         _core.Algorithm, "snap1" if o["algorithm"] == "layerwise" else o["algorithm"]
     )
     config.rank = o["rank"]
+    config.stream_groups = o["stream_groups"]
     config.memory = o["memory"]
     config.truncation = o["truncation"] or 1
     config.uoro_eps = o["uoro_eps"]

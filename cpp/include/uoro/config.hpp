@@ -43,6 +43,7 @@ struct LearnerConfig {
   Loss loss = Loss::CrossEntropy;
   Algorithm algorithm = Algorithm::Uoro;
   Index rank = 1;             // UORO: number of (s̃, θ̃) pairs
+  Index stream_groups = 1;    // UORO over many streams: independent estimates, one per group
   Index memory = 1;           // UORO: steps of exact backpropagation per update (memory-T)
   Index truncation = 1;       // truncated BPTT: the window T
   double uoro_eps = 1e-7;     // ε of the normalizers ρ0, ρ1
@@ -99,6 +100,7 @@ inline LearnerConfig validated_config(const LearnerConfig& c) {
   require(c.hidden_size >= 1, "hidden_size must be >= 1, got " + std::to_string(c.hidden_size));
   require(c.output_size >= 1, "output_size must be >= 1, got " + std::to_string(c.output_size));
   require(c.rank >= 1, "rank must be >= 1, got " + std::to_string(c.rank));
+  require(c.stream_groups >= 1, "stream_groups must be >= 1, got " + std::to_string(c.stream_groups));
   require(c.memory >= 1, "memory must be >= 1, got " + std::to_string(c.memory));
   require(c.truncation >= 1, "truncation must be >= 1, got " + std::to_string(c.truncation));
   require(c.uoro_eps > 0, "uoro_eps must be > 0");

@@ -162,18 +162,20 @@ void copy_rows(const Src& src, Dst&& dst, Index rows) {
 namespace detail {
 
 // The pass's work on one packet (or one entry) of a chunk, given both sums there:
-// g = coef·t + sum_c, t ← t/ρ0 + (1/ρ1)·sum_ν; returns norm2 + t_new².
-template <class P, class S>
+// g = coef·t + sum_c (added to g with kAccumulate), t ← t/ρ0 + (1/ρ1)·sum_ν; returns
+// norm2 + t_new².
+template <bool kAccumulate, class P, class S>
 inline P pass_update(const P& sum_c, const P& sum_nu, S coef, S inv_rho0, S inv_rho1, S* g, S* t, P norm2) {
   using namespace Eigen::internal;
   if constexpr (std::is_same_v<P, S>) {
     const S old = *t;
-    *g = coef * old + sum_c;
+    *g = kAccumulate ? *g + coef * old + sum_c : coef * old + sum_c;
     *t = old * inv_rho0 + inv_rho1 * sum_nu;
     return norm2 + *t * *t;
   } else {
     const P old = ploadu<P>(t);
-    pstoreu(g, padd(pmul(pset1<P>(coef), old), sum_c));
+    const P own = padd(pmul(pset1<P>(coef), old), sum_c);
+    pstoreu(g, kAccumulate ? padd(ploadu<P>(g), own) : own);
     const P renewed = pmadd(pset1<P>(inv_rho1), sum_nu, pmul(old, pset1<P>(inv_rho0)));
     pstoreu(t, renewed);
     return pmadd(renewed, renewed, norm2);
@@ -182,7 +184,7 @@ inline P pass_update(const P& sum_c, const P& sum_nu, S coef, S inv_rho0, S inv_
 
 // A tile of uoro_pass_sums: RV packets of rows × NC columns of both sums in registers
 // (2·RV·NC accumulators), then the pass's work on each packet as it leaves them.
-template <class P, int RV, int NC, class S>
+template <bool kAccumulate, class P, int RV, int NC, class S>
 inline P uoro_pass_tile(Index k, const S* a_c, const S* a_nu, Index lda, const S* b, Index b_p, S coef,
                         S inv_rho0, S inv_rho1, S* g, S* t, Index ldc, P norm2) {
   using namespace Eigen::internal;
@@ -208,7 +210,8 @@ inline P uoro_pass_tile(Index k, const S* a_c, const S* a_nu, Index lda, const S
   for (int j = 0; j < NC; ++j)
     for (int r = 0; r < RV; ++r) {
       const Index at = j * ldc + r * L;
-      norm2 = pass_update(acc_c[j][r], acc_nu[j][r], coef, inv_rho0, inv_rho1, g + at, t + at, norm2);
+      norm2 = pass_update<kAccumulate>(acc_c[j][r], acc_nu[j][r], coef, inv_rho0, inv_rho1, g + at, t + at,
+                                       norm2);
     }
   return norm2;
 }
@@ -229,30 +232,34 @@ inline Index pass_chunk_columns(Index rows, Index cols) {
 // The dense part of a rank-1 UORO pass over B streams, for one chunk of `cols` columns
 // of a block (rows × cols, column-major, rows = a_c.rows()):
 //   g = coef·t + A_c Bᵀ,   t ← t/ρ0 + (1/ρ1)·A_ν Bᵀ,   returns Σ t_new²,
-// with b(p, j) = b[p·b_p + j] (the factors' rows j0 + j of stream p). Both rank-B sums
+// with b(p, j) = b[p·b_p + j] (the factors' rows j0 + j of stream p), over the streams
+// [first, first + count) (all by default); kAccumulate adds to g. Both rank-B sums
 // share B's entries and never leave registers before the update: one sweep over t, where
 // separate products would each read and write their output and θ̃'s rescaling and norm
 // would need sweeps of their own. AVX-512's 32 registers hold 3 packets × 4 columns of
 // both sums; other instruction sets take one packet × 4.
-template <class S>
+template <bool kAccumulate = false, class S>
 S uoro_pass_sums(const Mat<S>& a_c, const Mat<S>& a_nu, const S* b, Index b_p, Index cols, S coef, S inv_rho0,
-                 S inv_rho1, S* g, S* t) {
+                 S inv_rho1, S* g, S* t, Index first = 0, Index count = -1) {
   using namespace Eigen::internal;
   using P = typename packet_traits<S>::type;
   constexpr int L = detail::kLanes<P>, RV = sizeof(P) == 64 ? 3 : 1, NC = kPassSumColumns;
-  const Index rows = a_c.rows(), k = a_c.cols();
-  const S* u_c = a_c.data();
-  const S* u_nu = a_nu.data();
+  const Index rows = a_c.rows(), k = count < 0 ? a_c.cols() - first : count;
+  const S* u_c = a_c.data() + first * rows;
+  const S* u_nu = a_nu.data() + first * rows;
+  b += first * b_p;
   P norm2 = pset1<P>(S(0));
   const auto band = [&](auto vectors, Index i) {
     constexpr int V = decltype(vectors)::value;
     Index j = 0;
     for (; j + NC <= cols; j += NC)
-      norm2 = detail::uoro_pass_tile<P, V, NC>(k, u_c + i, u_nu + i, rows, b + j, b_p, coef, inv_rho0,
-                                               inv_rho1, g + i + j * rows, t + i + j * rows, rows, norm2);
+      norm2 = detail::uoro_pass_tile<kAccumulate, P, V, NC>(k, u_c + i, u_nu + i, rows, b + j, b_p, coef,
+                                                            inv_rho0, inv_rho1, g + i + j * rows,
+                                                            t + i + j * rows, rows, norm2);
     for (; j < cols; ++j)
-      norm2 = detail::uoro_pass_tile<P, V, 1>(k, u_c + i, u_nu + i, rows, b + j, b_p, coef, inv_rho0,
-                                              inv_rho1, g + i + j * rows, t + i + j * rows, rows, norm2);
+      norm2 = detail::uoro_pass_tile<kAccumulate, P, V, 1>(k, u_c + i, u_nu + i, rows, b + j, b_p, coef,
+                                                           inv_rho0, inv_rho1, g + i + j * rows,
+                                                           t + i + j * rows, rows, norm2);
   };
   Index i = 0;
   for (; i + RV * L <= rows; i += RV * L) band(std::integral_constant<int, RV>{}, i);
@@ -265,8 +272,8 @@ S uoro_pass_sums(const Mat<S>& a_c, const Mat<S>& a_nu, const S* b, Index b_p, I
         sum_c += u_c[r + p * rows] * b[p * b_p + j];
         sum_nu += u_nu[r + p * rows] * b[p * b_p + j];
       }
-      total = detail::pass_update(sum_c, sum_nu, coef, inv_rho0, inv_rho1, g + r + j * rows, t + r + j * rows,
-                                  total);
+      total = detail::pass_update<kAccumulate>(sum_c, sum_nu, coef, inv_rho0, inv_rho1, g + r + j * rows,
+                                               t + r + j * rows, total);
     }
   return total;
 }
@@ -300,8 +307,8 @@ void add_column_sum(const Mat<S>& u, const Index* cols, Index count, S alpha, S*
 // uoro_pass_sums for a column of a one-hot input, where v is 1 for the streams reading
 // its symbol (`streams[0 : count]`) and 0 for the others: over the block's rows,
 //   g = coef·t + Σ_c u_c.col(streams[c]),   t ← t/ρ0 + (1/ρ1)·Σ_c u_ν.col(streams[c]),
-// the sums in registers; returns Σ t_new².
-template <class S>
+// the sums in registers (added to g with kAccumulate); returns Σ t_new².
+template <bool kAccumulate = false, class S>
 S uoro_pass_column(const Mat<S>& u_c, const Mat<S>& u_nu, const Index* streams, Index count, S coef,
                    S inv_rho0, S inv_rho1, S* __restrict g, S* __restrict t) {
   using namespace Eigen::internal;
@@ -322,8 +329,8 @@ S uoro_pass_column(const Mat<S>& u_c, const Mat<S>& u_nu, const Index* streams, 
       }
     }
     for (int r = 0; r < 4; ++r)
-      norm2 = detail::pass_update(sum_c[r], sum_nu[r], coef, inv_rho0, inv_rho1, g + i + r * L, t + i + r * L,
-                                  norm2);
+      norm2 = detail::pass_update<kAccumulate>(sum_c[r], sum_nu[r], coef, inv_rho0, inv_rho1, g + i + r * L,
+                                               t + i + r * L, norm2);
   }
   S total = predux(norm2);
   for (; i < rows; ++i) {
@@ -332,7 +339,7 @@ S uoro_pass_column(const Mat<S>& u_c, const Mat<S>& u_nu, const Index* streams, 
       sum_c += u_c(i, streams[s]);
       sum_nu += u_nu(i, streams[s]);
     }
-    total = detail::pass_update(sum_c, sum_nu, coef, inv_rho0, inv_rho1, g + i, t + i, total);
+    total = detail::pass_update<kAccumulate>(sum_c, sum_nu, coef, inv_rho0, inv_rho1, g + i, t + i, total);
   }
   return total;
 }

@@ -9,6 +9,15 @@
 // A stream absent from a tick keeps its state, so its part of the system's transition is
 // the identity: its columns of s̃ are only rescaled by ρ0 (their product with θ̃ is kept
 // in expectation) and it draws no signs.
+//
+// Groups (config.stream_groups = G): the streams split into G contiguous groups, each an
+// independent UORO estimate of its own streams' sensitivity with its own θ̃ per rank
+// (and its own ρ0, ρ1). The streams' states never mix, so each group's rows of ∂s/∂θ
+// evolve on their own and the sum over groups of their unbiased estimates is an unbiased
+// estimate of the whole; the groups' noises are independent, so it averages down as G
+// grows, where one system's cross-stream terms (ν_b ν_b' for b ≠ b') do not. s̃ keeps
+// one column per stream and rank, so the tangent and the signs cost what G = 1 costs;
+// the pass touches G θ̃ per rank.
 #pragma once
 
 #include <algorithm>
@@ -53,11 +62,23 @@ class UoroStreams {
 
  public:
   UoroStreams(const LearnerConfig& config, const Cell& cell, const Readout<S>& readout, Index streams)
-      : rank_(config.rank), eps_(S(config.uoro_eps)), streams_(streams) {
-    const Index n_state = cell.state_size();
+      : rank_(config.rank),
+        groups_(std::clamp<Index>(config.stream_groups, 1, streams)),
+        eps_(S(config.uoro_eps)),
+        streams_(streams) {
+    const Index n_state = cell.state_size(), estimates = rank_ * groups_;
     s_tilde_ = s_tilde_next_ = Mat<S>::Zero(n_state, rank_ * streams);
-    theta_tilde_ = Mat<S>::Zero(cell.param_size(), rank_);
-    theta_tilde_norm2_ = coef_ = inv_rho0_ = inv_rho1_ = norm_acc_ = Vec<S>::Zero(rank_);
+    theta_tilde_ = Mat<S>::Zero(cell.param_size(), estimates);
+    theta_tilde_norm2_ = coef_ = inv_rho0_ = inv_rho1_ = norm_acc_ = Vec<S>::Zero(estimates);
+    // Group g holds the streams [group_start_[g], group_start_[g + 1]), sizes within one.
+    group_start_.resize(groups_ + 1);
+    for (Index g = 0; g <= groups_; ++g) group_start_[g] = g * streams / groups_;
+    stream_group_.resize(streams);
+    for (Index g = 0; g < groups_; ++g)
+      std::fill(stream_group_.begin() + group_start_[g], stream_group_.begin() + group_start_[g + 1], g);
+    present_in_group_.assign(groups_, 0);
+    a_norm2_ = Vec<S>::Zero(streams);
+    a_max_ = Mat<S>::Zero(Cell::kBlocks, streams);
     nu_ = Mat<S>::Zero(n_state, streams);
     Index scratch = 0;
     for (Index k = 0; k < Cell::kBlocks; ++k) {
@@ -79,8 +100,8 @@ class UoroStreams {
     scratch = std::max(scratch, readout.block().rows * readout_chunk_);
     readout_g_ = Mat<S>::Zero(d_out_.rows(), readout_chunk_);
     by_symbol_.reserve(streams);
-    symbol_start_.assign(config.input_size + 1, 0);
-    symbol_next_.assign(config.input_size, 0);
+    symbol_start_.assign(groups_ * config.input_size + 1, 0);
+    symbol_next_.assign(groups_ * config.input_size, 0);
     g_ = Vec<S>::Zero(scratch);
   }
 
@@ -98,6 +119,10 @@ class UoroStreams {
     UoroChecks<S> checks(eps_);
     for (Index k = 0; k < Cell::kBlocks; ++k) checks.add_direct_bound(c_bounds[k].max);
     const S nu_norm = std::sqrt(S(n * n_state));  // ‖ν‖ for ±1 signs on the present streams
+    if (groups_ > 1) {
+      std::fill(present_in_group_.begin(), present_in_group_.end(), Index(0));
+      for (Index b : m.present) ++present_in_group_[stream_group_[b]];
+    }
     for (Index r = 0; r < rank_; ++r) {
       // Tangent forward propagation for all streams; absent ones keep s̃ (the identity).
       auto s_next = s_tilde_next_.middleCols(r * streams_, streams_);
@@ -107,10 +132,14 @@ class UoroStreams {
       else
         m.cell.jvp_state(m.theta.data(), m.batch, s_tilde_.middleCols(r * streams_, streams_), s_next);
       for (Index b : m.absent) s_next.col(b) = s_tilde_.col(r * streams_ + b);
-      coef_(r) = (m.c.array() * s_next.array()).sum() * inv_n / S(rank_);
       m.rng.fill_signs(nu_);
       for (Index b : m.absent) nu_.col(b).setZero();
       const Bounds nu_bounds = param_cotangents(m, nu_, u_nu_[r]);
+      if (groups_ > 1) {
+        group_scales(m, r, inv_n, std::sqrt(S(n_state)), s_next, checks);
+        continue;
+      }
+      coef_(r) = (m.c.array() * s_next.array()).sum() * inv_n / S(rank_);
       // ‖νᵀ ∂F/∂θ‖² taken as Σ_b ‖u_b‖² ‖v_b‖²: its expectation over the cross terms
       // (the streams' signs are independent), exact for one stream, and even in ν as ρ1
       // must be for the estimate to stay unbiased.
@@ -144,6 +173,8 @@ class UoroStreams {
   // learner's forward pass fills them before update.
   Mat<S>& factors() { return factors_; }
 
+  Index groups() const { return groups_; }
+
   void forget() {
     s_tilde_.setZero();
     theta_tilde_.setZero();
@@ -154,7 +185,7 @@ class UoroStreams {
     for (Index r = 0; r < rank_; ++r) s_tilde_.col(r * streams_ + b).setZero();
   }
 
-  // s̃ holds rank r, stream b in column r·B + b.
+  // s̃ holds rank r, stream b in column r·B + b; θ̃ rank r, group g in column r·G + g.
   template <class Fn>
   void for_each_array(Fn&& fn) {
     fn("s_tilde", s_tilde_);
@@ -163,11 +194,38 @@ class UoroStreams {
   }
   void arrays_written(bool all) {
     if (!all)
-      for (Index r = 0; r < rank_; ++r) theta_tilde_norm2_(r) = theta_tilde_.col(r).squaredNorm();
+      for (Index e = 0; e < theta_tilde_.cols(); ++e)
+        theta_tilde_norm2_(e) = theta_tilde_.col(e).squaredNorm();
   }
   Window<S, Cell>* window(Index) { return nullptr; }
 
  private:
+  // Rank r's scales per group (estimate r·G + g), s̃'s columns of each group rescaled and
+  // given its signs: as one stream's UORO over the group's streams, with ‖a‖² and max|a|
+  // summed over the group's streams from their factors' statistics.
+  template <class Columns>
+  void group_scales(const Streams<S, Cell>& m, Index r, S inv_n, S nu_norm_per_stream, Columns s_next,
+                    UoroChecks<S>& checks) {
+    a_norm2_.setZero();
+    for (Index k = 0; k < Cell::kBlocks; ++k) {
+      column_stats(u_nu_[r][k], u_max_, u_norm2_);
+      a_max_.row(k) = u_max_.transpose().cwiseProduct(v_max_.row(k));
+      a_norm2_ += u_norm2_.cwiseProduct(v_norm2_.row(k).transpose());
+    }
+    for (Index g = 0; g < groups_; ++g) {
+      const Index first = group_start_[g], count = group_start_[g + 1] - first, e = r * groups_ + g;
+      auto s_group = s_next.middleCols(first, count);
+      coef_(e) = (m.c.middleCols(first, count).array() * s_group.array()).sum() * inv_n / S(rank_);
+      const S a_max = a_max_.middleCols(first, count).rowwise().sum().maxCoeff();
+      const S nu_norm = nu_norm_per_stream * std::sqrt(S(present_in_group_[g]));
+      const auto scales = checks.add_rank(coef_(e), std::sqrt(theta_tilde_norm2_(e)), s_group.norm(),
+                                          a_norm2_.segment(first, count).sum(), a_max, nu_norm);
+      s_group = scales.rho0 * s_group + scales.rho1 * nu_.middleCols(first, count);
+      inv_rho0_(e) = scales.inv_rho0;
+      inv_rho1_(e) = scales.inv_rho1;
+    }
+  }
+
   // The factors u of c's parameter-VJP per block, and their bounds (needs v's statistics).
   Bounds param_cotangents(Streams<S, Cell>& m, const Mat<S>& c, std::array<Mat<S>, Cell::kBlocks>& u) {
     Bounds bounds;
@@ -195,34 +253,47 @@ class UoroStreams {
 
   // out (rows × cols, column-major) += α Σ_b u_b ⊗ v_b[j0 : j0 + cols] over the streams:
   // one matrix–matrix product, accumulated where it is needed (no scratch to clear).
-  static void add_outer_sum(const Mat<S>& u, const Mat<S>& v, Index j0, Index cols, S* out, S alpha = 1) {
-    multiply_add(u, v.middleRows(j0, cols).transpose(), MatMap<S>(out, u.rows(), cols), alpha);
+  // Over the streams [first, first + count).
+  static void add_outer_sum(const Mat<S>& u, const Mat<S>& v, Index j0, Index cols, S* out, S alpha,
+                            Index first, Index count) {
+    multiply_add(u.middleCols(first, count), v.middleRows(j0, cols).middleCols(first, count).transpose(),
+                 MatMap<S>(out, u.rows(), cols), alpha);
   }
 
   // The same for block k's factors u (rows × B). With one-hot inputs the input's columns
   // of block 0 are sums of u_b over the streams reading that symbol (v is 0 or 1 there):
   // added column by column (streams grouped by symbol, see group_by_symbol), not
-  // multiplied by the mostly-zero rows of v.
+  // multiplied by the mostly-zero rows of v. Over group `group`'s streams, or all (-1).
   void add_factor_products(Streams<S, Cell>& m, Index k, const Mat<S>& u, Index j0, Index cols, S* out,
-                           S alpha = 1) const {
-    const Index dense = one_hot_end(m, k, j0, cols), rows = u.rows();
-    for (Index j = j0; j < dense; ++j) {
-      const Index first = symbol_start_[j], count = symbol_start_[j + 1] - first;
-      if (count) add_column_sum(u, by_symbol_.data() + first, count, alpha, out + (j - j0) * rows);
+                           S alpha = 1, Index group = -1) const {
+    const Index dense = one_hot_end(m, k, j0, cols), rows = u.rows(), symbols = m.config.input_size;
+    const Index g_begin = group < 0 ? 0 : group, g_end = group < 0 ? groups_ : group + 1;
+    for (Index j = j0; j < dense; ++j)
+      for (Index g = g_begin; g < g_end; ++g) {
+        const Index first = symbol_start_[g * symbols + j],
+                    count = symbol_start_[g * symbols + j + 1] - first;
+        if (count) add_column_sum(u, by_symbol_.data() + first, count, alpha, out + (j - j0) * rows);
+      }
+    if (dense < j0 + cols) {
+      const Index first = group < 0 ? 0 : group_start_[group];
+      const Index count = group < 0 ? streams_ : group_start_[group + 1] - first;
+      add_outer_sum(u, m.batch.v[k], dense, j0 + cols - dense, out + (dense - j0) * rows, alpha, first,
+                    count);
     }
-    if (dense < j0 + cols)
-      add_outer_sum(u, m.batch.v[k], dense, j0 + cols - dense, out + (dense - j0) * rows, alpha);
   }
 
-  // The present streams ordered by input symbol (a counting sort): those reading symbol j
-  // are by_symbol_[symbol_start_[j] : symbol_start_[j + 1]].
+  // The present streams ordered by group, then input symbol (a counting sort): those of
+  // group g reading symbol j are by_symbol_[symbol_start_[i] : symbol_start_[i + 1]] with
+  // i = g·(input size) + j.
   void group_by_symbol(const Streams<S, Cell>& m) {
+    const Index symbols = m.config.input_size;
+    const auto key = [&](Index b) { return stream_group_[b] * symbols + m.tokens[b]; };
     std::fill(symbol_start_.begin(), symbol_start_.end(), Index(0));
-    for (Index b : m.present) ++symbol_start_[m.tokens[b] + 1];
+    for (Index b : m.present) ++symbol_start_[key(b) + 1];
     for (std::size_t j = 1; j < symbol_start_.size(); ++j) symbol_start_[j] += symbol_start_[j - 1];
     by_symbol_.resize(m.present.size());  // within the capacity reserved: no allocation
     std::copy(symbol_start_.begin(), symbol_start_.end() - 1, symbol_next_.begin());
-    for (Index b : m.present) by_symbol_[symbol_next_[m.tokens[b]]++] = b;
+    for (Index b : m.present) by_symbol_[symbol_next_[key(b)]++] = b;
   }
 
   template <class Fn>
@@ -270,30 +341,43 @@ class UoroStreams {
   // rank-B sums and θ̃'s update in one sweep, uoro_pass_column for a one-hot input's
   // columns (the streams reading each symbol, see group_by_symbol), uoro_pass_sums for
   // the columns v multiplies densely.
+  // With groups, one such sweep per group over its θ̃, the first writing g and the others
+  // adding to it (each group's share of the c-sum with its own).
   void fused_sums(const Streams<S, Cell>& m, Index k, Index j0, Index cols, Index off, S* g) {
-    const Index rows = u_c_[k].rows(), dense = one_hot_end(m, k, j0, cols);
-    S* tt = theta_tilde_.data() + off;
+    for (Index group = 0; group < groups_; ++group)
+      if (group == 0)
+        fused_group_sums<false>(m, k, j0, cols, off, g, 0);
+      else
+        fused_group_sums<true>(m, k, j0, cols, off, g, group);
+  }
+  template <bool kAccumulate>
+  void fused_group_sums(const Streams<S, Cell>& m, Index k, Index j0, Index cols, Index off, S* g,
+                        Index group) {
+    const Index rows = u_c_[k].rows(), dense = one_hot_end(m, k, j0, cols), symbols = m.config.input_size;
+    S* tt = theta_tilde_.col(group).data() + off;
+    const S coef = coef_(group), inv_rho0 = inv_rho0_(group), inv_rho1 = inv_rho1_(group);
     for (Index j = j0; j < dense; ++j) {
-      const Index first = symbol_start_[j], at = (j - j0) * rows;
-      norm_acc_(0) +=
-          uoro_pass_column(u_c_[k], u_nu_[0][k], by_symbol_.data() + first, symbol_start_[j + 1] - first,
-                           coef_(0), inv_rho0_(0), inv_rho1_(0), g + at, tt + at);
+      const Index i = group * symbols + j, first = symbol_start_[i], at = (j - j0) * rows;
+      norm_acc_(group) += uoro_pass_column<kAccumulate>(u_c_[k], u_nu_[0][k], by_symbol_.data() + first,
+                                                        symbol_start_[i + 1] - first, coef, inv_rho0,
+                                                        inv_rho1, g + at, tt + at);
     }
     if (dense == j0 + cols) return;
     const Mat<S>& v = m.batch.v[k];
-    const Index at = (dense - j0) * rows;
-    norm_acc_(0) += uoro_pass_sums(u_c_[k], u_nu_[0][k], v.data() + dense, v.outerStride(), j0 + cols - dense,
-                                   coef_(0), inv_rho0_(0), inv_rho1_(0), g + at, tt + at);
+    const Index at = (dense - j0) * rows, first = group_start_[group];
+    norm_acc_(group) += uoro_pass_sums<kAccumulate>(u_c_[k], u_nu_[0][k], v.data() + dense, v.outerStride(),
+                                                    j0 + cols - dense, coef, inv_rho0, inv_rho1, g + at,
+                                                    tt + at, first, group_start_[group + 1] - first);
   }
 
   // The same for any rank: g from the old θ̃ and θ̃ / ρ0 in one sweep per rank, then each
   // rank-B sum added (a product, or one-hot columns summed per symbol).
   void separate_sums(Streams<S, Cell>& m, Index k, Index j0, Index cols, Index off, S* __restrict g) {
     const Index len = u_c_[k].rows() * cols;
-    for (Index r = 0; r < rank_; ++r) {
-      S* __restrict tt = theta_tilde_.col(r).data() + off;
-      const S coef = coef_(r), inv_rho0 = inv_rho0_(r);
-      if (r == 0)
+    for (Index e = 0; e < theta_tilde_.cols(); ++e) {  // estimate e: rank e / G, group e % G
+      S* __restrict tt = theta_tilde_.col(e).data() + off;
+      const S coef = coef_(e), inv_rho0 = inv_rho0_(e);
+      if (e == 0)
         for (Index i = 0; i < len; ++i) {
           g[i] = coef * tt[i];
           tt[i] *= inv_rho0;
@@ -303,8 +387,9 @@ class UoroStreams {
           g[i] += coef * tt[i];
           tt[i] *= inv_rho0;
         }
-      add_factor_products(m, k, u_nu_[r][k], j0, cols, tt, inv_rho1_(r));
-      norm_acc_(r) += Eigen::Map<const Vec<S>>(tt, len).squaredNorm();
+      add_factor_products(m, k, u_nu_[e / groups_][k], j0, cols, tt, inv_rho1_(e),
+                          groups_ > 1 ? e % groups_ : Index(-1));
+      norm_acc_(e) += Eigen::Map<const Vec<S>>(tt, len).squaredNorm();
     }
     add_factor_products(m, k, u_c_[k], j0, cols, g);
   }
@@ -314,9 +399,9 @@ class UoroStreams {
     const S* __restrict tt = theta_tilde_.col(0).data() + off;
     const S coef = coef_(0);
     for (Index i = 0; i < len; ++i) g[i] = coef * tt[i];
-    for (Index r = 1; r < rank_; ++r) {
-      const S* __restrict t = theta_tilde_.col(r).data() + off;
-      const S c = coef_(r);
+    for (Index e = 1; e < theta_tilde_.cols(); ++e) {
+      const S* __restrict t = theta_tilde_.col(e).data() + off;
+      const S c = coef_(e);
       for (Index i = 0; i < len; ++i) g[i] += c * t[i];
     }
   }
@@ -347,11 +432,14 @@ class UoroStreams {
     }
   }
 
-  Index rank_;
+  Index rank_, groups_;
   S eps_;
   Index streams_;
   Mat<S> s_tilde_, s_tilde_next_;  // (S, rank·B)
-  Mat<S> theta_tilde_;             // (P_cell, rank)
+  Mat<S> theta_tilde_;             // (P_cell, rank·G)
+  std::vector<Index> group_start_, stream_group_, present_in_group_;
+  Vec<S> a_norm2_;  // with groups: per stream, ‖ν_bᵀ ∂F_b/∂θ‖² summed over blocks
+  Mat<S> a_max_;    // and per block and stream, max|u_b| max|v_b|
   Vec<S> theta_tilde_norm2_, coef_, inv_rho0_, inv_rho1_, norm_acc_;
   Mat<S> nu_;                                            // (S, B)
   std::array<Mat<S>, Cell::kBlocks> u_c_;                // per block: (rows, B)
