@@ -72,7 +72,10 @@ def model_label(cell: str, hidden: int, algorithm: str = "uoro") -> str:
 
 def learner(cell: str, hidden: int, streams: int, algorithm: str = "uoro") -> uoro.Learner:
     # on_divergence="skip": random tokens can drive a network into exploding
-    # sensitivities; such ticks are counted, not fatal.
+    # sensitivities; such ticks are counted, not fatal. UORO runs as one system
+    # (stream_groups=1): this study times the batched kernels; the default's one estimate
+    # per stream is timed by streams_gradient_quality.py.
+    grouping = {"stream_groups": 1} if algorithm == "uoro" else {}
     return uoro.Learner(
         cell,
         VOCAB,
@@ -82,6 +85,7 @@ def learner(cell: str, hidden: int, streams: int, algorithm: str = "uoro") -> uo
         on_divergence="skip",
         streams=streams,
         algorithm=algorithm,
+        **grouping,
     )
 
 

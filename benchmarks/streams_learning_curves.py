@@ -365,6 +365,26 @@ def make_run(
     )
 
 
+def check_variants(
+    tasks: list[str], cells: list[str], hidden: int, streams: tuple[int, ...],
+    variants: tuple[Variant, ...], algorithm: str = "uoro", seed: int = 0,
+) -> None:  # fmt: skip
+    """Builds every (variant, B) learner once, so that options the library refuses stop
+    the benchmark before it runs (`ValueError` / `TypeError` naming the variant)."""
+    for task in tasks:
+        for cell in cells:
+            base = base_options(task, algorithm, seed)
+            for variant in variants:
+                for b in streams:
+                    if b == 1:
+                        continue
+                    options = variant.learner_options(base, b)
+                    try:
+                        uoro.Learner(cell, vocabulary_size(task), hidden, streams=b, **options)
+                    except (TypeError, ValueError) as error:
+                        raise type(error)(f"variant {variant.label!r} at B={b}: {error}") from None
+
+
 def run(
     tasks: list[str],
     cells: list[str],
@@ -408,14 +428,21 @@ def run(
 def report(row: Run) -> None:
     print(
         f"  {row.task} {row.cell.upper()}-{row.hidden} {row.variant} B={row.streams}: "
-        f"{row.samples:,} samples in {row.wall_s:.1f} s, final {fmt(row.final_loss, 3)} "
-        f"bits/char, at B = 1's loss after {fmt(row.time_to_target_s, 1)} s",
+        f"{row.samples:,} samples in {fmt_s(row.wall_s)} s, final {fmt(row.final_loss, 3)} "
+        f"bits/char, at B = 1's loss after {fmt_s(row.time_to_target_s)} s",
         flush=True,
     )
 
 
 def fmt(value: float | None, digits: int) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
+
+
+def fmt_s(value: float | None) -> str:
+    """Seconds: 3 significant digits below 10 s, else one decimal."""
+    if value is None:
+        return "—"
+    return f"{value:.3g}" if value < 10 else f"{value:.1f}"
 
 
 def table(rows: list[Run], task: str, cell: str) -> str:
@@ -429,9 +456,9 @@ def table(rows: list[Run], task: str, cell: str) -> str:
     for r in mine:
         ratio = "—" if r.ratio_to_baseline is None else f"{r.ratio_to_baseline:.2f}"
         lines.append(
-            f"| {r.variant} | {r.streams} | {r.samples:,} | {r.wall_s:.1f} "
+            f"| {r.variant} | {r.streams} | {r.samples:,} | {fmt_s(r.wall_s)} "
             f"| {r.samples_per_s:,.0f} | {fmt(r.final_loss, 3)} "
-            f"| {fmt(r.time_to_target_s, 1)} | {ratio} |"
+            f"| {fmt_s(r.time_to_target_s)} | {ratio} |"
         )
     return "\n".join(lines)
 
@@ -528,6 +555,10 @@ def main() -> None:
             pyplot()
         except RuntimeError as error:
             parser.error(str(error))
+    try:
+        check_variants(args.tasks, args.cells, hidden, streams, variants, args.algorithm, args.seed)
+    except (TypeError, ValueError) as error:
+        parser.error(str(error))
     began = time.perf_counter()
     rows = run(
         args.tasks, args.cells, hidden, streams, sizes, variants, args.algorithm, args.seed,
@@ -548,7 +579,7 @@ def main() -> None:
             print(
                 f"\n{TASK_NAMES[task]}, {cell.upper()}-{hidden} (lr {TASK_OPTIONS[task]['lr']:g}, "
                 f"lr_decay {TASK_OPTIONS[task]['lr_decay']:g}): B = 1's loss L1 = "
-                f"{baseline.target_loss:.3f} bits/char after W1 = {baseline.wall_s:.1f} s\n\n"
+                f"{baseline.target_loss:.3f} bits/char after W1 = {fmt_s(baseline.wall_s)} s\n\n"
                 + table(rows, task, cell)
             )
     guarded = [f"{r.task} {r.cell} {r.variant} B={r.streams}" for r in rows if r.resets]

@@ -98,7 +98,8 @@ def test_the_cells_option_takes_any_built_in_cell():
 
 @needs_heap_count
 def test_many_streams_hold_one_theta_tilde_and_o_of_b_s():
-    """B streams add per-stream arrays of the state's size, no parameter-sized one."""
+    """As one system (stream_groups=1, as bench_streams times it), B streams add
+    per-stream arrays of the state's size, no parameter-sized one."""
     import bench_streams
 
     n_params = uoro.Learner("gru", bench_step.VOCAB, 64, streams=2).n_params
@@ -106,8 +107,11 @@ def test_many_streams_hold_one_theta_tilde_and_o_of_b_s():
     many = bench_streams.heap_per_learner("gru", 64, 34)
     per_stream = (many - two) / 32
     assert 0 < per_stream < 0.25 * n_params * 4
-    learner = uoro.Learner("gru", bench_step.VOCAB, 64, streams=16, rank=2)
+    learner = uoro.Learner("gru", bench_step.VOCAB, 64, streams=16, rank=2, stream_groups=1)
     assert learner._core.estimator_arrays["theta_tilde"].shape == (2, learner._core.n_cell_params)
+    # By default one estimate per stream: a θ̃ per stream and rank.
+    learner = uoro.Learner("gru", bench_step.VOCAB, 64, streams=16, rank=2)
+    assert learner._core.estimator_arrays["theta_tilde"].shape == (32, learner._core.n_cell_params)
 
 
 def test_a_streams_timing_row_has_every_column():

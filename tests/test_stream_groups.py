@@ -118,7 +118,7 @@ def test_clipping_sees_the_gradient_the_pass_applies():
     """SGD with clip_norm c moves θ by lr·c·g/‖g‖: the norm taken before the pass (over
     every group's θ̃) is that of the gradient the pass then writes."""
     xs, ys = data(4, length=6)
-    options = dict(optimizer="sgd", lr=0.1, stream_groups=B)
+    options = dict(optimizer="sgd", lr=0.1, stream_groups=B, lr_scaling="none")
     free = make("gru", **options)
     clipped = make("gru", clip_norm=1e-3, **options)
     free.fit(xs[:-1], ys[:-1])
@@ -159,3 +159,50 @@ def test_a_bad_tick_leaves_a_grouped_learner_unchanged():
     with pytest.raises(IndexError, match="out of range"):
         learner.fit(bad, ys[4:6])
     assert_unchanged(learner, before)
+
+
+# ---- the rate over many streams (lr_scaling)
+
+
+@pytest.mark.parametrize(
+    "scaling,rate",
+    [(None, 2 * 0.01), ("sqrt", 2 * 0.01), ("linear", 4 * 0.01), ("none", 0.01)],
+)
+def test_lr_scaling_sets_the_rate_and_counts_the_decay_in_samples(scaling, rate):
+    """lr and lr_decay are one stream's: with B = 4, η·√B (or η·B) and the decay clock
+    counted in samples, α·√B per tick; "none" runs them per tick as given."""
+    learner = make("gru", optimizer="adam", lr=0.01, lr_decay=0.1, lr_scaling=scaling)
+    assert learner.learning_rate == pytest.approx(rate, rel=1e-12)
+    xs, ys = data(7, length=9)
+    learner.fit(xs, ys)
+    alpha = 0.1 * (1 if scaling == "none" else 2)
+    assert learner.learning_rate == pytest.approx(rate / (1 + alpha * 3), rel=1e-12)
+
+
+def test_the_default_rate_over_streams_is_documented_and_one_stream_is_unchanged():
+    assert make("gru", lr=0.01)._options["lr_scaling"] == uoro.learner.DEFAULT_LR_SCALING
+    single = make("gru", streams=1, lr=0.01, lr_decay=0.1)
+    assert single._options["lr_scaling"] == "none"
+    assert single.learning_rate == 0.01
+
+
+@pytest.mark.parametrize(
+    "options,match",
+    [
+        (dict(lr_scaling="sqrt", streams=1), "applies to streams > 1"),
+        (dict(lr_scaling="square"), "lr_scaling must be one of"),
+    ],
+)
+def test_bad_lr_scaling_is_refused_by_name(options, match):
+    with pytest.raises(ValueError, match=match):
+        make(**options)
+
+
+def test_checkpoints_from_before_lr_scaling_keep_their_rate():
+    learner = make("gru", lr=0.01, lr_scaling="none", stream_groups=1)
+    state = learner.state_dict()
+    del state["config"]["lr_scaling"]
+    copy = uoro.Learner.from_state_dict(state)
+    assert copy.learning_rate == learner.learning_rate == 0.01
+    assert "lr_scaling" not in repr(make("gru"))
+    assert "lr_scaling='none'" in repr(learner)

@@ -97,7 +97,7 @@ def test_stream_masked_at_every_tick_learns_like_the_batch_without_it():
     xs, ys = data(3)
     mask = np.ones((LENGTH, B), dtype=bool)
     mask[:, 1] = False
-    options = dict(optimizer="adam", lr=0.05)
+    options = dict(optimizer="adam", lr=0.05, lr_scaling="none")  # the rate as given for any B
     with_absent = make("lstm", "rtrl", **options)
     without = make("lstm", "rtrl", streams=B - 1, **options)
     before = with_absent.state[1].copy()

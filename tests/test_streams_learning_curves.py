@@ -175,9 +175,10 @@ def test_the_windowed_loss_spans_whole_chunks():
     samples, loss = [3, 6, 10, 14], [4.0, 2.0, 1.0, 0.5]
     got = slc.windowed(samples, loss, window=7)
     assert np.isnan(got[0]) and np.isnan(got[1])
-    assert got[2] == pytest.approx((3 * 4 + 3 * 2 + 4 * 1) / 10)  # 10 ≥ 7: all three
-    assert got[3] == pytest.approx((3 * 2 + 4 * 1 + 4 * 0.5) / 11)  # 8 < 7 + the one before
-    assert slc.windowed(samples, loss, window=4)[3] == pytest.approx(0.5 * 4 / 4)
+    assert got[2] == pytest.approx((3 * 2 + 4 * 1) / 7)  # the last two chunks hold 7
+    assert got[3] == pytest.approx((4 * 1 + 4 * 0.5) / 8)  # 4 < 7: the chunk before too
+    assert slc.windowed(samples, loss, window=4)[3] == pytest.approx(0.5)  # one chunk
+    assert np.isnan(slc.windowed(samples, loss, window=15)).all()  # never 15 samples
 
 
 def test_variants_are_parsed():
@@ -215,6 +216,18 @@ def test_a_malformed_variant_is_refused_with_a_clear_error(spec, message, monkey
     with pytest.raises(SystemExit) as exit_:
         slc.main()
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_variant_the_library_refuses_stops_the_run_before_it_starts(monkeypatch, capsys):
+    # stream_groups must be at most B: refused at B = 4, before any learning.
+    monkeypatch.setattr(slc, "learn", lambda *args: pytest.fail("learned"))
+    argv = ["--quick", "--variant", "big:stream_groups=16"]
+    monkeypatch.setattr(sys, "argv", ["streams_learning_curves.py", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        slc.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "variant 'big:stream_groups=16' at B=4" in err
+    assert "stream_groups must be at most streams" in err
 
 
 def test_two_variants_of_one_name_are_refused(monkeypatch, capsys):
