@@ -83,7 +83,8 @@ TASK_OPTIONS = {
     "brackets": {"lr": experiments.BRACKETS_LR, "lr_decay": experiments.BRACKETS_LR_DECAY},
 }
 TASK_CONFIGS = {"anbn": experiments.anbn_config, "brackets": experiments.brackets_config}
-CELLS = ("gru", "lstm")
+CELLS = ("gru", "lstm", "mingru", "minlstm")  # element-wise cells: with --algorithm rtrl
+DEFAULT_CELLS = ("gru", "lstm")
 ALGORITHMS = ("uoro", "snap1", "rtrl")  # those that need no further option
 INITS = ("paper", "library")
 STREAMS = (1, 4, 16, 64)
@@ -518,7 +519,7 @@ def main() -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the rows and curves here")
     parser.add_argument("--plot", metavar="PATH", help="draw the curves into this PNG")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--cells", nargs="+", default=list(CELLS), choices=list(CELLS))
+    parser.add_argument("--cells", nargs="+", default=list(DEFAULT_CELLS), choices=list(CELLS))
     parser.add_argument("--hidden", type=positive, help="hidden units (default 64; quick 8)")
     parser.add_argument(
         "--streams", nargs="+", type=positive, help="the B (default 1 4 16 64; quick 1 4)"

@@ -250,13 +250,13 @@ def test_the_command_line_prints_the_tables_and_writes_json_and_plot(tmp_path, m
     slc.main()
     printed = capsys.readouterr().out
     assert "core variant" in printed  # the machine line
-    assert printed.count("| variant | B | samples |") == len(slc.TASKS) * len(slc.CELLS)
+    assert printed.count("| variant | B | samples |") == len(slc.TASKS) * len(slc.DEFAULT_CELLS)
     assert "| lr2x | 4 |" in printed and f"| {slc.BASELINE} | 1 |" in printed
     written = json.loads(path.read_text())
     assert written["machine"]["variant"] == uoro._core.VARIANT
     assert written["settings"]["hidden"] == HIDDEN and written["settings"]["streams"] == [1, 4]
     assert written["settings"]["variants"] == [{"name": "lr2x", "options": {"lr_scale": "linear"}}]
-    assert len(written["rows"]) == len(slc.TASKS) * len(slc.CELLS) * 2
+    assert len(written["rows"]) == len(slc.TASKS) * len(slc.DEFAULT_CELLS) * 2
     for row in written["rows"]:
         assert set(row) == COLUMNS and len(row["curve_loss"]) == len(row["curve_samples"])
         assert row["options"]["lr"] == pytest.approx(
