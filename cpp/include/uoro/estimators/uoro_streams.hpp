@@ -173,8 +173,6 @@ class UoroStreams {
   // learner's forward pass fills them before update.
   Mat<S>& factors() { return factors_; }
 
-  Index groups() const { return groups_; }
-
   void forget() {
     s_tilde_.setZero();
     theta_tilde_.setZero();
