@@ -16,10 +16,11 @@ Suites: `core` (UORO for every cell × hidden size × dtype), `algorithms` (ever
 estimator, float32: times and heap), `elementwise` (the element-wise cells' UORO beside
 their exact RTRL, which costs O(|θ|) on them, and two-layer stacks with UORO and the
 layer-wise rule; GRU as the reference point; float32), `scaling` (UORO early and late in
-a long stream, truncated BPTT against its window), `reference` (the library against a
-straightforward hand-written UORO + Adam GRU step, `reference/gru_uoro_adam.cpp`,
-compiled here with `-O3 -march=native`; needs a C++ compiler and Eigen's headers, e.g.
-`pip install cmeel-eigen`). `--cells` names the cells the `core`, `algorithms` and
+a long stream, truncated BPTT against its window), `reference` (the library against two
+hand-written UORO + Adam GRU steps, compiled here with `-O3 -march=native`: the
+straightforward one, `reference/gru_uoro_adam.cpp`, and the fastest one-stream step we
+could write, `reference/gru_uoro_adam_fused.cpp`; needs a C++ compiler and Eigen's
+headers, e.g. `pip install cmeel-eigen`). `--cells` names the cells the `core`, `algorithms` and
 `elementwise` suites cover (default: rnn, gru, lstm for the first two; gru, mingru,
 minlstm, indrnn for the third). Prints markdown; `--json FILE` also writes the numbers
 and the machine they ran on.
@@ -383,9 +384,14 @@ def scaling_suite(repeats: int, long_run: int) -> dict:
     }
 
 
-def build_reference(directory: Path) -> Path:
-    """Compiles the hand-written reference step for this machine."""
-    binary = directory / "gru_uoro_adam"
+# The hand-written references in reference/: the straightforward fused step and the
+# fastest one-stream step we could write (see each file's header).
+REFERENCES = {"plain": "gru_uoro_adam.cpp", "fused": "gru_uoro_adam_fused.cpp"}
+
+
+def compile_reference(source: str, directory: Path) -> Path:
+    """Compiles reference/`source` for this machine (-O3 -march=native) into `directory`."""
+    binary = directory / Path(source).stem
     subprocess.run(
         [
             compiler(),
@@ -398,7 +404,7 @@ def build_reference(directory: Path) -> Path:
             str(HERE.parent / "cpp" / "include"),
             "-isystem",
             str(eigen_include()),
-            str(HERE / "reference" / "gru_uoro_adam.cpp"),
+            str(HERE / "reference" / source),
             "-o",
             str(binary),
         ],
@@ -407,17 +413,36 @@ def build_reference(directory: Path) -> Path:
     return binary
 
 
+def build_reference(directory: Path) -> Path:
+    """Compiles the plain hand-written reference step for this machine."""
+    return compile_reference(REFERENCES["plain"], directory)
+
+
+def build_references(directory: Path) -> dict[str, Path]:
+    """Compiles every reference step, the same way, by name."""
+    return {name: compile_reference(source, directory) for name, source in REFERENCES.items()}
+
+
 def reference_suite(budget_s: float, repeats: int) -> list[dict]:
-    """The library's UORO + Adam GRU step inside `fit` against the hand-written reference
-    (same model, same arithmetic, no checks), float32. Timed in back-to-back pairs, 3 ×
-    `repeats` of them, the order swapped every pair; the ratio reported is the median of
-    the pairs' ratios, which a slow spell of the machine spanning a pair cancels out of."""
+    """The library's UORO + Adam GRU step inside `fit` against each hand-written reference
+    (same model, same arithmetic, no checks), float32. Timed in back-to-back rounds, 3 ×
+    `repeats` of them, the library and every reference once per round in an order rotated
+    from round to round; a ratio reported is the median of the rounds' ratios, which a slow
+    spell of the machine spanning a round cancels out of."""
     with tempfile.TemporaryDirectory() as tmp:
-        binary = build_reference(Path(tmp))
-        return [against_reference(binary, hidden, budget_s, 3 * repeats) for hidden in SIZES]
+        binaries = build_references(Path(tmp))
+        return [against_reference(binaries, hidden, budget_s, 3 * repeats) for hidden in SIZES]
 
 
-def against_reference(binary: Path, hidden: int, budget_s: float, pairs: int) -> dict:
+def against_reference(
+    binaries: Path | dict[str, Path], hidden: int, budget_s: float, pairs: int
+) -> dict:
+    """One size: the library's `fit` and each reference (a binary, or binaries by name),
+    `pairs` rounds. `reference_us` and `library_over_reference` are those of the best
+    reference (the least time); `references` has every reference's."""
+    if isinstance(binaries, Path):
+        binaries = {"plain": binaries}
+
     def fresh() -> uoro.Learner:
         learner = uoro.Learner("gru", VOCAB, hidden, lr=1e-3, seed=0)
         learner.fit(probe[:-1], probe[1:])  # warm caches
@@ -427,47 +452,79 @@ def against_reference(binary: Path, hidden: int, budget_s: float, pairs: int) ->
         learner = fresh()
         return per_sample_us(lambda: learner.fit(xs, ys), xs.size)
 
-    def reference_us() -> float:
+    def reference_us(binary: Path) -> float:
+        run = [str(binary), "bench", str(hidden), str(n), "1"]
         timed = subprocess.run(run, capture_output=True, text=True, check=True)
         return float(timed.stdout)
 
     probe = np.random.default_rng(0).integers(0, VOCAB, 65)
     n = int(np.clip(budget_s / (library_us(probe[:-1], probe[1:]) * 1e-6), 64, 20_000))
     tokens = np.random.default_rng(1).integers(0, VOCAB, n + 1)
-    run = [str(binary), "bench", str(hidden), str(n), "1"]
-    library, reference = [], []
+    names = ["library", *binaries]
+    times: dict[str, list[float]] = {name: [] for name in names}
     for pair in range(pairs):
-        if pair % 2:
-            reference.append(reference_us())
-        library.append(library_us(tokens[:-1], tokens[1:]))
-        if not pair % 2:
-            reference.append(reference_us())
-    ratios = np.array(library) / np.array(reference)
-    quartiles = np.percentile(ratios, [25, 50, 75])
-    print(f"  gru-{hidden}: library / reference {quartiles[1]:.2f}", flush=True)
+        for k in range(len(names)):
+            name = names[(k + pair) % len(names)]
+            if name == "library":
+                times[name].append(library_us(tokens[:-1], tokens[1:]))
+            else:
+                times[name].append(reference_us(binaries[name]))
+    library = np.array(times["library"])
+    references = {}
+    for name in binaries:
+        quartiles = np.percentile(library / np.array(times[name]), [25, 50, 75])
+        references[name] = {
+            "us": float(min(times[name])),
+            "library_over": float(quartiles[1]),
+            "ratio_quartiles": [float(q) for q in quartiles],
+        }
+    best = min(references, key=lambda name: references[name]["us"])
+    print(
+        f"  gru-{hidden}: "
+        + ", ".join(f"library / {k} {r['library_over']:.2f}" for k, r in references.items()),
+        flush=True,
+    )
     return {
         "hidden": hidden,
         "samples": n,
         "pairs": pairs,
-        "library_us": float(min(library)),
-        "reference_us": float(min(reference)),
-        "library_over_reference": float(quartiles[1]),
-        "ratio_quartiles": [float(q) for q in quartiles],
+        "library_us": float(library.min()),
+        "reference_us": references[best]["us"],
+        "best_reference": best,
+        "library_over_reference": references[best]["library_over"],
+        "ratio_quartiles": references[best]["ratio_quartiles"],
+        "references": references,
     }
 
 
 def reference_table(rows: list[dict]) -> str:
+    """Per size: the library's time, each reference's, the library over each reference and
+    over the best one (median of the rounds, with the quartiles)."""
+    names = list(dict.fromkeys(k for r in rows for k in r.get("references", {"plain": None})))
+
+    def reference(r: dict, name: str) -> dict | None:
+        if "references" in r:
+            return r["references"].get(name)
+        return {"us": r["reference_us"], "library_over": r["library_over_reference"]}
+
     lines = [
-        "| GRU, float32, UORO + Adam | µs/sample, library (`fit`) | µs/sample, hand-written "
-        "reference | library / reference, median of pairs (quartiles) |",
-        "|---|---:|---:|---:|",
+        "| GRU, float32, UORO + Adam | µs/sample, library (`fit`) | "
+        + " | ".join(f"µs/sample, {name} reference" for name in names)
+        + " | "
+        + " | ".join(f"library / {name}" for name in names)
+        + " | library / best reference, median of pairs (quartiles) |",
+        "|---|" + "---:|" * (2 * len(names) + 2),
     ]
-    lines += [
-        f"| {r['hidden']} units | {r['library_us']:.2f} | {r['reference_us']:.2f} "
-        f"| {r['library_over_reference']:.2f} ({r['ratio_quartiles'][0]:.2f}–"
-        f"{r['ratio_quartiles'][2]:.2f}) |"
-        for r in rows
-    ]
+    for r in rows:
+        refs = [reference(r, name) for name in names]
+        lines.append(
+            f"| {r['hidden']} units | {r['library_us']:.2f} | "
+            + " | ".join("–" if x is None else f"{x['us']:.2f}" for x in refs)
+            + " | "
+            + " | ".join("–" if x is None else f"{x['library_over']:.2f}" for x in refs)
+            + f" | {r['library_over_reference']:.2f} ({r['ratio_quartiles'][0]:.2f}–"
+            f"{r['ratio_quartiles'][2]:.2f}) |"
+        )
     return "\n".join(lines)
 
 
@@ -627,7 +684,7 @@ def main() -> None:
         print("\nCost against stream length and truncation window:\n")
         print(scaling_table(results["scaling"]))
     if "reference" in results:
-        print("\nAgainst a straightforward hand-written step (same model and arithmetic):\n")
+        print("\nAgainst hand-written steps (same model and arithmetic, no checks):\n")
         print(reference_table(results["reference"]))
     skipped = [
         f"{r.get('model', model_name(r['cell'], r['hidden']))} {r.get('algorithm', 'uoro')} "

@@ -1,8 +1,9 @@
-"""The hand-written reference step the benchmark times the library against
-(benchmarks/reference/gru_uoro_adam.cpp), built as the benchmark builds it, must learn
-exactly as the library does, or the comparison is not like for like: from the same θ₀
-and sign generator, on the same tokens, both give the same losses and the same final θ
-(float64, to rounding)."""
+"""The hand-written reference steps the benchmark times the library against
+(benchmarks/reference/: the plain gru_uoro_adam.cpp and the fastest,
+gru_uoro_adam_fused.cpp), built as the benchmark builds them, must learn exactly as the
+library does, or the comparison is not like for like: from the same θ₀ and sign
+generator, on the same tokens, each gives the same losses and the same final θ as the
+library (float64, to rounding)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,13 @@ import bench_step  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def binary(tmp_path_factory):
-    return bench_step.build_reference(tmp_path_factory.mktemp("reference"))
+def binaries(tmp_path_factory):
+    return bench_step.build_references(tmp_path_factory.mktemp("reference"))
+
+
+@pytest.fixture(params=sorted(bench_step.REFERENCES))
+def binary(request, binaries):
+    return binaries[request.param]
 
 
 def test_reference_step_follows_the_library(binary):
@@ -52,8 +58,20 @@ def test_reference_step_follows_the_library(binary):
     assert np.abs(learner.theta - start["theta"]).max() > 0.05
 
 
-def test_a_reference_row_has_every_column(binary):
-    row = bench_step.against_reference(binary, 8, budget_s=0.005, pairs=2)
+def test_a_reference_row_has_every_column(binaries):
+    row = bench_step.against_reference(binaries, 8, budget_s=0.005, pairs=2)
     assert row["library_us"] > 0 and row["reference_us"] > 0
     assert row["pairs"] == 2 and row["library_over_reference"] > 0
+    assert set(row["references"]) == set(bench_step.REFERENCES)
+    assert row["best_reference"] in row["references"]
+    for reference in row["references"].values():
+        assert reference["us"] > 0 and reference["library_over"] > 0
+    table = bench_step.reference_table([row])
+    assert "| 8 units |" in table
+    assert all(f"library / {name}" in table for name in bench_step.REFERENCES)
+
+
+def test_a_row_against_one_binary_keeps_its_columns(binaries):
+    row = bench_step.against_reference(binaries["plain"], 8, budget_s=0.005, pairs=2)
+    assert set(row["references"]) == {"plain"} and row["best_reference"] == "plain"
     assert "| 8 units |" in bench_step.reference_table([row])
