@@ -83,17 +83,6 @@ def test_noise_falls_as_the_groups_grow():
     assert errors[4] < 0.5 * errors[1], errors
 
 
-def test_one_group_is_the_system_of_all_streams():
-    xs, ys = data(1)
-    a = make("gru", optimizer="adam", lr=0.01, stream_groups=1)
-    b = make("gru", optimizer="adam", lr=0.01)
-    b_default = b._options["stream_groups"]
-    if b_default != 1:
-        b = make("gru", optimizer="adam", lr=0.01, stream_groups=1)
-    np.testing.assert_array_equal(a.fit(xs, ys), b.fit(xs, ys))
-    np.testing.assert_array_equal(a.theta, b.theta)
-
-
 @pytest.mark.parametrize("rank", [1, 2])
 def test_checkpoints_of_grouped_uoro_resume_bit_exactly(rank, tmp_path):
     xs, ys = data(2, length=12)
