@@ -20,13 +20,17 @@ a long stream, truncated BPTT against its window), `reference` (the library agai
 hand-written UORO + Adam GRU steps, compiled here with `-O3 -march=native`: the
 straightforward one, `reference/gru_uoro_adam.cpp`, and the fastest one-stream step we
 could write, `reference/gru_uoro_adam_fused.cpp`; needs a C++ compiler and Eigen's
-headers, e.g. `pip install cmeel-eigen`). `--cells` names the cells the `core`, `algorithms` and
+headers, e.g. `pip install cmeel-eigen`), `latency` (the distribution of one
+`Learner.step(x, y)` call's wall time, each call timed alone, beside `fit`'s per-sample
+time on the same tokens in the same run: p50, p90, p99, p99.9 and the timer's own
+cost). `--cells` names the cells the `core`, `algorithms` and
 `elementwise` suites cover (default: rnn, gru, lstm for the first two; gru, mingru,
 minlstm, indrnn for the third). Prints markdown; `--json FILE` also writes the numbers
 and the machine they ran on.
 
-    python benchmarks/bench_step.py [--suite core|algorithms|elementwise|scaling|reference|all]
-                                    [--cells CELL,...] [--quick] [--repeats N] [--json FILE]
+    python benchmarks/bench_step.py
+        [--suite core|algorithms|elementwise|scaling|reference|latency|all]
+        [--cells CELL,...] [--quick] [--repeats N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -389,6 +393,90 @@ def scaling_suite(repeats: int, long_run: int) -> dict:
 REFERENCES = {"plain": "gru_uoro_adam.cpp", "fused": "gru_uoro_adam_fused.cpp"}
 
 
+LATENCY_MODELS = (("gru", 64), ("lstm", 64), ("rnn", 64), ("gru", 256))
+
+
+def latency_suite(calls: int, repeats: int, models=LATENCY_MODELS) -> list[dict]:
+    """`step_latency` per model (float32, UORO + Adam)."""
+    rows = []
+    for cell, hidden in models:
+        rows.append(step_latency(cell, hidden, calls, repeats))
+        r = rows[-1]
+        print(
+            f"  {model_name(cell, hidden)}: step p50 {r['step_p50_us']:.2f} µs, "
+            f"fit {r['fit_us']:.2f} µs",
+            flush=True,
+        )
+    return rows
+
+
+def step_latency(cell: str, hidden: int, calls: int, repeats: int) -> dict:
+    """Every one of `calls` `step` calls timed alone (perf_counter_ns around it) on a
+    fresh, warmed learner, and `fit`'s best per-sample time over the same tokens in the
+    same run (`repeats` timed fits of fresh learners, interleaved with the step runs).
+    The percentiles pool the step runs; `timer_ns` is the median cost of the two clock
+    reads alone, included in every call's time."""
+    tokens = np.random.default_rng(1).integers(0, VOCAB, calls + 1)
+    xs, ys = tokens[:-1], tokens[1:]
+    pairs = list(zip(xs.tolist(), ys.tolist()))
+
+    def fresh() -> uoro.Learner:
+        learner = uoro.Learner(cell, VOCAB, hidden, lr=1e-3, seed=0, on_divergence="skip")
+        learner.fit(xs[:64], ys[:64])  # warm caches
+        return learner
+
+    clock = time.perf_counter_ns
+    timer = np.empty(10_000, dtype=np.int64)
+    for i in range(timer.size):
+        start = clock()
+        timer[i] = clock() - start
+    fit_us, samples = np.inf, []
+    for _ in range(repeats):
+        learner = fresh()
+        fit_us = min(fit_us, per_sample_us(lambda m=learner: m.fit(xs, ys), calls))
+        step = fresh().step
+        times = np.empty(calls, dtype=np.int64)
+        gc.disable()  # a collection inside a timed call would be Python's, not ours
+        try:
+            for i, (x, y) in enumerate(pairs):
+                start = clock()
+                step(x, y)
+                times[i] = clock() - start
+        finally:
+            gc.enable()
+        samples.append(times)
+    pooled = np.concatenate(samples) / 1e3
+    p50, p90, p99, p999 = np.percentile(pooled, [50, 90, 99, 99.9])
+    return {
+        "cell": cell,
+        "hidden": hidden,
+        "calls": int(pooled.size),
+        "fit_us": float(fit_us),
+        "step_mean_us": float(pooled.mean()),
+        "step_p50_us": float(p50),
+        "step_p90_us": float(p90),
+        "step_p99_us": float(p99),
+        "step_p999_us": float(p999),
+        "step_max_us": float(pooled.max()),
+        "timer_ns": float(np.median(timer)),
+        "p50_over_fit_us": float(p50 - fit_us),
+    }
+
+
+def latency_table(rows: list[dict]) -> str:
+    lines = [
+        "| model | µs/sample `fit` | `step` p50 µs | p90 | p99 | p99.9 | max | p50 − `fit` µs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {model_name(r['cell'], r['hidden'])} | {r['fit_us']:.2f} | {r['step_p50_us']:.2f} "
+            f"| {r['step_p90_us']:.2f} | {r['step_p99_us']:.2f} | {r['step_p999_us']:.2f} "
+            f"| {r['step_max_us']:.1f} | {r['p50_over_fit_us']:+.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def compile_reference(source: str, directory: Path) -> Path:
     """Compiles reference/`source` for this machine (-O3 -march=native) into `directory`."""
     binary = directory / Path(source).stem
@@ -627,7 +715,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--suite",
-        choices=("core", "algorithms", "elementwise", "scaling", "reference", "all"),
+        choices=("core", "algorithms", "elementwise", "scaling", "reference", "latency", "all"),
         default="all",
     )
     parser.add_argument(
@@ -661,6 +749,8 @@ def main() -> None:
             if args.suite == "reference":
                 raise
             print(f"  reference suite skipped: {error}", flush=True)
+    if args.suite in ("latency", "all"):
+        results["latency"] = latency_suite(2_000 if args.quick else 200_000, repeats)
     m = results["machine"]
     print(
         f"\n{m['cpu']}, {m['cores']} cores, {m['system']}, Python {m['python']}, "
@@ -686,6 +776,13 @@ def main() -> None:
     if "reference" in results:
         print("\nAgainst hand-written steps (same model and arithmetic, no checks):\n")
         print(reference_table(results["reference"]))
+    if "latency" in results:
+        timer = results["latency"][0]["timer_ns"]
+        print(
+            "\nOne `step` call from Python, each timed alone (float32, UORO + Adam; every "
+            f"time includes the clock's own {timer:.0f} ns), beside `fit` on the same tokens:\n"
+        )
+        print(latency_table(results["latency"]))
     skipped = [
         f"{r.get('model', model_name(r['cell'], r['hidden']))} {r.get('algorithm', 'uoro')} "
         f"{r['dtype']}: {r['skipped_steps']}"

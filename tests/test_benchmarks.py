@@ -393,3 +393,12 @@ def test_the_long_range_benchmark_skips_unknown_cells_only(capsys, monkeypatch):
     assert "absent: skipped, this build has no cell 'no-such-cell'" in capsys.readouterr().out
     with pytest.raises(ValueError, match="needs truncation"):
         bench_long_range.main([*argv, "--configs", "broken"])
+
+
+def test_step_latency_has_ordered_percentiles_beside_fit():
+    row = bench_step.step_latency("gru", 8, calls=300, repeats=2)
+    assert row["calls"] == 600 and row["fit_us"] > 0 and row["timer_ns"] > 0
+    ordered = [row[f"step_{k}_us"] for k in ("p50", "p90", "p99", "p999", "max")]
+    assert ordered == sorted(ordered) and ordered[0] > 0
+    assert row["p50_over_fit_us"] == pytest.approx(row["step_p50_us"] - row["fit_us"])
+    assert "| gru-8 |" in bench_step.latency_table([row])
