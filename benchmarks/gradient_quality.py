@@ -42,6 +42,7 @@ DIR/gradient_quality.png (cosine against µs per sample), and prints markdown ta
 
     python benchmarks/gradient_quality.py [--out DIR] [--quick] [--cells gru lstm mingru:2 ...]
                                           [--hidden 32 64] [--steps N]
+                                          [--estimators uoro kf_rtrl "ok r=2" ...]
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ ESTIMATORS: dict[str, dict] = {
     "tbptt T=1": {"algorithm": "tbptt", "truncation": 1},
     "tbptt T=4": {"algorithm": "tbptt", "truncation": 4},
     "tbptt T=16": {"algorithm": "tbptt", "truncation": 16},
+    "kf_rtrl": {"algorithm": "kf_rtrl"},
+    "ok r=1": {"algorithm": "ok", "rank": 1},
+    "ok r=2": {"algorithm": "ok", "rank": 2},
+    "ok r=4": {"algorithm": "ok", "rank": 4},
 }
 TASKS = {
     "anbn": (lambda: uoro.datasets.anbn(**experiments.ANBN), experiments.ANBN_LR_DECAY),
@@ -90,6 +95,7 @@ TASKS = {
     ),
 }
 POINTS = ("start", "middle", "end")
+STOCHASTIC = ("uoro", "kf_rtrl", "ok")  # random estimates (the others are deterministic)
 CELLS = ("rnn", "gru", "lstm", *ELEMENTWISE_CELLS)
 LAYER_COSINES = tuple(f"cosine_l{layer}" for layer in range(MAX_LAYERS))
 COLUMNS = (
@@ -287,7 +293,7 @@ def compare_at_point(
     }
     # The mean of K copies of a deterministic estimate is that estimate.
     for name, options in estimators.items():
-        if options["algorithm"] != "uoro":
+        if options["algorithm"] not in STOCHASTIC:
             results[name]["probe_cosine_mean_of_k"] = results[name]["probe_cosine"]
     if "uoro" in estimators:
         single, mean = uoro_mean_of_k(
@@ -520,12 +526,13 @@ def markdown_tables(rows: list[dict], seeds: int) -> str:
 
 
 def family_colour(name: str, palette) -> tuple:
-    """UORO ranks in blues, memory-T UORO in purples, truncated BPTT in oranges: one hue
-    per family, darker for more work per step."""
+    """UORO ranks in blues, memory-T UORO in purples, truncated BPTT in oranges, the
+    Kronecker estimators in reds: one hue per family, darker for more work per step."""
     families = {
         "uoro": ("Blues", ["uoro", "uoro r=2", "uoro r=4", "uoro r=16"]),
         "memory": ("Purples", ["uoro memory=4", "uoro memory=16"]),
         "tbptt": ("Oranges", ["tbptt T=1", "tbptt T=4", "tbptt T=16"]),
+        "kronecker": ("Reds", ["kf_rtrl", "ok r=1", "ok r=2", "ok r=4"]),
     }
     for colormap, members in families.values():
         if name in members:
@@ -637,14 +644,25 @@ def main() -> None:
     parser.add_argument("--hidden", nargs="+", type=int, default=[32, 64])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--steps", type=int, help="samples learned from before the end point")
+    parser.add_argument(
+        "--estimators",
+        nargs="+",
+        choices=list(ESTIMATORS),
+        metavar="NAME",
+        help=f"a subset of the estimators (the exact {REFERENCE!r} always runs): "
+        + ", ".join(repr(name) for name in ESTIMATORS),
+    )
     args = parser.parse_args()
+    estimators = ESTIMATORS
+    if args.estimators:
+        estimators = {n: o for n, o in ESTIMATORS.items() if n == REFERENCE or n in args.estimators}
     sizes = QUICK if args.quick else Sizes()
     if args.steps is not None:
         sizes = replace(sizes, steps=args.steps)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    rows = run(args.tasks, args.cells, args.hidden, sizes)
+    rows = run(args.tasks, args.cells, args.hidden, sizes, estimators)
     write_csv(rows, out / "gradient_quality.csv")
     m = bench_step.machine()
     print(

@@ -16,7 +16,15 @@ from uoro import influence
 from uoro.river import RecurrentRegressor
 
 # The estimator's memory in a state_dict, and its "forgotten" values.
-MEMORY = ("s_tilde", "theta_tilde", "theta_tilde_norm2", "jacobian", "snap_influence")
+MEMORY = (
+    "s_tilde",
+    "theta_tilde",
+    "theta_tilde_norm2",
+    "jacobian",
+    "snap_influence",
+    "kronecker_state_factors",
+    "kronecker_param_factors",
+)
 
 
 def regime_signal(n: int, seed: int, regime: int = 1500) -> np.ndarray:
@@ -184,6 +192,9 @@ def explode_memory(learner: uoro.Learner) -> None:
         state["jacobian"] = np.full_like(state["jacobian"], 1e25)
     elif "snap_influence" in state:
         state["snap_influence"] = np.full_like(state["snap_influence"], 1e25)
+    elif "kronecker_state_factors" in state:
+        state["kronecker_state_factors"] = np.full_like(state["kronecker_state_factors"], 1e25)
+        state["kronecker_param_factors"] = np.full_like(state["kronecker_param_factors"], 1e25)
     elif learner.config["algorithm"] == "uoro" and learner.config["memory"] == 1:
         state["s_tilde"] = np.full_like(state["s_tilde"], 1e17)
         state["theta_tilde"] = np.full_like(state["theta_tilde"], 1e17)

@@ -22,8 +22,20 @@ ALGORITHMS = [
     {"algorithm": "tbptt", "truncation": 3},
     {"algorithm": "tbptt_chunk", "truncation": 3},
     {"algorithm": "snap1"},
+    {"algorithm": "kf_rtrl"},
+    {"algorithm": "ok", "rank": 2},
 ]
-ALGORITHM_IDS = ["uoro", "uoro-r2", "uoro-m3", "rtrl", "tbptt3", "tbptt_chunk3", "snap1"]
+ALGORITHM_IDS = [
+    "uoro",
+    "uoro-r2",
+    "uoro-m3",
+    "rtrl",
+    "tbptt3",
+    "tbptt_chunk3",
+    "snap1",
+    "kf_rtrl",
+    "ok-r2",
+]
 
 
 def tokens(n: int, seed: int = 0, vocab: int = 5):

@@ -52,6 +52,8 @@ EXACT = [
     ("tbptt", {"truncation": LENGTH}),
     ("tbptt_chunk", {"truncation": 5}),
     ("snap1", {}),
+    # OK with rank ≥ every block's cols holds the influence exactly: no random reduction.
+    ("ok", {"rank": 8}),
 ]
 
 
@@ -256,7 +258,14 @@ def test_reset_of_one_stream_leaves_the_others_untouched(algorithm, options):
 
 @pytest.mark.parametrize(
     "algorithm,options",
-    [("uoro", {}), ("uoro", {"rank": 2, "clip_norm": 0.5}), ("uoro", {"memory": 4}), *EXACT],
+    [
+        ("uoro", {}),
+        ("uoro", {"rank": 2, "clip_norm": 0.5}),
+        ("uoro", {"memory": 4}),
+        ("kf_rtrl", {}),
+        ("ok", {"rank": 2}),
+        *EXACT,
+    ],
 )
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_checkpoints_resume_bit_exactly(tmp_path, algorithm, options, optimizer):

@@ -20,7 +20,9 @@ PYBIND11_MODULE(UORO_MODULE_NAME, m) {
       .value("rtrl", uoro::Algorithm::Rtrl)
       .value("tbptt", uoro::Algorithm::Tbptt)
       .value("tbptt_chunk", uoro::Algorithm::TbpttChunk)
-      .value("snap1", uoro::Algorithm::Snap1);
+      .value("snap1", uoro::Algorithm::Snap1)
+      .value("kf_rtrl", uoro::Algorithm::KfRtrl)
+      .value("ok", uoro::Algorithm::Ok);
   // DivergenceError carries `index` (the refused sample's position in the call: 0 for
   // `step`) and `losses` (those of the samples applied before it). The module holds the
   // type for as long as it is loaded.

@@ -65,8 +65,14 @@ class Algorithm:
       tbptt_chunk
     
       snap1
+    
+      kf_rtrl
+    
+      ok
     """
     __members__: typing.ClassVar[dict[str, Algorithm]]
+    kf_rtrl: typing.ClassVar[Algorithm]
+    ok: typing.ClassVar[Algorithm]
     rtrl: typing.ClassVar[Algorithm]
     snap1: typing.ClassVar[Algorithm]
     tbptt: typing.ClassVar[Algorithm]

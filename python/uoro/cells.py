@@ -31,8 +31,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 #: Algorithms whose estimate uses the tangent ``jvp_state`` (UORO's forward
-#: propagation, RTRL's state Jacobian); truncated BPTT needs only ``vjp``.
-TANGENT_ALGORITHMS = ("uoro", "rtrl")
+#: propagation, RTRL's and the Kronecker estimators' state Jacobian); truncated BPTT
+#: needs only ``vjp``.
+TANGENT_ALGORITHMS = ("uoro", "rtrl", "kf_rtrl", "ok")
 
 
 @runtime_checkable

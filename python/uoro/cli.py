@@ -110,11 +110,12 @@ def _learning_options(
     return [
         click.option(
             "--algorithm",
-            type=click.Choice(["uoro", "rtrl", "tbptt", "tbptt_chunk", "snap1"]),
+            type=click.Choice(["uoro", "rtrl", "tbptt", "tbptt_chunk", "snap1", "kf_rtrl", "ok"]),
             default="uoro",
             show_default=True,
             help="Gradient estimator: uoro; rtrl (exact, small nets only); "
             "snap1 (SnAp-1: RTRL keeping only one-step influences); "
+            "kf_rtrl / ok (unbiased Kronecker-factored influence, quieter than uoro); "
             "tbptt_chunk = truncated BPTT as in the paper, one update per "
             "T steps on the chunk's summed loss; tbptt = online truncated "
             "BPTT, every step through the last T steps.",
@@ -133,7 +134,11 @@ def _learning_options(
             help="Memory-T UORO: exact gradient inside windows of T steps.",
         ),
         click.option(
-            "--rank", type=POSITIVE, default=1, show_default=True, help="Rank of the UORO estimate."
+            "--rank",
+            type=POSITIVE,
+            default=1,
+            show_default=True,
+            help="Rank of the UORO estimate, or OK's Kronecker terms per block.",
         ),
         click.option(
             "--lr",

@@ -20,7 +20,9 @@ CELLS = ("rnn", "gru", "lstm", "mingru", "minlstm", "indrnn", "influence")
 # Cells whose units recur only on themselves: exact RTRL costs O(|θ|) on them.
 ELEMENTWISE_CELLS = ("mingru", "minlstm", "indrnn")
 LOSSES = ("cross_entropy", "squared_error")
-ALGORITHMS = ("uoro", "rtrl", "tbptt", "tbptt_chunk", "snap1", "layerwise")
+ALGORITHMS = ("uoro", "rtrl", "tbptt", "tbptt_chunk", "snap1", "layerwise", "kf_rtrl", "ok")
+# OK keeps at most this many Kronecker terms per weight block.
+MAX_OK_RANK = 16
 OPTIMIZERS = ("sgd", "adam")
 DTYPES = ("float32", "float64")
 DIVERGENCE_POLICIES = ("raise", "skip", "reset")
@@ -124,12 +126,22 @@ class Learner:
               own sensitivity is exact; what a lower layer's parameters do to the layers
               above over time is dropped, so it is biased for two layers and more (and
               equals ``"snap1"`` on one layer).
+            - ``"kf_rtrl"``: KF-RTRL (Mujika et al. 2018): unbiased like UORO, with far
+              less noise: each weight block's part of ∂s/∂θ is kept as one Kronecker
+              product u ⊗ A (A: state × the block's rows), propagated exactly through
+              ∂F/∂s and combined with the step's own influence by a random sign.
+              O(state² · Σ rows) per step: between UORO and RTRL.
+            - ``"ok"``: the optimal Kronecker-sum approximation (Benzing et al. 2019):
+              ``rank`` Kronecker products per block, reduced each step by the
+              minimum-variance unbiased rule; exact (RTRL) when ``rank`` covers the
+              influence's rank, and quieter than ``"kf_rtrl"`` at ``rank=1``.
             - ``"tbptt"``: truncated BPTT, online: every step, the current loss is
               backpropagated through the last ``truncation`` steps and θ updated.
             - ``"tbptt_chunk"``: truncated BPTT, chunked: once every ``truncation``
               steps, θ is updated with the gradient of the chunk's summed loss
               (the state entering the chunk held fixed).
-        rank: UORO's number of independent rank-one estimates averaged per step.
+        rank: UORO's number of independent rank-one estimates averaged per step; OK's
+            number of Kronecker products per weight block (1 to ``MAX_OK_RANK``).
         stream_groups: with ``streams=B > 1``, UORO's number of independent estimates
             over the streams: the streams split into G contiguous groups, each with its
             own θ̃ per rank, so the groups' noises average out (see "Many streams"
@@ -291,9 +303,12 @@ class Learner:
             raise ValueError(f"algorithm {algo!r} needs truncation=T (the window length)")
         if not algo.startswith("tbptt") and truncation is not None:
             raise ValueError(f"truncation applies to 'tbptt' and 'tbptt_chunk', not {algo!r}")
-        for name in ("rank", "memory"):
-            if algo != "uoro" and self._options[name] != 1:
-                raise ValueError(f"{name} applies to algorithm 'uoro', not {algo!r}")
+        if algo not in ("uoro", "ok") and self._options["rank"] != 1:
+            raise ValueError(f"rank applies to algorithms 'uoro' and 'ok', not {algo!r}")
+        if algo == "ok" and self._options["rank"] > MAX_OK_RANK:
+            raise ValueError(f"rank of algorithm 'ok' must be at most {MAX_OK_RANK}; got {rank!r}")
+        if algo != "uoro" and self._options["memory"] != 1:
+            raise ValueError(f"memory applies to algorithm 'uoro', not {algo!r}")
         if cell == "influence" and self._options["input_size"] != self._options["hidden_size"]:
             raise ValueError(
                 "cell 'influence' needs input_size == hidden_size; got "

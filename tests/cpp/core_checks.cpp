@@ -187,6 +187,10 @@ void batched_kernels_match_one_stream(const char* name) {
       return "tbptt";
     case Algorithm::Snap1:
       return "snap1";
+    case Algorithm::KfRtrl:
+      return "kf_rtrl";
+    case Algorithm::Ok:
+      return "ok";
     default:
       return "tbptt_chunk";
   }
@@ -256,6 +260,13 @@ void all_algorithms(const char* name) {
         c.truncation = 4;
         steps_do_not_allocate<Cell>(name, c, hidden);
       }
+      if (hidden > 16 && !Elementwise<Cell>::value) continue;  // S²·Σ rows: small nets
+      for (Index rank : {1, 3}) {
+        c.algorithm = rank == 1 ? Algorithm::KfRtrl : Algorithm::Ok;
+        c.rank = rank;
+        steps_do_not_allocate<Cell>(name, c, hidden);
+      }
+      c.rank = 1;
     }
   }
 }
@@ -327,6 +338,12 @@ void all_algorithms_on_streams(const char* name) {
         c.truncation = 4;
         ticks_do_not_allocate<Cell>(name, c, 6, streams);
       }
+      for (Index rank : {1, 2}) {
+        c.algorithm = rank == 1 ? Algorithm::KfRtrl : Algorithm::Ok;
+        c.rank = rank;
+        ticks_do_not_allocate<Cell>(name, c, 6, streams);
+      }
+      c.rank = 1;
     }
   }
 }

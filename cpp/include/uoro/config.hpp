@@ -16,7 +16,7 @@
 
 namespace uoro {
 
-enum class Algorithm { Uoro, Rtrl, Tbptt, TbpttChunk, Snap1 };
+enum class Algorithm { Uoro, Rtrl, Tbptt, TbpttChunk, Snap1, KfRtrl, Ok };
 
 // What a step that would write a non-finite value does:
 //  - Raise: throw Divergence; the learner is left as it was.
@@ -42,7 +42,7 @@ struct LearnerConfig {
   Index output_size = 1;
   Loss loss = Loss::CrossEntropy;
   Algorithm algorithm = Algorithm::Uoro;
-  Index rank = 1;             // UORO: number of (s̃, θ̃) pairs
+  Index rank = 1;             // UORO: number of (s̃, θ̃) pairs; OK: Kronecker terms per block
   Index stream_groups = 1;    // UORO over many streams: independent estimates, one per group
   Index memory = 1;           // UORO: steps of exact backpropagation per update (memory-T)
   Index truncation = 1;       // truncated BPTT: the window T

@@ -8,6 +8,7 @@
 //  - estimators/memory_uoro.hpp: memory-T UORO;
 //  - estimators/rtrl.hpp: exact RTRL;
 //  - estimators/snap1.hpp: SnAp-1, the one-step sparse approximation of RTRL;
+//  - estimators/kronecker.hpp: KF-RTRL and OK, unbiased Kronecker-factored influence;
 //  - estimators/tbptt.hpp: truncated BPTT, every step or chunked.
 //
 // Every step either commits completely or changes nothing: all values a step would write
@@ -26,6 +27,7 @@
 #include "uoro/common.hpp"
 #include "uoro/config.hpp"
 #include "uoro/estimator.hpp"
+#include "uoro/estimators/kronecker.hpp"
 #include "uoro/estimators/memory_uoro.hpp"
 #include "uoro/estimators/rtrl.hpp"
 #include "uoro/estimators/snap1.hpp"
@@ -187,8 +189,8 @@ class Learner {
   }
 
  private:
-  using Estimator =
-      std::variant<Uoro<S, Cell>, MemoryUoro<S, Cell>, Rtrl<S, Cell>, Tbptt<S, Cell>, Snap1<S, Cell>>;
+  using Estimator = std::variant<Uoro<S, Cell>, MemoryUoro<S, Cell>, Rtrl<S, Cell>, Tbptt<S, Cell>,
+                                 Snap1<S, Cell>, Kronecker<S, Cell>>;
 
   static Estimator make_estimator(const LearnerConfig& c, const Cell& cell, const Readout<S>& readout) {
     switch (estimator_for<Cell>(c.algorithm)) {
@@ -199,6 +201,9 @@ class Learner {
         return Estimator(std::in_place_type<Rtrl<S, Cell>>, c, cell, readout);
       case Algorithm::Snap1:
         return Estimator(std::in_place_type<Snap1<S, Cell>>, c, cell, readout);
+      case Algorithm::KfRtrl:
+      case Algorithm::Ok:
+        return Estimator(std::in_place_type<Kronecker<S, Cell>>, c, cell, readout);
       default:
         return Estimator(std::in_place_type<Tbptt<S, Cell>>, c, cell, readout);
     }

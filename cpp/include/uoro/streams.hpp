@@ -72,7 +72,8 @@ struct Streams {
   }
 };
 
-// One estimator E per stream (RTRL's Jacobian, a truncation window, SnAp-1's influence).
+// One estimator E per stream (RTRL's Jacobian, a truncation window, SnAp-1's influence,
+// KF-RTRL's factors).
 // E provides enable_proposals() (called once), propose(Model&, bool& due) -> Refusal
 // (its gradient in gradient() when due), commit(), rollback() (undoes a successful
 // propose), and the single-stream interface otherwise.
@@ -96,6 +97,7 @@ class PerStream {
     grad_.setZero();
     bool any_due = false;
     Refusal refusal;
+    const auto rng_before = m.rng.state();  // a random estimator's draws are undone with it
     std::size_t proposed = 0;
     try {  // a user cell's functions may throw: undo the streams already proposed
       for (; proposed < m.present.size(); ++proposed) {
@@ -116,6 +118,7 @@ class PerStream {
     }
     if (refusal) {
       for (std::size_t i = 0; i < proposed; ++i) estimators_[m.present[i]].rollback();
+      m.rng.set_state(rng_before);
       return refusal;
     }
     for (Index b : m.present) estimators_[b].commit();

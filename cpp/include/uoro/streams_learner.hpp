@@ -7,8 +7,8 @@
 //
 // Estimators: UORO rank r as one system over all streams (estimators/uoro_streams.hpp),
 // memory-T UORO with one window per stream (estimators/memory_uoro_streams.hpp), RTRL,
-// SnAp-1 and truncated BPTT (every step or chunked) one per stream. The divergence guard
-// works on the whole tick: a refused tick changes nothing for any stream.
+// SnAp-1, KF-RTRL/OK and truncated BPTT (every step or chunked) one per stream. The
+// divergence guard works on the whole tick: a refused tick changes nothing for any stream.
 #pragma once
 
 #include <cmath>
@@ -20,6 +20,7 @@
 
 #include "uoro/cells.hpp"
 #include "uoro/config.hpp"
+#include "uoro/estimators/kronecker.hpp"
 #include "uoro/estimators/memory_uoro_streams.hpp"
 #include "uoro/estimators/rtrl.hpp"
 #include "uoro/estimators/snap1.hpp"
@@ -161,9 +162,9 @@ class StreamsLearner {
   }
 
  private:
-  using Estimator =
-      std::variant<UoroStreams<S, Cell>, MemoryUoroStreams<S, Cell>, PerStream<S, Cell, Rtrl<S, Cell>>,
-                   PerStream<S, Cell, Snap1<S, Cell>>, PerStream<S, Cell, Tbptt<S, Cell>>>;
+  using Estimator = std::variant<UoroStreams<S, Cell>, MemoryUoroStreams<S, Cell>,
+                                 PerStream<S, Cell, Rtrl<S, Cell>>, PerStream<S, Cell, Snap1<S, Cell>>,
+                                 PerStream<S, Cell, Tbptt<S, Cell>>, PerStream<S, Cell, Kronecker<S, Cell>>>;
 
   static LearnerConfig validated(const LearnerConfig& c, Index streams) {
     if (streams < 1) throw std::invalid_argument("streams must be >= 1, got " + std::to_string(streams));
@@ -181,6 +182,10 @@ class StreamsLearner {
         return Estimator(std::in_place_type<PerStream<S, Cell, Snap1<S, Cell>>>, c, cell, readout, streams);
       case Algorithm::Rtrl:
         return Estimator(std::in_place_type<PerStream<S, Cell, Rtrl<S, Cell>>>, c, cell, readout, streams);
+      case Algorithm::KfRtrl:
+      case Algorithm::Ok:
+        return Estimator(std::in_place_type<PerStream<S, Cell, Kronecker<S, Cell>>>, c, cell, readout,
+                         streams);
       default:
         return Estimator(std::in_place_type<PerStream<S, Cell, Tbptt<S, Cell>>>, c, cell, readout, streams);
     }
