@@ -55,6 +55,29 @@ def test_rtrl_on_a_numpy_cell_is_the_builtin_gradient(cell, batched):
     assert np.abs(grads_b).max() > 1e-3  # the comparison is not between zeros
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("batched", [False, True])
+def test_ok_and_kf_rtrl_on_a_numpy_cell(cell, batched):
+    """A user cell is one block of all its parameters with the input factor [1], so its
+    influence is a single Kronecker term: OK's one term holds it exactly (RTRL), and
+    KF-RTRL's random combination stays unbiased around it."""
+    builtin, user = pair(cell, "rtrl", batched=batched)
+    xs, ys = tokens(1)
+    exact = builtin.gradients(xs, ys)[1]
+    ok = uoro.Learner(
+        NUMPY_CELLS[cell](VOCAB, HIDDEN, batched=batched), dtype="float64", algorithm="ok"
+    )
+    ok.theta = builtin.theta
+    np.testing.assert_allclose(ok.gradients(xs, ys)[1], exact, rtol=0, atol=1e-10)
+    kf = uoro.Learner(
+        NUMPY_CELLS[cell](VOCAB, HIDDEN, batched=batched), dtype="float64", algorithm="kf_rtrl"
+    )
+    kf.theta = builtin.theta
+    estimate = kf.gradients(xs, ys)[1]
+    np.testing.assert_allclose(estimate[0], exact[0], rtol=0, atol=1e-12)  # no past yet
+    assert np.abs(estimate[-1] - exact[-1]).max() > 1e-6  # a random estimate after that
+
+
 @pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
 def test_full_window_truncated_bptt_on_a_numpy_cell_is_the_builtin_gradient(cell):
     builtin, user = pair(cell, "tbptt_chunk", truncation=LENGTH)

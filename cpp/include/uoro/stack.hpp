@@ -94,6 +94,8 @@ class StackCell {
   static auto input(K& k, Index input_size) {
     return Layer::input(k.layer[0], input_size);
   }
+  // θ for param_cotangents in a copy of the cell that runs no forward pass of its own.
+  void bind_parameters(const S* theta) { theta_ = theta; }
 
   template <class C>
   void forward(const S* theta, In<C> s, CacheOf<C>& k, Out<C> s_next, const Index* tokens = nullptr) {

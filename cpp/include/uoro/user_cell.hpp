@@ -99,6 +99,8 @@ class UserCell {
   static auto input(K& k, Index input_size) {
     return k.x.topRows(input_size);
   }
+  // θ for param_cotangents in a copy of the cell that runs no forward pass of its own.
+  void bind_parameters(const S* theta) { theta_ = theta; }
 
   // The parameter-side factors need θ, which the kernel interface passes to forward and
   // the state-side kernels only: the learner's θ stays at one address for its whole life,

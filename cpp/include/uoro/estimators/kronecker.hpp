@@ -20,6 +20,7 @@
 #include <array>
 #include <cmath>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "uoro/estimator.hpp"
@@ -27,6 +28,14 @@
 namespace uoro {
 
 inline constexpr Index kMaxKroneckerRank = 16;
+
+// Whether a cell's param_cotangents needs θ handed over (bind_parameters) when it has not
+// run the forward pass itself: a stack's and a user cell's do.
+template <class Cell, class = void>
+struct BindsParameters : std::false_type {};
+template <class Cell>
+struct BindsParameters<Cell, std::void_t<decltype(std::declval<Cell&>().bind_parameters(nullptr))>>
+    : std::true_type {};
 
 template <class S, class Cell>
 class Kronecker {
@@ -37,7 +46,9 @@ class Kronecker {
 
  public:
   Kronecker(const LearnerConfig& config, const Cell& cell, const Readout<S>& readout)
-      : optimal_(config.algorithm == Algorithm::Ok),
+      : cell_(cell),
+        units_(cell.make_batch(cell.state_size())),
+        optimal_(config.algorithm == Algorithm::Ok),
         rank_(optimal_ ? config.rank : 1),
         eps_(S(config.uoro_eps)) {
     if (rank_ < 1 || rank_ > kMaxKroneckerRank)
@@ -58,7 +69,9 @@ class Kronecker {
     param_factors_ = param_next_ = Mat<S>::Zero(param_rows, rank_);
     coefficients_ = Vec<S>::Zero(state_cols);
     dfds_ = Mat<S>::Zero(n_state, n_state);
-    unit_ = Vec<S>::Zero(n_state);
+    cell_.reserve_streams(n_state);
+    identity_ = Mat<S>::Identity(n_state, n_state);
+    for (Index k = 0; k < Cell::kBlocks; ++k) u_units_[k] = Mat<S>::Zero(cell.blocks()[k].rows, n_state);
     grad_ = Vec<S>::Zero(cell.param_size() + readout.block().size());
   }
 
@@ -79,15 +92,7 @@ class Kronecker {
   // refusal changes nothing but the generator's state, which the caller restores.
   Refusal propose(Model<S, Cell>& m, bool& due) {
     due = true;
-    const Index n_state = m.cell.state_size();
-    // H column by column, and each block's D row by row (D_k[i, :] = u_k(e_i)).
-    for (Index i = 0; i < n_state; ++i) {
-      unit_.setZero();
-      unit_(i) = S(1);
-      m.cell.jvp_state(m.theta.data(), m.cache, unit_, dfds_.col(i));
-      m.cell.param_cotangents(m.cache, unit_, u_c_);
-      for (Index k = 0; k < Cell::kBlocks; ++k) d_[k].row(i) = u_c_[k].transpose();
-    }
+    jacobians(m);
     m.cell.param_cotangents(m.cache, m.c, u_c_);
     propagated_.noalias() = dfds_ * state_factors_;  // H A_i, every block and term at once
     coefficients_.noalias() = propagated_.transpose() * m.c;
@@ -126,6 +131,22 @@ class Kronecker {
   Window<S, Cell>* window() { return nullptr; }
 
  private:
+  // H = ∂F/∂s and each block's D_k (D_k[i, :] = u_k(e_i)ᵀ): the cell's kernels run on
+  // all unit tangents at once, as on S streams whose activations are this step's (the
+  // estimator's own copy of the cell holds that many streams' scratch), so the products
+  // are matrix products and a user cell's functions are called once.
+  void jacobians(Model<S, Cell>& m) {
+    const Index n_state = m.cell.state_size();
+    auto to = units_.fields();
+    auto from = m.cache.fields();
+    for (std::size_t f = 0; f < to.size(); ++f)  // (column copies: replicate() divides per element)
+      for (Index i = 0; i < n_state; ++i) to[f]->col(i) = *from[f];
+    if constexpr (BindsParameters<Cell>::value) cell_.bind_parameters(m.theta.data());
+    cell_.jvp_state(m.theta.data(), units_, identity_, dfds_);
+    cell_.param_cotangents(units_, identity_, u_units_);
+    for (Index k = 0; k < Cell::kBlocks; ++k) d_[k] = u_units_[k].transpose();
+  }
+
   // Term i of block k: its state factor A_i (n_state × rows) and parameter factor u_i.
   auto state_term(Mat<S>& a, Index k, Index i, Index rows) {
     return a.middleCols(state_offset_[k] + i * rows, rows);
@@ -267,12 +288,21 @@ class Kronecker {
     return i < rank_ ? propagated_.data() + (state_offset_[k] + i * rows) * propagated_.rows() : d_[k].data();
   }
   // Accumulated in double: the Gram matrices must resolve directions far below S's ε.
+  // Eight partial sums, in a fixed order: the compiler vectorizes them, and the result
+  // does not depend on the build.
   static double dot(const S* a, const S* b, Index n) {
-    double sum = 0;
-    for (Index i = 0; i < n; ++i) sum += double(a[i]) * double(b[i]);
-    return sum;
+    double part[8] = {};
+    Index i = 0;
+    for (; i + 8 <= n; i += 8)
+      for (int j = 0; j < 8; ++j) part[j] += double(a[i + j]) * double(b[i + j]);
+    for (; i < n; ++i) part[0] += double(a[i]) * double(b[i]);
+    return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
   }
 
+  Cell cell_;                                  // S streams' scratch, for jacobians()
+  typename Cell::Batch units_;                 // this step's activations, once per unit tangent
+  Mat<S> identity_;                            // the unit tangents
+  std::array<Mat<S>, Cell::kBlocks> u_units_;  // u_k(e_i) for every i: D_kᵀ
   bool optimal_;
   Index rank_;
   S eps_;
@@ -285,7 +315,7 @@ class Kronecker {
   Mat<S> dfds_;                          // H
   std::array<Mat<S>, Cell::kBlocks> d_;  // D_k: (S × rows)
   std::array<Vec<S>, Cell::kBlocks> u_c_;
-  Vec<S> unit_, grad_;
+  Vec<S> grad_;
 };
 
 }  // namespace uoro
