@@ -92,9 +92,12 @@ def test_rtrl_gradient_with_dense_inputs(cell):
     assert g[p] == pytest.approx((up - down) / 2e-6, rel=1e-6)
 
 
-def uoro_estimates(cell: str, n: int, **options) -> tuple[np.ndarray, np.ndarray]:
-    """n UORO estimates of the last step's gradient (cell parameters) with different sign
-    seeds, and the exact RTRL gradient, on the same θ and data."""
+def uoro_estimates(
+    cell: str, n: int, algorithm: str = "uoro", **options
+) -> tuple[np.ndarray, np.ndarray]:
+    """n estimates of the last step's gradient (cell parameters) by a random estimator
+    (UORO by default) with different sign seeds, and the exact RTRL gradient, on the same
+    θ and data."""
     xs, ys = sequence()
     theta = nonlinear_theta(cell)
     reference = frozen(cell, "rtrl", theta=theta)
@@ -102,7 +105,7 @@ def uoro_estimates(cell: str, n: int, **options) -> tuple[np.ndarray, np.ndarray
     exact = reference.gradients(xs, ys)[1][-1][:n_cell]
     estimates = np.stack(
         [
-            frozen(cell, "uoro", seed=1 + i, theta=theta, **options).gradients(xs, ys)[1][-1][
+            frozen(cell, algorithm, seed=1 + i, theta=theta, **options).gradients(xs, ys)[1][-1][
                 :n_cell
             ]
             for i in range(n)

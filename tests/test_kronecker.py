@@ -21,22 +21,7 @@ FULL_RANK = 8
 
 
 def estimates(cell: str, algorithm: str, n: int, **options) -> tuple[np.ndarray, np.ndarray]:
-    """n estimates of the last step's gradient (cell parameters) with different sign
-    seeds, and the exact RTRL gradient, on the same θ and data."""
-    xs, ys = sequence()
-    theta = nonlinear_theta(cell)
-    reference = frozen(cell, "rtrl", theta=theta)
-    n_cell = reference._core.n_cell_params
-    exact = reference.gradients(xs, ys)[1][-1][:n_cell]
-    found = np.stack(
-        [
-            frozen(cell, algorithm, seed=1 + i, theta=theta, **options).gradients(xs, ys)[1][-1][
-                :n_cell
-            ]
-            for i in range(n)
-        ]
-    )
-    return found, exact
+    return uoro_estimates(cell, n, algorithm, **options)
 
 
 @pytest.mark.parametrize("cell", CELLS)

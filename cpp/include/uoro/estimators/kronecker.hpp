@@ -10,8 +10,9 @@
 // g = cᵀ C is computed from it, and C is reduced to r terms by an unbiased random
 // reduction: KF-RTRL's sign-and-balance combination (r = 1), or OK's minimum-variance
 // reduction (any r), which is exact whenever C has rank ≤ r. docs/concepts.md derives
-// both. Blocks are independent (their own factors and signs). Cost per step: S jvp and
-// cotangent calls to form H and the D's, and an S × S × (r · Σ rows) product.
+// both. Blocks are independent (their own factors and signs). Cost per step: the
+// tangent and cotangent kernels on all S unit vectors at once (H and the D's), and an
+// S × S × (r · Σ rows) product.
 #pragma once
 
 #include <Eigen/Eigenvalues>
