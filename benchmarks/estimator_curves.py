@@ -10,7 +10,8 @@ seconds (or 4 × `--samples` samples). Only the `fit` calls are timed, chunk by 
 
 Per run: samples learned, samples per second, the final loss (bits/char, mean over the
 run's last 10 % of samples) and the seconds at which the loss over a trailing window of
-`--samples` / 10 samples first reaches UORO's final loss ("—" if never). Estimators
+`--samples` / 10 samples (or 10 % of the run's own samples, if fewer: the span its final loss
+is taken over) first reaches UORO's final loss ("—" if never). Estimators
 (`--estimators`, by name): uoro, kf_rtrl, ok r=1, ok r=2, snap1, tbptt T=16.
 
     python benchmarks/estimator_curves.py [--quick] [--tasks anbn brackets] [--cells gru]
@@ -100,7 +101,7 @@ def run_network(task: str, cell: str, hidden: int, sizes: slc.Sizes, names: list
                 curve.seconds[-1],
                 curve.samples[-1] / curve.seconds[-1],
                 final_loss(curve),
-                slc.time_to(curve, sizes.window, target),
+                slc.time_to(curve, min(sizes.window, max(1, curve.samples[-1] // 10)), target),
                 curve.resets,
                 {"samples": curve.samples, "seconds": curve.seconds, "loss": curve.loss},
             )
