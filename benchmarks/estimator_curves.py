@@ -32,8 +32,6 @@ from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_step  # noqa: E402
 import streams_learning_curves as slc  # noqa: E402
@@ -65,10 +63,13 @@ class Run:
     curve: dict[str, list]
 
 
+def last_tenth(samples: list[int]) -> int:
+    """The span of a run's final loss: 10 % of its samples (`samples`: counts per chunk)."""
+    return max(1, samples[-1] // 10)
+
+
 def final_loss(curve: slc.Curve) -> float:
-    samples = np.asarray(curve.samples)
-    window = max(1, int(0.1 * samples[-1]))
-    return float(slc.windowed(curve.samples, curve.loss, window)[-1])
+    return float(slc.windowed(curve.samples, curve.loss, last_tenth(curve.samples))[-1])
 
 
 def run_network(task: str, cell: str, hidden: int, sizes: slc.Sizes, names: list[str]) -> list[Run]:
@@ -101,7 +102,7 @@ def run_network(task: str, cell: str, hidden: int, sizes: slc.Sizes, names: list
                 curve.seconds[-1],
                 curve.samples[-1] / curve.seconds[-1],
                 final_loss(curve),
-                slc.time_to(curve, min(sizes.window, max(1, curve.samples[-1] // 10)), target),
+                slc.time_to(curve, min(sizes.window, last_tenth(curve.samples)), target),
                 curve.resets,
                 {"samples": curve.samples, "seconds": curve.seconds, "loss": curve.loss},
             )
@@ -144,7 +145,7 @@ def plot(runs: list[Run], path: Path, window: int) -> None:
             if (r.task, r.cell, r.hidden) != (task, cell, hidden):
                 continue
             c = r.curve
-            w = max(1, min(window, int(0.1 * c["samples"][-1])))
+            w = min(window, last_tenth(c["samples"]))
             ax.plot(c["seconds"], slc.windowed(c["samples"], c["loss"], w), label=r.estimator)
         ax.set_title(f"{slc.TASK_NAMES[task]}, {cell.upper()}-{hidden}")
         ax.set_xlabel("fit seconds")

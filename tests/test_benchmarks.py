@@ -402,3 +402,25 @@ def test_step_latency_has_ordered_percentiles_beside_fit():
     assert ordered == sorted(ordered) and ordered[0] > 0
     assert row["p50_over_fit_us"] == pytest.approx(row["step_p50_us"] - row["fit_us"])
     assert "| gru-8 |" in bench_step.latency_table([row])
+
+
+def test_estimator_curves_time_a_short_run_over_its_own_last_tenth():
+    import estimator_curves
+    import streams_learning_curves as slc
+
+    # A run of 1,000 samples whose last chunk reaches the target: over the fixed window
+    # (longer than the run) it never would, over its own last tenth it does at 1 s.
+    curve = slc.Curve(
+        samples=[100 * i for i in range(1, 11)],
+        seconds=[0.1 * i for i in range(1, 11)],
+        loss=[1.0] * 9 + [0.1],
+    )
+    assert estimator_curves.last_tenth(curve.samples) == 100
+    assert slc.time_to(curve, 10_000, 0.1) is None
+    assert slc.time_to(curve, 100, 0.1) == pytest.approx(1.0)
+
+    runs = estimator_curves.run_network("anbn", "gru", 8, slc.QUICK, ["uoro", "kf_rtrl"])
+    assert [r.estimator for r in runs] == ["uoro", "kf_rtrl"]
+    assert runs[0].time_to_baseline is not None  # UORO reaches its own final loss
+    assert all(r.samples > 0 and np.isfinite(r.final_loss) for r in runs)
+    assert "| kf_rtrl |" in estimator_curves.markdown(runs)
