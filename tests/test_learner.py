@@ -3,6 +3,11 @@ its conveniences do what they say."""
 
 from __future__ import annotations
 
+import gc
+import inspect
+import pickle
+import weakref
+
 import numpy as np
 import pytest
 
@@ -74,6 +79,44 @@ def test_step_and_fit_agree():
     single = [b.step(int(x), int(y)) for x, y in zip(stream[:-1], stream[1:])]
     np.testing.assert_array_equal(chunk, np.array(single, dtype=np.float32))
     np.testing.assert_array_equal(a.theta, b.theta)
+
+
+def test_one_stream_step_is_a_builtin_with_the_methods_arguments_and_errors():
+    """A one-stream `step` is the core's own builtin (no Python frame in between): it
+    takes x, y, mask as the method does, refuses what the method refuses without
+    changing anything, and dies with its learner."""
+    a, b = uoro.Learner("gru", 4, 6, seed=1), uoro.Learner("gru", 4, 6, seed=1)
+    assert list(inspect.signature(a.step).parameters) == ["x", "y", "mask"]
+    assert a.step(1, 2) == b.step(x=1, y=2)
+    assert a.step(np.int64(3), np.int32(0), None) == b.step(3, y=0, mask=None)
+    assert a.step(2, 1) == uoro.Learner.step(b, 2, 1)  # the method, called on the class
+    np.testing.assert_array_equal(a.theta, b.theta)
+    before, seen = a.theta, a.samples_seen
+    refused = [
+        (ValueError, "mask applies to learners with streams > 1", (1, 2, [True]), {}),
+        (TypeError, "missing required argument 'y'", (1,), {}),
+        (TypeError, "unexpected keyword argument 'z'", (1, 2), {"z": 3}),
+        (TypeError, "multiple values for argument 'x'", (1, 2), {"x": 3}),
+        (TypeError, "at most 3 arguments", (1, 2, None, 4), {}),
+        (IndexError, r"y token 9 is out of range \[0, 4\)", (1, 9), {}),
+        (TypeError, "y must be an int class index", (1, 0.5), {}),
+        (ValueError, r"x must have shape \(4,\)", ([0.5, 1.0], 2), {}),
+    ]
+    for error, message, args, kwargs in refused:
+        with pytest.raises(error, match=message):
+            a.step(*args, **kwargs)
+    np.testing.assert_array_equal(a.theta, before)
+    assert a.samples_seen == seen
+    # A pickled copy steps its own core; the original is left as it was.
+    copy = pickle.loads(pickle.dumps(a))
+    copy.step(1, 2)
+    np.testing.assert_array_equal(a.theta, before)
+    assert copy.samples_seen == seen + 1 and a.samples_seen == seen
+    # The builtin holds the core, not the learner: nothing keeps a dropped learner alive.
+    gone = weakref.ref(a)
+    del a, copy
+    gc.collect()
+    assert gone() is None
 
 
 def warmed_up_pair(optimizer: str, output_size: int = 4, **options):

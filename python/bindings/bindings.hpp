@@ -92,14 +92,15 @@ const S* finite_vector(py::handle obj, Index size, const char* name) {
 }
 
 inline std::int64_t token(py::handle obj, Index vocab, const char* name) {
-  const auto range = " is out of range [0, " + std::to_string(vocab) + ")";
+  // The message is built only when it is thrown: a step's two tokens allocate nothing.
+  const auto range = [vocab] { return " is out of range [0, " + std::to_string(vocab) + ")"; };
   std::int64_t t;
   try {
     t = obj.cast<std::int64_t>();
   } catch (const py::cast_error&) {  // beyond int64
-    throw py::index_error(std::string(name) + " token " + std::string(py::str(obj)) + range);
+    throw py::index_error(std::string(name) + " token " + std::string(py::str(obj)) + range());
   }
-  if (t < 0 || t >= vocab) throw py::index_error(std::string(name) + " token " + std::to_string(t) + range);
+  if (t < 0 || t >= vocab) throw py::index_error(std::string(name) + " token " + std::to_string(t) + range());
   return t;
 }
 
@@ -202,6 +203,16 @@ struct PyLearner {
   }
   void note_refusals() {
     if (core.counters().refused_in_a_row == uoro::kRefusalsBeforeWarning) stuck = true;
+  }
+
+  // One sample, checked, learned from; its loss.
+  double checked_step(py::handle x, py::handle y) {
+    const auto s = sample(x, y);
+    BusyGuard guard(busy);
+    const double loss = core.step(s);
+    note_refusals();
+    warn_if_stuck();
+    return loss;
   }
 
   // One sample, checked. y = None (no target) only where nothing is learned: `predict`.
@@ -535,6 +546,103 @@ void bind_shared_state(py::class_<P>& cls) {
       [](P& p, py::handle a) { p.core.rng().set_state(a.cast<std::array<std::uint64_t, 4>>()); });
 }
 
+// ---- `Learner.step` as a plain builtin
+
+// pybind11's dispatch of a call costs about as much as the rest of a small learner's
+// `step` (it allocates its argument vectors per call), and a one-stream `step` is called
+// once per sample. So it is also offered as a CPython builtin of the vectorcall
+// convention, bound to the core object: step(x, y, mask=None). `convert(x, y) -> (x, y)`
+// turns what the checks reject with a TypeError (lists, other dtypes) into arrays, and
+// the step is tried once more with them.
+template <class P>
+struct FastStep {
+  PyObject* core;     // owned: the Python object that owns `learner`
+  PyObject* convert;  // owned
+  P* learner;
+};
+
+inline constexpr const char* kFastStepName = "uoro.fast_step";
+
+template <class P>
+PyObject* fast_step_call(PyObject* capsule, PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames) {
+  auto* f = static_cast<FastStep<P>*>(PyCapsule_GetPointer(capsule, kFastStepName));
+  static constexpr const char* kNames[3] = {"x", "y", "mask"};
+  PyObject* given[3] = {nullptr, nullptr, nullptr};
+  const Py_ssize_t n_keywords = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+  if (nargs > 3) {
+    PyErr_Format(PyExc_TypeError, "step() takes at most 3 arguments (x, y, mask), got %zd", nargs);
+    return nullptr;
+  }
+  for (Py_ssize_t i = 0; i < nargs; ++i) given[i] = args[i];
+  for (Py_ssize_t k = 0; k < n_keywords; ++k) {
+    PyObject* key = PyTuple_GET_ITEM(kwnames, k);
+    int slot = -1;
+    for (int i = 0; i < 3; ++i)
+      if (PyUnicode_CompareWithASCIIString(key, kNames[i]) == 0) slot = i;
+    if (slot < 0) {
+      PyErr_Format(PyExc_TypeError, "step() got an unexpected keyword argument '%U'", key);
+      return nullptr;
+    }
+    if (given[slot]) {
+      PyErr_Format(PyExc_TypeError, "step() got multiple values for argument '%s'", kNames[slot]);
+      return nullptr;
+    }
+    given[slot] = args[nargs + k];
+  }
+  for (int i = 0; i < 2; ++i)
+    if (!given[i]) {
+      PyErr_Format(PyExc_TypeError, "step() missing required argument '%s'", kNames[i]);
+      return nullptr;
+    }
+  if (given[2] && given[2] != Py_None) {
+    PyErr_SetString(PyExc_ValueError, "mask applies to learners with streams > 1; this one has one stream");
+    return nullptr;
+  }
+  try {
+    double loss;
+    try {
+      loss = f->learner->checked_step(given[0], given[1]);
+    } catch (const py::type_error&) {  // not a token nor an exact array: nothing was changed
+      const py::tuple converted = py::handle(f->convert)(py::handle(given[0]), py::handle(given[1]));
+      loss = f->learner->checked_step(converted[0], converted[1]);
+    }
+    return PyFloat_FromDouble(loss);
+  } catch (...) {
+    py::detail::try_translate_exceptions();  // pybind11's translators, the module's own included
+    return nullptr;
+  }
+}
+
+template <class P>
+void fast_step_free(PyObject* capsule) {
+  auto* f = static_cast<FastStep<P>*>(PyCapsule_GetPointer(capsule, kFastStepName));
+  Py_XDECREF(f->core);
+  Py_XDECREF(f->convert);
+  delete f;
+}
+
+template <class P>
+py::object fast_step_function(py::object core, py::object convert) {
+  static PyMethodDef method = {
+      "step", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&fast_step_call<P>)),
+      METH_FASTCALL | METH_KEYWORDS,
+      "step($self, x, y, mask=None)\n--\n\nLearns from one sample and returns its loss (see "
+      "uoro.Learner.step)."};
+  P* learner = core.cast<P*>();
+  auto* f = new FastStep<P>{core.release().ptr(), convert.release().ptr(), learner};
+  PyObject* capsule = PyCapsule_New(f, kFastStepName, &fast_step_free<P>);
+  if (!capsule) {
+    Py_DECREF(f->core);
+    Py_DECREF(f->convert);
+    delete f;
+    throw py::error_already_set();
+  }
+  PyObject* function = PyCFunction_NewEx(&method, capsule, nullptr);
+  Py_DECREF(capsule);
+  if (!function) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(function);
+}
+
 template <class S, class Cell>
 void bind_learner(py::module_& m, const std::string& name) {
   using P = PyLearner<S, Cell>;
@@ -550,17 +658,9 @@ void bind_learner(py::module_& m, const std::string& name) {
       .def_property_readonly("state_size", [](P& p) { return p.core.state_size(); })
       .def_property_readonly("cell_blocks",
                              [](P& p) { return block_list(p.core.cell().blocks().data(), Cell::kBlocks); })
-      .def(
-          "step",
-          [](P& p, py::handle x, py::handle y) {
-            const auto s = p.sample(x, y);
-            BusyGuard guard(p.busy);
-            const double loss = p.core.step(s);
-            p.note_refusals();
-            p.warn_if_stuck();
-            return loss;
-          },
-          py::arg("x"), py::arg("y"))
+      .def("step", &P::checked_step, py::arg("x"), py::arg("y"))
+      .def("fast_step", [](py::object self,
+                           py::object convert) { return fast_step_function<P>(self, std::move(convert)); })
       .def("fit",
            [](P& p, py::handle xs, py::handle ys) {
              auto losses =

@@ -3,6 +3,7 @@ that learn online from one sample at a time."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -343,10 +344,16 @@ class Learner:
         self._options["lr_scaling"] = _lr_scaling(self._options["streams"], lr_scaling)
         self.streams = self._options["streams"]
         self._core = _make_core(self._options, self._user)
-        # Bound once: looking the method up on every call costs a third of `step`'s
-        # Python-side overhead.
-        self._core_step = self._core.step
         self.dtype = np.dtype(self._options["dtype"])
+        if self.streams == 1:
+            # One sample per call: `step` is the core's builtin itself (an instance
+            # attribute over the method below), with no Python frame and no pybind11
+            # dispatch in between; what it cannot take as given goes through
+            # `_convert_sample` once.
+            squared = self._options["loss"] == "squared_error"
+            self.__dict__["step"] = self._core.fast_step(
+                functools.partial(_convert_sample, self.dtype, squared)
+            )
 
     # ---- learning
 
@@ -364,11 +371,7 @@ class Learner:
         """
         if self.streams > 1:
             return self._core.step(*self._convert_tick(x, y), self._mask(mask))
-        self._no_mask(mask)
-        try:
-            return self._core_step(x, y)
-        except TypeError:
-            return self._core_step(*self._convert_sample(x, y))
+        return self.__dict__["step"](x, y, mask)  # the builtin set in __init__
 
     def fit(self, xs: Any, ys: Any, mask: Any = None) -> np.ndarray:
         """Learns from a chunk of samples in order, in one call into the core (the GIL
@@ -421,7 +424,7 @@ class Learner:
         try:
             return self._core.predict(x)
         except TypeError:
-            return self._core.predict(self._convert_sample(x, None)[0])
+            return self._core.predict(_convert_sample(self.dtype, False, x, None)[0])
 
     @property
     def prediction(self) -> np.ndarray:
@@ -831,13 +834,6 @@ class Learner:
             raise ValueError(f"{name} must have shape ({size},); got {array.shape}")
         return array
 
-    def _convert_sample(self, x: Any, y: Any) -> tuple[Any, Any]:
-        if not isinstance(x, (int, np.integer)):
-            x = _float_array("x", x, self.dtype)
-        if self._options["loss"] == "squared_error" and y is not None:
-            y = _float_array("y", y, self.dtype)
-        return x, y
-
     def _convert_chunk(self, xs: Any, ys: Any) -> tuple[np.ndarray, np.ndarray]:
         return _chunk("xs", xs, self.dtype), _chunk("ys", ys, self.dtype)
 
@@ -953,6 +949,16 @@ def load(path: str | os.PathLike[str], cell: Any = None) -> Learner:
     state["format_version"] = int(state["format_version"])
     state["config"] = json.loads(str(state["config"]))
     return Learner.from_state_dict(state, cell=cell)
+
+
+def _convert_sample(dtype: np.dtype, squared: bool, x: Any, y: Any) -> tuple[Any, Any]:
+    """One sample's x and y as the core takes them: a token stays, anything else becomes
+    a contiguous array of `dtype` (y too, for the squared error)."""
+    if not isinstance(x, (int, np.integer)):
+        x = _float_array("x", x, dtype)
+    if squared and y is not None:
+        y = _float_array("y", y, dtype)
+    return x, y
 
 
 def _float_array(name: str, value: Any, dtype: np.dtype) -> np.ndarray:
