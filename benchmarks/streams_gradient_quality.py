@@ -66,6 +66,7 @@ ESTIMATORS: dict[str, dict] = {
     "uoro r=16": {"algorithm": "uoro", "rank": 16, "stream_groups": 1},
     "uoro G=B/4": {"algorithm": "uoro", "stream_groups": "B/4"},
     "uoro G=B": {"algorithm": "uoro", "stream_groups": "B"},
+    "uoro G=B r=2": {"algorithm": "uoro", "stream_groups": "B", "rank": 2},
     "snap1": {"algorithm": "snap1"},
     "tbptt T=4": {"algorithm": "tbptt", "truncation": 4},
     "tbptt T=16": {"algorithm": "tbptt", "truncation": 16},

@@ -368,6 +368,10 @@ class Learner:
         With ``streams=B > 1``: one tick, ``x`` of shape ``(B,)`` (tokens) or
         ``(B, input_size)``, ``y`` likewise, an optional boolean ``mask`` ``(B,)``;
         returns the ``(B,)`` losses (NaN for streams left out).
+
+        On a one-stream learner, ``learner.step`` is the compiled core's own function
+        (set at construction, with these arguments and errors): no Python runs between
+        the caller and the step unless ``x`` or ``y`` needs converting.
         """
         if self.streams > 1:
             return self._core.step(*self._convert_tick(x, y), self._mask(mask))
