@@ -19,8 +19,10 @@ layer-wise rule; GRU as the reference point; float32), `scaling` (UORO early and
 a long stream, truncated BPTT against its window), `reference` (the library against two
 hand-written UORO + Adam GRU steps, compiled here with `-O3 -march=native`: the
 straightforward one, `reference/gru_uoro_adam.cpp`, and the fastest one-stream step we
-could write, `reference/gru_uoro_adam_fused.cpp`; needs a C++ compiler and Eigen's
-headers, e.g. `pip install cmeel-eigen`), `latency` (the distribution of one
+could write, `reference/gru_uoro_adam_fused.cpp`; then where a step's time goes, the
+library's C++ step and its parts each timed alone, `reference/step_parts.cpp`, beside
+the fused reference's phases; needs a C++ compiler and Eigen's headers, e.g.
+`pip install cmeel-eigen`), `latency` (the distribution of one
 `Learner.step(x, y)` call's wall time, each call timed alone, beside `fit`'s per-sample
 time on the same tokens in the same run: p50, p90, p99, p99.9 and the timer's own
 cost). `--cells` names the cells the `core`, `algorithms` and
@@ -516,10 +518,76 @@ def reference_suite(budget_s: float, repeats: int) -> list[dict]:
     (same model, same arithmetic, no checks), float32. Timed in back-to-back rounds, 3 ×
     `repeats` of them, the library and every reference once per round in an order rotated
     from round to round; a ratio reported is the median of the rounds' ratios, which a slow
-    spell of the machine spanning a round cancels out of."""
+    spell of the machine spanning a round cancels out of. Then, per size, where the time
+    of a step goes: the library's parts (`step_parts`) and the fused reference's phases."""
     with tempfile.TemporaryDirectory() as tmp:
         binaries = build_references(Path(tmp))
-        return [against_reference(binaries, hidden, budget_s, 3 * repeats) for hidden in SIZES]
+        parts = compile_reference(STEP_PARTS, Path(tmp))
+        rows = [against_reference(binaries, hidden, budget_s, 3 * repeats) for hidden in SIZES]
+        for row in rows:
+            row["library_parts"] = step_parts(parts, row["hidden"])
+            row["fused_phases"] = fused_phases(binaries["fused"], row["hidden"], repeats)
+        return rows
+
+
+STEP_PARTS = "step_parts.cpp"
+
+
+def step_parts(binary: Path, hidden: int) -> dict[str, float]:
+    """µs per step of the library's C++ step and of its parts, each timed alone
+    (reference/step_parts.cpp); `refused` counts the parts' refused updates (0 expected)."""
+    out = subprocess.run([str(binary), str(hidden)], capture_output=True, text=True, check=True)
+    pairs = (line.split() for line in out.stdout.splitlines() if line)
+    return {name: float(value) for name, value in pairs}
+
+
+def fused_phases(binary: Path, hidden: int, repeats: int) -> dict[str, float]:
+    """The fused reference's µs per step by phase, with its W_hh products in the previous
+    step's pass (as it runs), and Adam alone over |θ|."""
+    steps = max(64, 2_000_000 // (hidden * hidden))
+    run = [str(binary), "phases", str(hidden), str(steps), str(repeats)]
+    lines = subprocess.run(run, capture_output=True, text=True, check=True).stdout.split("\n")
+    phases: dict[str, float] = {}
+    for line in lines[1 : lines.index(next(x for x in lines[1:] if x.startswith("GRU-")))]:
+        value, _, name = line.strip().partition(" us  ")
+        if not name.startswith("total"):
+            phases[name.split(" (")[0]] = float(value)
+    phases["adam alone"] = float(next(x for x in lines if x.startswith("Adam alone")).split()[-2])
+    return phases
+
+
+def parts_table(rows: list[dict]) -> str:
+    """The library's step and its parts beside the fused reference's phases, µs per step."""
+    lines = [
+        "| GRU, float32, µs per step | " + " | ".join(f"{r['hidden']} units" for r in rows) + " |",
+        "|---|" + "---:|" * len(rows),
+    ]
+
+    def row(label: str, value) -> None:
+        lines.append(f"| {label} | " + " | ".join(f"{value(r):.2f}" for r in rows) + " |")
+
+    p = lambda r: r["library_parts"]  # noqa: E731
+    row("library: step (C++, no binding)", lambda r: p(r)["step"])
+    row("library: forward, loss and c", lambda r: p(r)["forward"])
+    row("library: estimator (UORO's update)", lambda r: p(r)["estimator"])
+    row("… of which tangent (W_hh·s̃ and gates)", lambda r: p(r)["tangent"])
+    row(
+        "… of which pass and checks (less tangent, 2 cotangents, signs)",
+        lambda r: p(r)["estimator"] - p(r)["tangent"] - 2 * p(r)["cotangents"] - p(r)["signs"],
+    )
+    row(
+        "library: the rest (input, checks, swaps)",
+        lambda r: p(r)["step"] - p(r)["forward"] - p(r)["estimator"],
+    )
+    row("library: Adam alone over θ", lambda r: p(r)["adam"])
+    for name in ("forward", "tangent and normalizers", "cell pass", "readout pass"):
+        row(f"fused reference: {name}", lambda r, n=name: r["fused_phases"][n])
+    row(
+        "fused reference: sum of phases",
+        lambda r: sum(v for k, v in r["fused_phases"].items() if k != "adam alone"),
+    )
+    row("fused reference: Adam alone over θ", lambda r: r["fused_phases"]["adam alone"])
+    return "\n".join(lines)
 
 
 def against_reference(
@@ -776,6 +844,8 @@ def main() -> None:
     if "reference" in results:
         print("\nAgainst hand-written steps (same model and arithmetic, no checks):\n")
         print(reference_table(results["reference"]))
+        print("\nWhere a step's time goes, each part timed alone (best of many rounds):\n")
+        print(parts_table(results["reference"]))
     if "latency" in results:
         timer = results["latency"][0]["timer_ns"]
         print(

@@ -75,3 +75,33 @@ def test_a_row_against_one_binary_keeps_its_columns(binaries):
     row = bench_step.against_reference(binaries["plain"], 8, budget_s=0.005, pairs=2)
     assert set(row["references"]) == {"plain"} and row["best_reference"] == "plain"
     assert "| 8 units |" in bench_step.reference_table([row])
+
+
+def test_the_library_step_and_its_parts_beside_the_fused_phases(binaries, tmp_path):
+    parts = bench_step.step_parts(
+        bench_step.compile_reference(bench_step.STEP_PARTS, tmp_path), hidden=16
+    )
+    assert set(parts) == {
+        "step",
+        "forward",
+        "estimator",
+        "tangent",
+        "cotangents",
+        "signs",
+        "adam",
+        "refused",
+    }
+    assert parts["refused"] == 0  # every timed update was a full one
+    assert all(v > 0 for k, v in parts.items() if k != "refused")
+    phases = bench_step.fused_phases(binaries["fused"], hidden=16, repeats=1)
+    assert set(phases) == {
+        "forward",
+        "tangent and normalizers",
+        "cell pass",
+        "readout pass",
+        "adam alone",
+    }
+    assert all(v > 0 for v in phases.values())
+    row = {"hidden": 16, "library_parts": parts, "fused_phases": phases}
+    table = bench_step.parts_table([row])
+    assert "| 16 units |" in table and "fused reference: cell pass" in table
