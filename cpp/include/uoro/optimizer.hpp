@@ -21,6 +21,33 @@ struct OptimizerConfig {
   double clip_norm = 0.0;  // 0: no clipping
 };
 
+// An IEEE square root of one Eigen packet, for Adam's per-element loops written with
+// packets (Eigen's own psqrt for float may be an approximation): the instruction where
+// there is one, else lane by lane.
+template <class P>
+P exact_sqrt(const P& x) {
+  using T = typename Eigen::internal::unpacket_traits<P>::type;
+  constexpr int kLanes = Eigen::internal::unpacket_traits<P>::size;
+  alignas(64) T lanes[kLanes];
+  Eigen::internal::pstoreu(lanes, x);
+  for (T& lane : lanes) lane = std::sqrt(lane);
+  return Eigen::internal::ploadu<P>(lanes);
+}
+#if defined(__AVX512F__)
+inline Eigen::internal::Packet16f exact_sqrt(const Eigen::internal::Packet16f& x) {
+  return _mm512_sqrt_ps(x);
+}
+inline Eigen::internal::Packet8d exact_sqrt(const Eigen::internal::Packet8d& x) { return _mm512_sqrt_pd(x); }
+#endif
+#if defined(__AVX__)
+inline Eigen::internal::Packet8f exact_sqrt(const Eigen::internal::Packet8f& x) { return _mm256_sqrt_ps(x); }
+inline Eigen::internal::Packet4d exact_sqrt(const Eigen::internal::Packet4d& x) { return _mm256_sqrt_pd(x); }
+#endif
+#if defined(__SSE2__)
+inline Eigen::internal::Packet4f exact_sqrt(const Eigen::internal::Packet4f& x) { return _mm_sqrt_ps(x); }
+inline Eigen::internal::Packet2d exact_sqrt(const Eigen::internal::Packet2d& x) { return _mm_sqrt_pd(x); }
+#endif
+
 template <class S>
 class Optimizer {
  public:

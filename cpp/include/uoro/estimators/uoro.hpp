@@ -64,6 +64,9 @@ class UoroChecks {
 
 template <class S, class Cell>
 class Uoro {
+  using Packet = typename Eigen::internal::packet_traits<S>::type;
+  static constexpr Index kLanes = Eigen::internal::unpacket_traits<Packet>::size;
+
  public:
   Uoro(const LearnerConfig& config, const Cell& cell, const Readout<S>& readout)
       : rank_(config.rank), eps_(S(config.uoro_eps)) {
@@ -166,15 +169,18 @@ class Uoro {
   template <bool kAdam>
   void pass(Model<S, Cell>& m, S* grad_out, bool update) {
     norm_acc_.setZero();
+    // The fused sweep's ‖θ̃′‖²: one packet of partial sums carried over every column and
+    // reduced once, not a second read and a reduction per column.
+    Packet norm = Eigen::internal::pset1<Packet>(S(0));
+    S norm_tail = 0;
     S* __restrict g = column_.data();
     const bool fused = kAdam && update && !grad_out && rank_ == 1;
     const auto adam = m.optimizer.adam_step();
     for_each_cell_column(m.cell, m.cache, [&](Index off, Index rows, S vj, Index k) {
       const S* __restrict uc = u_c_[k].data();
-      if (fused) {  // the common case in one sweep: gradient, θ̃ and Adam per element
+      if (fused) {  // the common case in one sweep: gradient, θ̃, its norm and Adam per element
         fused_adam_column(uc, u_nu_[0][k].data(), theta_tilde_.data() + off, m.theta.data() + off,
-                          adam.m + off, adam.v + off, rows, vj, adam);
-        norm_acc_(0) += Eigen::Map<const Vec<S>>(theta_tilde_.data() + off, rows).squaredNorm();
+                          adam.m + off, adam.v + off, rows, vj, adam, norm, norm_tail);
         return;
       }
       for (Index i = 0; i < rows; ++i) g[i] = uc[i] * vj;
@@ -191,17 +197,46 @@ class Uoro {
       if (grad_out) std::copy(g, g + rows, grad_out + off);
       if (update) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, rows);
     });
+    if (fused) norm_acc_(0) = Eigen::internal::predux(norm) + norm_tail;
     theta_tilde_norm2_ = norm_acc_;
     readout_pass<kAdam>(m, g, readout_chunk_, grad_out, update);
   }
 
+  // Written with Eigen's packets so that θ̃′'s squares accumulate in `norm` (a packet, no
+  // horizontal sum per column) while the column is in registers; the remainder of a
+  // column that fills no packet goes element by element into `tail`.
   template <class AdamStep>
   void fused_adam_column(const S* __restrict uc, const S* __restrict un, S* __restrict tt, S* __restrict th,
-                         S* __restrict m, S* __restrict v, Index rows, S vj, const AdamStep& a) const {
+                         S* __restrict m, S* __restrict v, Index rows, S vj, const AdamStep& a, Packet& norm,
+                         S& tail) const {
+    namespace pk = Eigen::internal;
     const S coef = coef_(0), inv_rho0 = inv_rho0_(0), nu_scale = vj * inv_rho1_(0);
-    for (Index i = 0; i < rows; ++i) {
+    const Packet p_vj = pk::pset1<Packet>(vj), p_coef = pk::pset1<Packet>(coef),
+                 p_rho0 = pk::pset1<Packet>(inv_rho0), p_nu = pk::pset1<Packet>(nu_scale),
+                 p_scale = pk::pset1<Packet>(a.scale), p_b1 = pk::pset1<Packet>(a.b1),
+                 p_b2 = pk::pset1<Packet>(a.b2), p_c1 = pk::pset1<Packet>(a.c1),
+                 p_c2 = pk::pset1<Packet>(a.c2), p_step = pk::pset1<Packet>(a.step),
+                 p_bias2 = pk::pset1<Packet>(a.bias2), p_eps = pk::pset1<Packet>(a.eps);
+    const Index whole = rows / kLanes * kLanes;
+    for (Index i = 0; i < whole; i += kLanes) {
+      const Packet t_old = pk::ploadu<Packet>(tt + i);
+      const Packet g =
+          pk::pmul(p_scale, pk::pmadd(pk::ploadu<Packet>(uc + i), p_vj, pk::pmul(p_coef, t_old)));
+      const Packet t_new = pk::pmadd(pk::ploadu<Packet>(un + i), p_nu, pk::pmul(t_old, p_rho0));
+      pk::pstoreu(tt + i, t_new);
+      norm = pk::pmadd(t_new, t_new, norm);
+      const Packet m_new = pk::padd(pk::pmul(p_b1, pk::ploadu<Packet>(m + i)), pk::pmul(p_c1, g));
+      const Packet v_new =
+          pk::padd(pk::pmul(p_b2, pk::ploadu<Packet>(v + i)), pk::pmul(pk::pmul(p_c2, g), g));
+      pk::pstoreu(m + i, m_new);
+      pk::pstoreu(v + i, v_new);
+      const Packet den = pk::padd(pk::pmul(exact_sqrt(v_new), p_bias2), p_eps);
+      pk::pstoreu(th + i, pk::psub(pk::ploadu<Packet>(th + i), pk::pdiv(pk::pmul(p_step, m_new), den)));
+    }
+    for (Index i = whole; i < rows; ++i) {
       const S g = a.scale * (uc[i] * vj + coef * tt[i]);
       tt[i] = tt[i] * inv_rho0 + un[i] * nu_scale;
+      tail += tt[i] * tt[i];
       m[i] = a.b1 * m[i] + a.c1 * g;
       v[i] = a.b2 * v[i] + a.c2 * g * g;
       th[i] -= a.step * m[i] / (std::sqrt(v[i]) * a.bias2 + a.eps);
