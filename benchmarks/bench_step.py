@@ -544,7 +544,7 @@ def step_parts(binary: Path, hidden: int) -> dict[str, float]:
 def fused_phases(binary: Path, hidden: int, repeats: int) -> dict[str, float]:
     """The fused reference's µs per step by phase, with its W_hh products in the previous
     step's pass (as it runs), and Adam alone over |θ|."""
-    steps = max(64, 2_000_000 // (hidden * hidden))
+    steps = max(200, 50_000_000 // (hidden * hidden))
     run = [str(binary), "phases", str(hidden), str(steps), str(repeats)]
     lines = subprocess.run(run, capture_output=True, text=True, check=True).stdout.split("\n")
     phases: dict[str, float] = {}
