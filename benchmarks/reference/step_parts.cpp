@@ -17,30 +17,18 @@
 // input's one-hot load, the forward checks, swaps); the estimator less its tangent, two
 // cotangents and the signs is its pass over the parameters with its checks.
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
+#include "best_us.hpp"
 #include "uoro/learner.hpp"
 
 using namespace uoro;
 using S = float;
 using Cell = GruCell<S>;
 constexpr Index kSymbols = 13;
-
-// Best µs of one call of fn over `rounds` rounds of `calls` calls.
-template <class Fn>
-double best_us(Fn&& fn, int calls, int rounds = 7) {
-  double best = 1e300;
-  for (int round = 0; round < rounds; ++round) {
-    const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < calls; ++i) fn();
-    const auto end = std::chrono::steady_clock::now();
-    best = std::min(best, std::chrono::duration<double, std::micro>(end - start).count() / calls);
-  }
-  return best;
-}
+constexpr int kRounds = 7;
 
 LearnerConfig config_for(Index hidden, double lr) {
   LearnerConfig c;
@@ -76,7 +64,7 @@ int main(int argc, char** argv) {
   };
   for (int i = 0; i < 64; ++i) learner.step(sample());
   double sink = 0;
-  const double step = best_us([&] { sink += learner.step(sample()); }, calls);
+  const double step = best_us([&] { sink += learner.step(sample()); }, calls, kRounds);
 
   // The parts, on a model of the same shape after a few steps of learning. A tiny
   // learning rate keeps the repeated updates of one sample from drifting far.
@@ -99,13 +87,14 @@ int main(int argc, char** argv) {
     sink += readout.loss_and_grad(theta.data(), h, y, dh);
     cell.hidden_vjp(h, dh, c);
   };
-  const double forward_us = best_us(forward, calls);
+  const double forward_us = best_us(forward, calls, kRounds);
 
   Model<S, Cell> model{config, cell, cache, readout, readout.d_out(), readout.v(), c, theta, optimizer, rng};
   Uoro<S, Cell> uoro(config, cell, readout);
   long refused = 0;
   for (int i = 0; i < 8; ++i) refused += bool(uoro.update(model, nullptr, true));
-  const double estimator = best_us([&] { refused += bool(uoro.update(model, nullptr, true)); }, calls);
+  const double estimator =
+      best_us([&] { refused += bool(uoro.update(model, nullptr, true)); }, calls, kRounds);
 
   Vec<S> tangent_in = Vec<S>::Constant(hidden, S(0.1)), tangent_out = Vec<S>::Zero(hidden);
   const double tangent = best_us(
@@ -113,7 +102,7 @@ int main(int argc, char** argv) {
         cell.jvp_state(theta.data(), cache, tangent_in, tangent_out);
         sink += tangent_out(0);
       },
-      calls);
+      calls, kRounds);
   std::array<Vec<S>, Cell::kBlocks> u;
   for (Index k = 0; k < Cell::kBlocks; ++k) u[k] = Vec<S>::Zero(cell.blocks()[k].rows);
   const double cotangents = best_us(
@@ -121,14 +110,14 @@ int main(int argc, char** argv) {
         cell.param_cotangents(cache, c, u);
         sink += u[0](0);
       },
-      calls);
+      calls, kRounds);
   Vec<S> signs = Vec<S>::Zero(hidden);
   const double signs_us = best_us(
       [&] {
         rng.fill_signs(signs);
         sink += signs(0);
       },
-      calls);
+      calls, kRounds);
   const Vec<S> gradient = Vec<S>::Constant(theta.size(), S(1e-3));
   const double adam = best_us(
       [&] {
@@ -136,7 +125,7 @@ int main(int argc, char** argv) {
         optimizer.apply<true>(theta.data(), 0, gradient.data(), theta.size());
         optimizer.end();
       },
-      calls);
+      calls, kRounds);
 
   std::printf(
       "step %.4f\nforward %.4f\nestimator %.4f\ntangent %.4f\ncotangents %.4f\nsigns %.4f\nadam %.4f\n", step,

@@ -15,11 +15,11 @@
 // The rest of the tick (gates, softmax, factors, checks, copies, the one-hot input's
 // columns) is the tick less these parts.
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
+#include "best_us.hpp"
 #include "uoro/optimizer.hpp"
 #include "uoro/products.hpp"
 #include "uoro/streams_learner.hpp"
@@ -27,19 +27,7 @@
 using namespace uoro;
 using S = float;
 constexpr Index kSymbols = 13;
-
-// Best µs of one call of fn over `rounds` rounds of `calls` calls.
-template <class Fn>
-double best_us(Fn&& fn, int calls, int rounds = 15) {
-  double best = 1e300;
-  for (int round = 0; round < rounds; ++round) {
-    const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < calls; ++i) fn();
-    const auto end = std::chrono::steady_clock::now();
-    best = std::min(best, std::chrono::duration<double, std::micro>(end - start).count() / calls);
-  }
-  return best;
-}
+constexpr int kRounds = 15;
 
 // Keeps a result alive without costing anything.
 inline void keep(const void* p) { asm volatile("" : : "r"(p) : "memory"); }
@@ -116,8 +104,8 @@ Parts time_parts(Index n, Index streams) {
     keep(theta.data());
   };
   const auto calls = [](double work) { return std::max(1, int(2e7 / work)); };
-  return {best_us(products, calls(products_macs)), products_macs, best_us(sums, calls(sums_macs)), sums_macs,
-          best_us(adam, calls(10.0 * params))};
+  return {best_us(products, calls(products_macs), kRounds), products_macs,
+          best_us(sums, calls(sums_macs), kRounds), sums_macs, best_us(adam, calls(10.0 * params), kRounds)};
 }
 
 // µs per tick of the library's UORO + Adam learner over `streams` streams.
