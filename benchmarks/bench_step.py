@@ -16,10 +16,11 @@ Suites: `core` (UORO for every cell × hidden size × dtype), `algorithms` (ever
 estimator, float32: times and heap), `elementwise` (the element-wise cells' UORO beside
 their exact RTRL, which costs O(|θ|) on them, and two-layer stacks with UORO and the
 layer-wise rule; GRU as the reference point; float32), `scaling` (UORO early and late in
-a long stream, truncated BPTT against its window), `reference` (the library against two
-hand-written UORO + Adam GRU steps, compiled here with `-O3 -march=native`: the
-straightforward one, `reference/gru_uoro_adam.cpp`, and the fastest one-stream step we
-could write, `reference/gru_uoro_adam_fused.cpp`; then where a step's time goes, the
+a long stream, truncated BPTT against its window), `reference` (the library against
+hand-written UORO + Adam steps, compiled here with `-O3 -march=native`, for GRU-64,
+LSTM-64, RNN-64 and GRU-256: for each cell the fastest one-stream step we could write,
+`reference/<cell>_uoro_adam_fused.cpp`, and for the GRU also the straightforward one,
+`reference/gru_uoro_adam.cpp`; then, for the GRU, where a step's time goes, the
 library's C++ step and its parts each timed alone, `reference/step_parts.cpp`, beside
 the fused reference's phases; needs a C++ compiler and Eigen's headers, e.g.
 `pip install cmeel-eigen`), `latency` (the distribution of one
@@ -47,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 # NumPy's BLAS threads spin after each call and would share the cores with the learner.
@@ -390,9 +392,16 @@ def scaling_suite(repeats: int, long_run: int) -> dict:
     }
 
 
-# The hand-written references in reference/: the straightforward fused step and the
-# fastest one-stream step we could write (see each file's header).
-REFERENCES = {"plain": "gru_uoro_adam.cpp", "fused": "gru_uoro_adam_fused.cpp"}
+# The hand-written references in reference/, per cell, by name: the fastest one-stream
+# step we could write ("fused"), and for the GRU also the straightforward one ("plain")
+# (see each file's header).
+REFERENCES = {
+    "gru": {"plain": "gru_uoro_adam.cpp", "fused": "gru_uoro_adam_fused.cpp"},
+    "lstm": {"fused": "lstm_uoro_adam_fused.cpp"},
+    "rnn": {"fused": "rnn_uoro_adam_fused.cpp"},
+}
+# The models (cell, hidden) on which the reference suite times the library against them.
+REFERENCE_MODELS = (("gru", 64), ("lstm", 64), ("rnn", 64), ("gru", 256))
 
 
 LATENCY_MODELS = (("gru", 64), ("lstm", 64), ("rnn", 64), ("gru", 256))
@@ -504,29 +513,44 @@ def compile_reference(source: str, directory: Path) -> Path:
 
 
 def build_reference(directory: Path) -> Path:
-    """Compiles the plain hand-written reference step for this machine."""
-    return compile_reference(REFERENCES["plain"], directory)
+    """Compiles the plain hand-written GRU reference step for this machine."""
+    return compile_reference(REFERENCES["gru"]["plain"], directory)
 
 
-def build_references(directory: Path) -> dict[str, Path]:
-    """Compiles every reference step, the same way, by name."""
-    return {name: compile_reference(source, directory) for name, source in REFERENCES.items()}
+def build_references(
+    directory: Path, cells: tuple[str, ...] = tuple(REFERENCES)
+) -> dict[str, dict[str, Path]]:
+    """Compiles every reference step of `cells`, the same way: {cell: {name: binary}}.
+    The compilers run side by side, one per core."""
+    jobs = [(cell, name, source) for cell in cells for name, source in REFERENCES[cell].items()]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        built = list(pool.map(lambda job: compile_reference(job[2], directory), jobs))
+    binaries: dict[str, dict[str, Path]] = {cell: {} for cell in cells}
+    for (cell, name, _), binary in zip(jobs, built):
+        binaries[cell][name] = binary
+    return binaries
 
 
-def reference_suite(budget_s: float, repeats: int) -> list[dict]:
-    """The library's UORO + Adam GRU step inside `fit` against each hand-written reference
-    (same model, same arithmetic, no checks), float32. Timed in back-to-back rounds, 3 ×
-    `repeats` of them, the library and every reference once per round in an order rotated
-    from round to round; a ratio reported is the median of the rounds' ratios, which a slow
-    spell of the machine spanning a round cancels out of. Then, per size, where the time
-    of a step goes: the library's parts (`step_parts`) and the fused reference's phases."""
+def reference_suite(budget_s: float, repeats: int, models=REFERENCE_MODELS) -> list[dict]:
+    """Per model (cell, hidden), the library's UORO + Adam step inside `fit` against each
+    hand-written reference of that cell (same model, same arithmetic, no checks), float32.
+    Timed in back-to-back rounds, 3 × `repeats` of them, the library and every reference
+    once per round in an order rotated from round to round; a ratio reported is the median
+    of the rounds' ratios, which a slow spell of the machine spanning a round cancels out
+    of. Then, for each GRU size, where the time of a step goes: the library's parts
+    (`step_parts`) and the fused reference's phases."""
     with tempfile.TemporaryDirectory() as tmp:
-        binaries = build_references(Path(tmp))
-        parts = compile_reference(STEP_PARTS, Path(tmp))
-        rows = [against_reference(binaries, hidden, budget_s, 3 * repeats) for hidden in SIZES]
-        for row in rows:
+        binaries = build_references(Path(tmp), tuple(dict.fromkeys(c for c, _ in models)))
+        rows = [
+            against_reference(binaries[cell], hidden, budget_s, 3 * repeats, cell=cell)
+            for cell, hidden in models
+        ]
+        gru_rows = [row for row in rows if row["cell"] == "gru"]
+        if gru_rows:
+            parts = compile_reference(STEP_PARTS, Path(tmp))
+        for row in gru_rows:
             row["library_parts"] = step_parts(parts, row["hidden"])
-            row["fused_phases"] = fused_phases(binaries["fused"], row["hidden"], repeats)
+            row["fused_phases"] = fused_phases(binaries["gru"]["fused"], row["hidden"], repeats)
         return rows
 
 
@@ -542,13 +566,14 @@ def step_parts(binary: Path, hidden: int) -> dict[str, float]:
 
 
 def fused_phases(binary: Path, hidden: int, repeats: int) -> dict[str, float]:
-    """The fused reference's µs per step by phase, with its W_hh products in the previous
-    step's pass (as it runs), and Adam alone over |θ|."""
+    """A fused reference's µs per step by phase, with its recurrent products in the
+    previous step's pass (as it runs), and Adam alone over |θ|."""
     steps = max(200, 50_000_000 // (hidden * hidden))
     run = [str(binary), "phases", str(hidden), str(steps), str(repeats)]
     lines = subprocess.run(run, capture_output=True, text=True, check=True).stdout.split("\n")
     phases: dict[str, float] = {}
-    for line in lines[1 : lines.index(next(x for x in lines[1:] if x.startswith("GRU-")))]:
+    # The first run's lines, up to the header of the second ("GRU-64, ...", "LSTM-64, ...").
+    for line in lines[1 : lines.index(next(x for x in lines[1:] if not x.startswith(" ")))]:
         value, _, name = line.strip().partition(" us  ")
         if not name.startswith("total"):
             phases[name.split(" (")[0]] = float(value)
@@ -590,17 +615,23 @@ def parts_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def reference_model(cell: str, hidden: int) -> str:
+    """A model as the reference table names it: "GRU-64"."""
+    return f"{cell.upper()}-{hidden}"
+
+
 def against_reference(
-    binaries: Path | dict[str, Path], hidden: int, budget_s: float, pairs: int
+    binaries: Path | dict[str, Path], hidden: int, budget_s: float, pairs: int, cell: str = "gru"
 ) -> dict:
-    """One size: the library's `fit` and each reference (a binary, or binaries by name),
-    `pairs` rounds. `reference_us` and `library_over_reference` are those of the best
-    reference (the least time); `references` has every reference's."""
+    """One model, `cell` with `hidden` units: the library's `fit` and each reference of that
+    cell (a binary, or binaries by name), `pairs` rounds. `reference_us` and
+    `library_over_reference` are those of the best reference (the least time);
+    `references` has every reference's."""
     if isinstance(binaries, Path):
         binaries = {"plain": binaries}
 
     def fresh() -> uoro.Learner:
-        learner = uoro.Learner("gru", VOCAB, hidden, lr=1e-3, seed=0)
+        learner = uoro.Learner(cell, VOCAB, hidden, lr=1e-3, seed=0)
         learner.fit(probe[:-1], probe[1:])  # warm caches
         return learner
 
@@ -636,11 +667,13 @@ def against_reference(
         }
     best = min(references, key=lambda name: references[name]["us"])
     print(
-        f"  gru-{hidden}: "
+        f"  {reference_model(cell, hidden)}: "
         + ", ".join(f"library / {k} {r['library_over']:.2f}" for k, r in references.items()),
         flush=True,
     )
     return {
+        "model": reference_model(cell, hidden),
+        "cell": cell,
         "hidden": hidden,
         "samples": n,
         "pairs": pairs,
@@ -654,8 +687,9 @@ def against_reference(
 
 
 def reference_table(rows: list[dict]) -> str:
-    """Per size: the library's time, each reference's, the library over each reference and
-    over the best one (median of the rounds, with the quartiles)."""
+    """Per model: the library's time, each reference's ("–" where the cell has none), the
+    library over each reference and over the best one (median of the rounds, with the
+    quartiles)."""
     names = list(dict.fromkeys(k for r in rows for k in r.get("references", {"plain": None})))
 
     def reference(r: dict, name: str) -> dict | None:
@@ -664,7 +698,7 @@ def reference_table(rows: list[dict]) -> str:
         return {"us": r["reference_us"], "library_over": r["library_over_reference"]}
 
     lines = [
-        "| GRU, float32, UORO + Adam | µs/sample, library (`fit`) | "
+        "| model, float32, UORO + Adam | µs/sample, library (`fit`) | "
         + " | ".join(f"µs/sample, {name} reference" for name in names)
         + " | "
         + " | ".join(f"library / {name}" for name in names)
@@ -674,7 +708,7 @@ def reference_table(rows: list[dict]) -> str:
     for r in rows:
         refs = [reference(r, name) for name in names]
         lines.append(
-            f"| {r['hidden']} units | {r['library_us']:.2f} | "
+            f"| {reference_model(r.get('cell', 'gru'), r['hidden'])} | {r['library_us']:.2f} | "
             + " | ".join("–" if x is None else f"{x['us']:.2f}" for x in refs)
             + " | "
             + " | ".join("–" if x is None else f"{x['library_over']:.2f}" for x in refs)
@@ -844,8 +878,10 @@ def main() -> None:
     if "reference" in results:
         print("\nAgainst hand-written steps (same model and arithmetic, no checks):\n")
         print(reference_table(results["reference"]))
-        print("\nWhere a step's time goes, each part timed alone (best of many rounds):\n")
-        print(parts_table(results["reference"]))
+        gru_rows = [r for r in results["reference"] if "library_parts" in r]
+        if gru_rows:
+            print("\nWhere a GRU step's time goes, each part timed alone (best of many rounds):\n")
+            print(parts_table(gru_rows))
     if "latency" in results:
         timer = results["latency"][0]["timer_ns"]
         print(

@@ -1,9 +1,10 @@
 """The hand-written reference steps the benchmark times the library against
-(benchmarks/reference/: the plain gru_uoro_adam.cpp and the fastest,
-gru_uoro_adam_fused.cpp), built as the benchmark builds them, must learn exactly as the
-library does, or the comparison is not like for like: from the same θ₀ and sign
+(benchmarks/reference/: for the GRU the plain gru_uoro_adam.cpp and the fastest,
+gru_uoro_adam_fused.cpp; for the LSTM and the RNN the fastest, lstm_uoro_adam_fused.cpp
+and rnn_uoro_adam_fused.cpp), built as the benchmark builds them, must learn exactly as
+the library does, or the comparison is not like for like: from the same θ₀ and sign
 generator, on the same tokens, each gives the same losses and the same final θ as the
-library (float64, to rounding)."""
+library's learner of that cell (float64, to rounding)."""
 
 from __future__ import annotations
 
@@ -25,15 +26,16 @@ def binaries(tmp_path_factory):
     return bench_step.build_references(tmp_path_factory.mktemp("reference"))
 
 
-@pytest.fixture(params=sorted(bench_step.REFERENCES))
-def binary(request, binaries):
-    return binaries[request.param]
+REFERENCE_STEPS = [(cell, name) for cell, names in bench_step.REFERENCES.items() for name in names]
 
 
-def test_reference_step_follows_the_library(binary):
-    inputs, hidden, outputs, steps, lr = 5, 7, 4, 400, 3e-3
+@pytest.mark.parametrize(("cell", "name"), REFERENCE_STEPS)
+def test_reference_step_follows_the_library(binaries, cell, name):
+    # 11 units: the references' per-unit loops run whole SIMD packets and a scalar rest.
+    inputs, hidden, outputs, steps, lr = 5, 11, 4, 400, 3e-3
+    binary = binaries[cell][name]
     learner = uoro.Learner(
-        "gru", inputs, hidden, output_size=outputs, dtype="float64", lr=lr, seed=3
+        cell, inputs, hidden, output_size=outputs, dtype="float64", lr=lr, seed=3
     )
     start = learner.state_dict()
     rng = np.random.default_rng(0)
@@ -58,23 +60,50 @@ def test_reference_step_follows_the_library(binary):
     assert np.abs(learner.theta - start["theta"]).max() > 0.05
 
 
-def test_a_reference_row_has_every_column(binaries):
-    row = bench_step.against_reference(binaries, 8, budget_s=0.005, pairs=2)
-    assert row["library_us"] > 0 and row["reference_us"] > 0
-    assert row["pairs"] == 2 and row["library_over_reference"] > 0
-    assert set(row["references"]) == set(bench_step.REFERENCES)
-    assert row["best_reference"] in row["references"]
-    for reference in row["references"].values():
-        assert reference["us"] > 0 and reference["library_over"] > 0
-    table = bench_step.reference_table([row])
-    assert "| 8 units |" in table
-    assert all(f"library / {name}" in table for name in bench_step.REFERENCES)
+def test_a_reference_row_per_model_has_every_column(binaries):
+    rows = [
+        bench_step.against_reference(binaries[cell], 8, budget_s=0.005, pairs=2, cell=cell)
+        for cell in bench_step.REFERENCES
+    ]
+    for row, cell in zip(rows, bench_step.REFERENCES):
+        assert row["cell"] == cell and row["model"] == f"{cell.upper()}-8"
+        assert row["library_us"] > 0 and row["reference_us"] > 0
+        assert row["pairs"] == 2 and row["library_over_reference"] > 0
+        assert set(row["references"]) == set(bench_step.REFERENCES[cell])
+        assert row["best_reference"] in row["references"]
+        for reference in row["references"].values():
+            assert reference["us"] > 0 and reference["library_over"] > 0
+    table = bench_step.reference_table(rows)
+    assert all(f"library / {name}" in table for name in ("plain", "fused"))
+    lines = table.splitlines()
+    assert len(lines) == 2 + len(rows)
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
+    header = [x.strip() for x in lines[0].split("|")]
+    plain = [header.index("µs/sample, plain reference"), header.index("library / plain")]
+    for line in lines[2:]:
+        cells = [x.strip() for x in line.split("|")]
+        expected = cells[1].startswith("GRU-")  # the plain reference is the GRU's only
+        assert [cells[k] != "–" for k in plain] == [expected, expected]
+    assert {line.split("|")[1].strip() for line in lines[2:]} == {"GRU-8", "LSTM-8", "RNN-8"}
 
 
 def test_a_row_against_one_binary_keeps_its_columns(binaries):
-    row = bench_step.against_reference(binaries["plain"], 8, budget_s=0.005, pairs=2)
+    row = bench_step.against_reference(binaries["gru"]["plain"], 8, budget_s=0.005, pairs=2)
     assert set(row["references"]) == {"plain"} and row["best_reference"] == "plain"
-    assert "| 8 units |" in bench_step.reference_table([row])
+    assert "| GRU-8 |" in bench_step.reference_table([row])
+
+
+@pytest.mark.parametrize("cell", sorted(bench_step.REFERENCES))
+def test_each_fused_reference_times_its_phases(binaries, cell):
+    phases = bench_step.fused_phases(binaries[cell]["fused"], hidden=16, repeats=1)
+    assert set(phases) == {
+        "forward",
+        "tangent and normalizers",
+        "cell pass",
+        "readout pass",
+        "adam alone",
+    }
+    assert all(v > 0 for v in phases.values())
 
 
 def test_the_library_step_and_its_parts_beside_the_fused_phases(binaries, tmp_path):
@@ -93,15 +122,7 @@ def test_the_library_step_and_its_parts_beside_the_fused_phases(binaries, tmp_pa
     }
     assert parts["refused"] == 0  # every timed update was a full one
     assert all(v > 0 for k, v in parts.items() if k != "refused")
-    phases = bench_step.fused_phases(binaries["fused"], hidden=16, repeats=1)
-    assert set(phases) == {
-        "forward",
-        "tangent and normalizers",
-        "cell pass",
-        "readout pass",
-        "adam alone",
-    }
-    assert all(v > 0 for v in phases.values())
+    phases = bench_step.fused_phases(binaries["gru"]["fused"], hidden=16, repeats=1)
     row = {"hidden": 16, "library_parts": parts, "fused_phases": phases}
     table = bench_step.parts_table([row])
     assert "| 16 units |" in table and "fused reference: cell pass" in table

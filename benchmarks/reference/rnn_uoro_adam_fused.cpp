@@ -1,0 +1,460 @@
+// The fastest one-stream UORO (rank 1) + Adam step for the paper's RNN on one-hot tokens
+// we could write in one file, the RNN's counterpart of gru_uoro_adam_fused.cpp (same
+// tricks, same modes): without the library's generality (one cell, rank 1, token inputs,
+// exact Adam only) and without its safety (no divergence guard, no checks). It is the lower
+// bound the library's RNN step is measured against, and it learns exactly as the library
+// does (same θ₀, same signs, same trajectory, to rounding), which a test checks.
+//
+// The cell is the paper's: the state is the pre-activation, s' = W_x x + W_s tanh(s) + b,
+// read out from h' = tanh(s'); one block [W_x | W_s | b] with input factor
+// v = [x; tanh(s); 1]. The state itself is never needed, only h = tanh(s): the tangent is
+// s̃' = W_s ((1 − h²) ⊙ s̃), the cotangent of the loss c = (1 − h'²) ⊙ Rᵀ ∂ℓ/∂o, and the
+// parameter-VJPs' factors are c and ν themselves.
+//
+// What it does that a straightforward step does not:
+//  - W_s is read once per step, not three times: the pass that updates θ (gradient, θ̃,
+//    Adam) also accumulates, column by column from the new values, the next step's
+//    W_s·h' + b and W_s·((1 − h'²) ⊙ s̃') (h' and the new s̃ are known before the pass),
+//    so the next forward pass and tangent find their products done. Only the first step
+//    computes them on their own.
+//  - The one-hot input's column is gathered, not multiplied; in the pass only the hot
+//    column gets the outer-product terms, the other input columns only θ̃'s rescaling and
+//    the memory term of the gradient.
+//  - ‖νᵀ∂F/∂θ‖² = ‖ν‖²‖v‖² = n (‖h‖² + 2); ‖θ̃‖² is carried from the pass that wrote θ̃.
+//  - One explicitly vectorized pass over (θ, θ̃, m, v) for the gradient, θ̃, exact Adam
+//    (IEEE square root and division) and ‖θ̃'‖².
+//
+//   rnn_uoro_adam_fused bench <hidden> <steps> <repeats>   best µs per step
+//   rnn_uoro_adam_fused phases <hidden> <steps> <repeats>  µs per step by phase
+//   rnn_uoro_adam_fused check                              reads a problem on stdin (see
+//                                                          `check`), prints the losses
+//                                                          and the final θ (float64)
+//
+// Same parameter layout as the library: one column-major block [W_x | W_s | b]
+// (n, I + n + 1), then the readout [W | b] (O, n + 1).
+#include <Eigen/Core>
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <type_traits>
+#include <vector>
+
+#include "uoro/common.hpp"  // the sign generator, so a check replays the library's signs
+
+// Packets (SIMD vector types) as template arguments: their attributes, which GCC reports
+// as ignored there, do not matter to these templates.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#endif
+
+namespace {
+
+using Eigen::Index;
+namespace pk = Eigen::internal;
+
+// An IEEE square root of a packet (Eigen's psqrt for float is an approximation under
+// EIGEN_FAST_MATH; Adam here is exact): the instruction where there is one, else lane by lane.
+template <class P>
+P exact_sqrt(const P& x) {
+  using S = typename pk::unpacket_traits<P>::type;
+  constexpr int L = pk::unpacket_traits<P>::size;
+  alignas(64) S lanes[L];
+  pk::pstoreu(lanes, x);
+  for (S& lane : lanes) lane = std::sqrt(lane);
+  return pk::ploadu<P>(lanes);
+}
+#if defined(__AVX512F__)
+inline pk::Packet16f exact_sqrt(const pk::Packet16f& x) { return _mm512_sqrt_ps(x); }
+inline pk::Packet8d exact_sqrt(const pk::Packet8d& x) { return _mm512_sqrt_pd(x); }
+#endif
+#if defined(__AVX__)
+inline pk::Packet8f exact_sqrt(const pk::Packet8f& x) { return _mm256_sqrt_ps(x); }
+inline pk::Packet4d exact_sqrt(const pk::Packet4d& x) { return _mm256_sqrt_pd(x); }
+#endif
+#if defined(__SSE2__)
+inline pk::Packet4f exact_sqrt(const pk::Packet4f& x) { return _mm_sqrt_ps(x); }
+inline pk::Packet2d exact_sqrt(const pk::Packet2d& x) { return _mm_sqrt_pd(x); }
+#endif
+
+// The packet of the pass over (θ, θ̃, m, v): the widest, or 256 bits with -DPASS_BITS=256
+// (see gru_uoro_adam_fused.cpp: the pass is bound by Adam's square root and division).
+#ifndef PASS_BITS
+#define PASS_BITS 512
+#endif
+template <class S, class P = typename pk::packet_traits<S>::type>
+using PassPacket =
+    std::conditional_t<(PASS_BITS < 512 && sizeof(P) == 64), typename pk::unpacket_traits<P>::half, P>;
+
+enum Phase { kForward, kTangent, kCellPass, kReadoutPass, kPhases };
+constexpr const char* kPhaseNames[kPhases] = {
+    "forward (gather, tanh, readout, softmax, c)",
+    "tangent and normalizers (c, norms, signs, rho)",
+    "cell pass (gradient, theta~, Adam; next W_s products)",
+    "readout pass (gradient, Adam)",
+};
+
+// Per-phase wall time, accumulated over the steps a `phases` run times.
+struct Laps {
+  using Clock = std::chrono::steady_clock;
+  std::array<double, kPhases> us{};
+  Clock::time_point last;
+  void start() { last = Clock::now(); }
+  void lap(Phase phase) {
+    const auto now = Clock::now();
+    us[phase] += std::chrono::duration<double, std::micro>(now - last).count();
+    last = now;
+  }
+};
+
+template <class S>
+class FusedRnn {
+  using Q = PassPacket<S>;  // the pass's
+  static constexpr Index LQ = pk::unpacket_traits<Q>::size;
+  using V = Eigen::Matrix<S, Eigen::Dynamic, 1>;
+  using Mat = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
+  using CArr = Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>>;
+
+ public:
+  // `fuse_ahead` off: the W_s products are computed at the start of every step instead
+  // of in the previous pass (the same values, for the phase breakdown).
+  FusedRnn(int inputs, int hidden, int outputs, double lr, bool fuse_ahead = true)
+      : I(inputs), n(hidden), O(outputs), lr(lr), fuse_ahead(fuse_ahead) {
+    cell_size = Index(n) * (I + n + 1);
+    theta = m = v = V::Zero(cell_size + O * (n + 1));
+    tt = V::Zero(cell_size);
+    hv = hv_next = V::Zero(n + 1);
+    hv(n) = hv_next(n) = 1;
+    st = nu = c = a_h = a_t = V::Zero(n);
+    o = V::Zero(O);
+    g_out = V::Zero(O * (n + 1));
+  }
+
+  template <bool kTimed = false>
+  S step(int x, int y, Laps* laps = nullptr) {
+    if constexpr (kTimed) laps->start();
+    const S* W = theta.data();
+    const S* R = W + cell_size;
+
+    // Forward: a_h = W_s·h + b and a_t = W_s·((1 − h²) ⊙ s̃) are ready from the last pass.
+    if (!ahead) products(W);
+    hv_next.head(n).array() = (CArr(W + Index(x) * n, n) + CArr(a_h.data(), n)).tanh();
+    const Eigen::Map<const Mat> Rm(R, O, n + 1);
+    o.noalias() = Rm * hv_next;
+    const S top = o.maxCoeff();
+    const S log_norm = top + std::log((o.array() - top).exp().sum());
+    const S loss = log_norm - o(y);
+    o = (o.array() - log_norm).exp().matrix();  // probabilities; then ∂ℓ/∂o in place
+    o(y) -= 1;
+    c.noalias() = Rm.leftCols(n).transpose() * o;
+    c.array() *= S(1) - hv_next.head(n).array().square();
+    if constexpr (kTimed) laps->lap(kForward);
+
+    // The tangent s̃' is a_t; the normalizers.
+    rng.fill_signs(nu);
+    const S coef = c.dot(a_t), st2 = a_t.squaredNorm(), h2 = hv.head(n).squaredNorm();
+    const S a_norm2 = S(n) * (h2 + 2);  // ‖ν‖² ‖[x; h; 1]‖²
+    const S eps = S(1e-7);
+    const S rho0 = std::sqrt(std::sqrt(tt_norm2) / (std::sqrt(st2) + eps)) + eps;
+    const S rho1 = std::sqrt(std::sqrt(a_norm2) / (std::sqrt(S(n)) + eps)) + eps;
+    st = rho0 * a_t + rho1 * nu;  // the new s̃
+    ++t;
+    const Consts k{coef,
+                   1 / rho0,
+                   1 / rho1,
+                   S(0.9),
+                   S(0.999),
+                   S(1) - S(0.9),
+                   S(1) - S(0.999),
+                   S(lr / (1 - std::pow(0.9, double(t)))),
+                   S(1 / std::sqrt(1 - std::pow(0.999, double(t)))),
+                   S(1e-8)};
+    if constexpr (kTimed) laps->lap(kTangent);
+
+    // The pass over the cell's columns: g = c v_j + coef θ̃, θ̃ ← θ̃/ρ0 + ν v_j/ρ1, Adam,
+    // ‖θ̃'‖²; over W_s's columns and b also the next step's products.
+    Q acc = pk::pset1<Q>(S(0));
+    S tail = 0;
+    for (Index j = 0; j < I; ++j) {
+      if (j == x)
+        column<true, false>(j * n, S(1), S(0), S(0), k, acc, tail);
+      else
+        column<false, false>(j * n, S(0), S(0), S(0), k, acc, tail);
+    }
+    const Index ws = Index(I) * n;
+    if (fuse_ahead) {
+      a_h.setZero();
+      a_t.setZero();
+      for (Index j = 0; j < n; ++j) {
+        const S h_next = hv_next[j];
+        column<true, true>(ws + j * n, hv[j], h_next, (S(1) - h_next * h_next) * st[j], k, acc, tail);
+      }
+      column<true, true>(ws + Index(n) * n, S(1), S(1), S(0), k, acc, tail);
+    } else {
+      for (Index j = 0; j <= n; ++j) column<true, false>(ws + j * n, hv[j], S(0), S(0), k, acc, tail);
+    }
+    tt_norm2 = pk::predux(acc) + tail;
+    if constexpr (kTimed) laps->lap(kCellPass);
+
+    // The readout: exact gradient ∂ℓ/∂o ⊗ [h'; 1], then Adam over the block at once.
+    Eigen::Map<Mat>(g_out.data(), O, n + 1).noalias() = o * hv_next.transpose();
+    adam_only(cell_size, g_out.data(), O * (n + 1), k);
+    hv.swap(hv_next);
+    ahead = fuse_ahead;
+    if constexpr (kTimed) laps->lap(kReadoutPass);
+    return loss;
+  }
+
+  // Adam alone over all of θ from a gradient g (for the phase breakdown).
+  void adam_sweep(const S* g) {
+    ++t;
+    const Consts k{0,
+                   1,
+                   1,
+                   S(0.9),
+                   S(0.999),
+                   S(1) - S(0.9),
+                   S(1) - S(0.999),
+                   S(lr / (1 - std::pow(0.9, double(t)))),
+                   S(1 / std::sqrt(1 - std::pow(0.999, double(t)))),
+                   S(1e-8)};
+    adam_only(0, g, theta.size(), k);
+  }
+
+  const int I, n, O;
+  const double lr;
+  const bool fuse_ahead;
+  Index cell_size;
+  V theta, tt, m, v;  // θ, θ̃ (cell part), Adam's moments
+  V hv, st;           // [h; 1] with h = tanh(s), and s̃
+  S tt_norm2 = 0;     // ‖θ̃‖², carried from the pass that wrote θ̃
+  uoro::Rng rng;
+  long t = 0;
+
+ private:
+  struct Consts {
+    S coef, inv_rho0, inv_rho1, b1, b2, c1, c2, step, bias2, eps;
+  };
+
+  // a_h = W_s·h + b, a_t = W_s·((1 − h²) ⊙ s̃): one sweep over W_s's columns.
+  void products(const S* W) {
+    const S* Ws = W + Index(I) * n;
+    a_h = Eigen::Map<const V>(Ws + Index(n) * n, n);
+    a_t.setZero();
+    for (Index j = 0; j < n; ++j) {
+      const S* w = Ws + j * n;
+      const S hj = hv[j], sj = (S(1) - hj * hj) * st[j];
+      S* __restrict ah = a_h.data();
+      S* __restrict at = a_t.data();
+      for (Index i = 0; i < n; ++i) {
+        ah[i] += w[i] * hj;
+        at[i] += w[i] * sj;
+      }
+    }
+  }
+
+  // One column of n rows at θ[off]. kFactors: the outer-product terms c·vj and ν·vj/ρ1
+  // (else the column is a cold input column: vj = 0). kAhead: also a_h += θ'·hj_next and
+  // a_t += θ'·sj_next.
+  template <bool kFactors, bool kAhead>
+  void column(Index off, S vj, S hj_next, S sj_next, const Consts& k, Q& acc, S& tail) {
+    S* __restrict th = theta.data() + off;
+    S* __restrict tcol = tt.data() + off;
+    S* __restrict mm = m.data() + off;
+    S* __restrict vv = v.data() + off;
+    S* __restrict ah = a_h.data();
+    S* __restrict at = a_t.data();
+    const S* __restrict uc = c.data();
+    const S* __restrict un = nu.data();
+    const S nu_scale = vj * k.inv_rho1;
+    const Q p_vj = pk::pset1<Q>(vj), p_nu = pk::pset1<Q>(nu_scale), p_coef = pk::pset1<Q>(k.coef),
+            p_rho0 = pk::pset1<Q>(k.inv_rho0), p_b1 = pk::pset1<Q>(k.b1), p_b2 = pk::pset1<Q>(k.b2),
+            p_c1 = pk::pset1<Q>(k.c1), p_c2 = pk::pset1<Q>(k.c2), p_step = pk::pset1<Q>(k.step),
+            p_bias2 = pk::pset1<Q>(k.bias2), p_eps = pk::pset1<Q>(k.eps), p_h = pk::pset1<Q>(hj_next),
+            p_s = pk::pset1<Q>(sj_next);
+    const Index rows = n, whole = rows / LQ * LQ;
+    for (Index i = 0; i < whole; i += LQ) {
+      const Q t_old = pk::ploadu<Q>(tcol + i);
+      Q g = pk::pmul(p_coef, t_old), t_new = pk::pmul(t_old, p_rho0);
+      if constexpr (kFactors) {
+        g = pk::padd(pk::pmul(pk::ploadu<Q>(uc + i), p_vj), g);
+        t_new = pk::padd(t_new, pk::pmul(pk::ploadu<Q>(un + i), p_nu));
+      }
+      pk::pstoreu(tcol + i, t_new);
+      acc = pk::pmadd(t_new, t_new, acc);
+      const Q m_new = pk::padd(pk::pmul(p_b1, pk::ploadu<Q>(mm + i)), pk::pmul(p_c1, g));
+      const Q v_new = pk::padd(pk::pmul(p_b2, pk::ploadu<Q>(vv + i)), pk::pmul(pk::pmul(p_c2, g), g));
+      pk::pstoreu(mm + i, m_new);
+      pk::pstoreu(vv + i, v_new);
+      const Q den = pk::padd(pk::pmul(exact_sqrt(v_new), p_bias2), p_eps);
+      const Q th_new = pk::psub(pk::ploadu<Q>(th + i), pk::pdiv(pk::pmul(p_step, m_new), den));
+      pk::pstoreu(th + i, th_new);
+      if constexpr (kAhead) {
+        pk::pstoreu(ah + i, pk::pmadd(th_new, p_h, pk::ploadu<Q>(ah + i)));
+        pk::pstoreu(at + i, pk::pmadd(th_new, p_s, pk::ploadu<Q>(at + i)));
+      }
+    }
+    for (Index i = whole; i < rows; ++i) {
+      S g = k.coef * tcol[i], t_new = tcol[i] * k.inv_rho0;
+      if constexpr (kFactors) {
+        g = uc[i] * vj + g;
+        t_new = t_new + un[i] * nu_scale;
+      }
+      tcol[i] = t_new;
+      tail += t_new * t_new;
+      mm[i] = k.b1 * mm[i] + k.c1 * g;
+      vv[i] = k.b2 * vv[i] + k.c2 * g * g;
+      th[i] -= k.step * mm[i] / (std::sqrt(vv[i]) * k.bias2 + k.eps);
+      if constexpr (kAhead) {
+        ah[i] += th[i] * hj_next;
+        at[i] += th[i] * sj_next;
+      }
+    }
+  }
+
+  // Adam on θ[off, off + len) from a gradient g.
+  void adam_only(Index off, const S* __restrict g, Index len, const Consts& k) {
+    S* __restrict th = theta.data() + off;
+    S* __restrict mm = m.data() + off;
+    S* __restrict vv = v.data() + off;
+    const Q p_b1 = pk::pset1<Q>(k.b1), p_b2 = pk::pset1<Q>(k.b2), p_c1 = pk::pset1<Q>(k.c1),
+            p_c2 = pk::pset1<Q>(k.c2), p_step = pk::pset1<Q>(k.step), p_bias2 = pk::pset1<Q>(k.bias2),
+            p_eps = pk::pset1<Q>(k.eps);
+    const Index whole = len / LQ * LQ;
+    for (Index i = 0; i < whole; i += LQ) {
+      const Q gi = pk::ploadu<Q>(g + i);
+      const Q m_new = pk::padd(pk::pmul(p_b1, pk::ploadu<Q>(mm + i)), pk::pmul(p_c1, gi));
+      const Q v_new = pk::padd(pk::pmul(p_b2, pk::ploadu<Q>(vv + i)), pk::pmul(pk::pmul(p_c2, gi), gi));
+      pk::pstoreu(mm + i, m_new);
+      pk::pstoreu(vv + i, v_new);
+      const Q den = pk::padd(pk::pmul(exact_sqrt(v_new), p_bias2), p_eps);
+      pk::pstoreu(th + i, pk::psub(pk::ploadu<Q>(th + i), pk::pdiv(pk::pmul(p_step, m_new), den)));
+    }
+    for (Index i = whole; i < len; ++i) {
+      mm[i] = k.b1 * mm[i] + k.c1 * g[i];
+      vv[i] = k.b2 * vv[i] + k.c2 * g[i] * g[i];
+      th[i] -= k.step * mm[i] / (std::sqrt(vv[i]) * k.bias2 + k.eps);
+    }
+  }
+
+  bool ahead = false;  // a_h and a_t hold this step's products
+  V hv_next, nu, c, a_h, a_t, o, g_out;
+};
+
+constexpr int kSymbols = 13;
+
+// A learner as the benchmark times it: 13 symbols, PyTorch's init U(±1/√n) from a fixed
+// generator, as the GRU references do.
+FusedRnn<float> bench_learner(int hidden, uoro::Rng& init, bool fuse_ahead = true) {
+  FusedRnn<float> learner(kSymbols, hidden, kSymbols, 1e-3, fuse_ahead);
+  const float bound = 1 / std::sqrt(float(hidden));
+  for (Index p = 0; p < learner.theta.size(); ++p)
+    learner.theta(p) = bound * (2 * float(init.next() >> 40) * 0x1.0p-24f - 1);
+  return learner;
+}
+
+// Times `steps` steps on random tokens: a fresh learner each repeat, warmed by 64 steps,
+// as the library's benchmark does.
+int bench(int hidden, long steps, int repeats) {
+  const uoro::FlushSubnormals flush;  // as the library's steps do
+  uoro::Rng init(0);
+  std::vector<int> tokens(size_t(std::max(steps, 64L)) + 1);
+  for (auto& token : tokens) token = int(init.next() % kSymbols);
+  double best = 1e300, sink = 0;
+  for (int repeat = 0; repeat < repeats; ++repeat) {
+    auto learner = bench_learner(hidden, init);
+    for (long i = 0; i < 64; ++i) sink += learner.step(tokens[size_t(i)], tokens[size_t(i) + 1]);
+    const auto start = std::chrono::steady_clock::now();
+    for (long i = 0; i < steps; ++i) sink += learner.step(tokens[size_t(i)], tokens[size_t(i) + 1]);
+    const std::chrono::duration<double, std::micro> took = std::chrono::steady_clock::now() - start;
+    best = std::min(best, took.count() / double(steps));
+  }
+  std::printf("%.4f\n", best);
+  return std::isfinite(sink) ? 0 : 1;
+}
+
+// The same runs with a clock read between phases (the best repeat's time per phase, in µs
+// per step), with the W_s products fused into the pass and, for comparison, computed
+// at the start of each step; then a plain Adam sweep over |θ| elements on its own.
+int phases(int hidden, long steps, int repeats) {
+  const uoro::FlushSubnormals flush;
+  uoro::Rng init(0);
+  std::vector<int> tokens(size_t(std::max(steps, 64L)) + 1);
+  for (auto& token : tokens) token = int(init.next() % kSymbols);
+  double sink = 0;
+  for (const bool fuse : {true, false}) {
+    std::array<double, kPhases> best;
+    best.fill(1e300);
+    for (int repeat = 0; repeat < repeats; ++repeat) {
+      auto learner = bench_learner(hidden, init, fuse);
+      Laps laps;
+      for (long i = 0; i < 64; ++i) sink += learner.step(tokens[size_t(i)], tokens[size_t(i) + 1]);
+      for (long i = 0; i < steps; ++i)
+        sink += learner.template step<true>(tokens[size_t(i)], tokens[size_t(i) + 1], &laps);
+      for (int p = 0; p < kPhases; ++p)
+        best[size_t(p)] = std::min(best[size_t(p)], laps.us[size_t(p)] / double(steps));
+    }
+    double total = 0;
+    std::printf("RNN-%d, W_s products %s:\n", hidden, fuse ? "in the previous pass" : "in the forward phase");
+    for (int p = 0; p < kPhases; ++p) {
+      std::printf("  %8.3f us  %s\n", best[size_t(p)], kPhaseNames[p]);
+      total += best[size_t(p)];
+    }
+    std::printf("  %8.3f us  total (sum of the phases' best)\n", total);
+  }
+  // Adam alone (exact, float32) over as many elements as θ has, from a fixed gradient.
+  auto learner = bench_learner(hidden, init);
+  const Eigen::VectorXf g = Eigen::VectorXf::Constant(learner.theta.size(), 1e-3f);
+  double adam_best = 1e300;
+  for (int repeat = 0; repeat < repeats; ++repeat) {
+    const auto start = std::chrono::steady_clock::now();
+    for (long s = 0; s < steps; ++s) learner.adam_sweep(g.data());
+    const std::chrono::duration<double, std::micro> took = std::chrono::steady_clock::now() - start;
+    adam_best = std::min(adam_best, took.count() / double(steps));
+  }
+  sink += learner.theta.sum();
+  const long size = long(learner.theta.size());
+  std::printf("Adam alone over %ld elements (|theta|, no gradient, no theta~): %.3f us\n", size, adam_best);
+  return std::isfinite(sink) ? 0 : 1;
+}
+
+// stdin: I n O steps lr, then θ₀ (all parameters), the 4 words of the sign generator's
+// state, and `steps` pairs x y. stdout: one loss per line, then θ, in float64.
+int check() {
+  int I, n, O;
+  long steps;
+  double lr;
+  std::cin >> I >> n >> O >> steps >> lr;
+  if (!std::cin) return 2;
+  FusedRnn<double> learner(I, n, O, lr);
+  for (Index p = 0; p < learner.theta.size(); ++p) std::cin >> learner.theta(p);
+  std::array<std::uint64_t, 4> state;
+  for (auto& word : state) std::cin >> word;
+  learner.rng.set_state(state);
+  if (!std::cin) return 2;
+  for (long i = 0; i < steps; ++i) {
+    int x, y;
+    std::cin >> x >> y;
+    std::printf("%.17g\n", learner.step(x, y));
+  }
+  for (Index p = 0; p < learner.theta.size(); ++p) std::printf("%.17g\n", learner.theta(p));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc == 5 && std::strcmp(argv[1], "bench") == 0)
+    return bench(std::atoi(argv[2]), std::atol(argv[3]), std::atoi(argv[4]));
+  if (argc == 5 && std::strcmp(argv[1], "phases") == 0)
+    return phases(std::atoi(argv[2]), std::atol(argv[3]), std::atoi(argv[4]));
+  if (argc == 2 && std::strcmp(argv[1], "check") == 0) return check();
+  std::fprintf(stderr, "usage: %s bench|phases <hidden> <steps> <repeats> | %s check < problem\n", argv[0],
+               argv[0]);
+  return 2;
+}
