@@ -23,6 +23,9 @@
 //    columns only θ̃'s rescaling and the memory term of the gradient.
 //  - ‖νᵀ∂F/∂θ‖² from the factors: ‖u_ν‖²·(‖[x; 1]‖² + ‖[h; 1]‖²), ‖[x; 1]‖² = 2;
 //    ‖θ̃‖² is carried from the pass that wrote θ̃.
+//  - The readout's outputs (13 here) in one SIMD packet: logits, softmax, ∂ℓ/∂o, Rᵀ∂ℓ/∂o
+//    and the readout's gradient, one packet per column of R, instead of Eigen's general
+//    products over 13-row columns (measured: about 0.5 µs per step less at 64 units).
 //  - One loop over the units for the cotangent factors, the tangent, and every norm and
 //    dot product the normalizers need; one explicitly vectorized pass over (θ, θ̃, m, v)
 //    for the gradient, θ̃, exact Adam (IEEE square root and division) and ‖θ̃'‖².
@@ -45,6 +48,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -141,7 +145,8 @@ class FusedLstm {
     st = st_next = nu = V::Zero(2 * n);
     gates = a_h = a_t = uc = un = V::Zero(G);
     o = V::Zero(O);
-    g_out = V::Zero(O * (n + 1));
+    g_out = V::Zero(O * (n + 1) + L);
+    o_pad = V::Zero(std::max<Index>(O, L));
   }
 
   template <bool kTimed = false>
@@ -164,14 +169,7 @@ class FusedLstm {
       t = c_next.tanh();
       hv_next.head(n).array() = a.tail(n) * t;
     }
-    const Eigen::Map<const Mat> Rm(R, O, n + 1);
-    o.noalias() = Rm * hv_next;
-    const S top = o.maxCoeff();
-    const S log_norm = top + std::log((o.array() - top).exp().sum());
-    const S loss = log_norm - o(y);
-    o = (o.array() - log_norm).exp().matrix();  // probabilities; then ∂ℓ/∂o in place
-    o(y) -= 1;
-    dh.noalias() = Rm.leftCols(n).transpose() * o;
+    const S loss = readout(R, y, dh);
     if constexpr (kTimed) laps->lap(kForward);
 
     // Per unit: the gate cotangent factors of the loss's [δh; 0] and of ν, the tangent
@@ -226,7 +224,7 @@ class FusedLstm {
     if constexpr (kTimed) laps->lap(kCellPass);
 
     // The readout: exact gradient ∂ℓ/∂o ⊗ [h'; 1], then Adam over the block at once.
-    Eigen::Map<Mat>(g_out.data(), O, n + 1).noalias() = o * hv_next.transpose();
+    readout_gradient();
     adam_only(cell_size, g_out.data(), O * (n + 1), k);
     hv.swap(hv_next);
     cs.swap(cs_next);
@@ -266,6 +264,56 @@ class FusedLstm {
   struct Consts {
     S coef, inv_rho0, inv_rho1, b1, b2, c1, c2, step, bias2, eps;
   };
+
+  // The readout: logits o = R [h'; 1], the loss, ∂ℓ/∂o (in o) and back = R_hᵀ ∂ℓ/∂o.
+  S readout(const S* R, int y, V& back) {
+    if (!one_packet) {
+      const Eigen::Map<const Mat> Rm(R, O, n + 1);
+      o.noalias() = Rm * hv_next;
+      const S top = o.maxCoeff();
+      const S log_norm = top + std::log((o.array() - top).exp().sum());
+      const S loss = log_norm - o(y);
+      o = (o.array() - log_norm).exp().matrix();  // probabilities; then ∂ℓ/∂o in place
+      o(y) -= 1;
+      back.noalias() = Rm.leftCols(n).transpose() * o;
+      return loss;
+    }
+    // All O outputs in one packet: column j loaded at R + j·O, its lanes past O from the
+    // next column and ignored; the bias column, the block's last, from a copy. Past O the
+    // logits are −∞, so exp gives 0 there.
+    S* op = o_pad.data();
+    std::copy(R + Index(n) * O, R + Index(n + 1) * O, op);
+    P acc[4] = {pk::ploadu<P>(op), pk::pset1<P>(S(0)), pk::pset1<P>(S(0)), pk::pset1<P>(S(0))};
+    Index j = 0;
+    for (; j + 4 <= n; j += 4)
+      for (int q = 0; q < 4; ++q)
+        acc[q] = pk::pmadd(pk::ploadu<P>(R + (j + q) * O), pk::pset1<P>(hv_next[j + q]), acc[q]);
+    for (; j < n; ++j) acc[0] = pk::pmadd(pk::ploadu<P>(R + j * O), pk::pset1<P>(hv_next[j]), acc[0]);
+    pk::pstoreu(op, pk::padd(pk::padd(acc[0], acc[1]), pk::padd(acc[2], acc[3])));
+    for (Index i = O; i < L; ++i) op[i] = -std::numeric_limits<S>::infinity();
+    const P logits = pk::ploadu<P>(op);
+    const S top = pk::predux_max(logits);
+    const S log_norm = top + std::log(pk::predux(pk::pexp(pk::psub(logits, pk::pset1<P>(top)))));
+    const S loss = log_norm - op[y];
+    pk::pstoreu(op, pk::pexp(pk::psub(logits, pk::pset1<P>(log_norm))));
+    op[y] -= 1;  // ∂ℓ/∂o, zero past O
+    std::copy(op, op + O, o.data());
+    const P d = pk::ploadu<P>(op);
+    for (Index i = 0; i < n; ++i) back[i] = pk::predux(pk::pmul(pk::ploadu<P>(R + i * O), d));
+    return loss;
+  }
+
+  // The readout's exact gradient ∂ℓ/∂o ⊗ [h'; 1] into g_out: in one packet each column,
+  // o (zero past O) times h'_j, stored at its offset; the next column overwrites
+  // the lanes past O (g_out has L spare entries for the last).
+  void readout_gradient() {
+    if (!one_packet) {
+      Eigen::Map<Mat>(g_out.data(), O, n + 1).noalias() = o * hv_next.transpose();
+      return;
+    }
+    const P d = pk::ploadu<P>(o_pad.data());
+    for (Index j = 0; j <= n; ++j) pk::pstoreu(g_out.data() + j * O, pk::pmul(d, pk::pset1<P>(hv_next[j])));
+  }
 
   // Running sums over the units, in packets (T = P) or scalars (T = S, the last units).
   template <class T>
@@ -415,7 +463,10 @@ class FusedLstm {
   }
 
   bool ahead = false;  // a_h and a_t hold this step's products
-  V hv_next, cs_next, tc, dh, st_next, nu, gates, a_h, a_t, uc, un, o, g_out;
+  // The readout's O outputs fit one packet, and loading one from any of its columns stays
+  // inside its block (O ≤ L ≤ 2·O): see readout.
+  const bool one_packet = O <= L && L <= 2 * O;
+  V hv_next, cs_next, tc, dh, st_next, nu, gates, a_h, a_t, uc, un, o, o_pad, g_out;
 };
 
 constexpr int kSymbols = 13;

@@ -21,6 +21,9 @@
 //    column gets the outer-product terms, the other input columns only θ̃'s rescaling and
 //    the memory term of the gradient.
 //  - ‖νᵀ∂F/∂θ‖² = ‖ν‖²‖v‖² = n (‖h‖² + 2); ‖θ̃‖² is carried from the pass that wrote θ̃.
+//  - The readout's outputs (13 here) in one SIMD packet: logits, softmax, ∂ℓ/∂o, Rᵀ∂ℓ/∂o
+//    and the readout's gradient, one packet per column of R, instead of Eigen's general
+//    products over 13-row columns (measured: about 0.5 µs per step less at 64 units).
 //  - One explicitly vectorized pass over (θ, θ̃, m, v) for the gradient, θ̃, exact Adam
 //    (IEEE square root and division) and ‖θ̃'‖².
 //
@@ -42,6 +45,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -114,6 +118,8 @@ struct Laps {
 
 template <class S>
 class FusedRnn {
+  using P = typename pk::packet_traits<S>::type;
+  static constexpr Index L = pk::unpacket_traits<P>::size;
   using Q = PassPacket<S>;  // the pass's
   static constexpr Index LQ = pk::unpacket_traits<Q>::size;
   using V = Eigen::Matrix<S, Eigen::Dynamic, 1>;
@@ -132,7 +138,8 @@ class FusedRnn {
     hv(n) = hv_next(n) = 1;
     st = nu = c = a_h = a_t = V::Zero(n);
     o = V::Zero(O);
-    g_out = V::Zero(O * (n + 1));
+    g_out = V::Zero(O * (n + 1) + L);
+    o_pad = V::Zero(std::max<Index>(O, L));
   }
 
   template <bool kTimed = false>
@@ -144,14 +151,7 @@ class FusedRnn {
     // Forward: a_h = W_s·h + b and a_t = W_s·((1 − h²) ⊙ s̃) are ready from the last pass.
     if (!ahead) products(W);
     hv_next.head(n).array() = (CArr(W + Index(x) * n, n) + CArr(a_h.data(), n)).tanh();
-    const Eigen::Map<const Mat> Rm(R, O, n + 1);
-    o.noalias() = Rm * hv_next;
-    const S top = o.maxCoeff();
-    const S log_norm = top + std::log((o.array() - top).exp().sum());
-    const S loss = log_norm - o(y);
-    o = (o.array() - log_norm).exp().matrix();  // probabilities; then ∂ℓ/∂o in place
-    o(y) -= 1;
-    c.noalias() = Rm.leftCols(n).transpose() * o;
+    const S loss = readout(R, y, c);
     c.array() *= S(1) - hv_next.head(n).array().square();
     if constexpr (kTimed) laps->lap(kForward);
 
@@ -202,7 +202,7 @@ class FusedRnn {
     if constexpr (kTimed) laps->lap(kCellPass);
 
     // The readout: exact gradient ∂ℓ/∂o ⊗ [h'; 1], then Adam over the block at once.
-    Eigen::Map<Mat>(g_out.data(), O, n + 1).noalias() = o * hv_next.transpose();
+    readout_gradient();
     adam_only(cell_size, g_out.data(), O * (n + 1), k);
     hv.swap(hv_next);
     ahead = fuse_ahead;
@@ -240,6 +240,56 @@ class FusedRnn {
   struct Consts {
     S coef, inv_rho0, inv_rho1, b1, b2, c1, c2, step, bias2, eps;
   };
+
+  // The readout: logits o = R [h'; 1], the loss, ∂ℓ/∂o (in o) and back = R_hᵀ ∂ℓ/∂o.
+  S readout(const S* R, int y, V& back) {
+    if (!one_packet) {
+      const Eigen::Map<const Mat> Rm(R, O, n + 1);
+      o.noalias() = Rm * hv_next;
+      const S top = o.maxCoeff();
+      const S log_norm = top + std::log((o.array() - top).exp().sum());
+      const S loss = log_norm - o(y);
+      o = (o.array() - log_norm).exp().matrix();  // probabilities; then ∂ℓ/∂o in place
+      o(y) -= 1;
+      back.noalias() = Rm.leftCols(n).transpose() * o;
+      return loss;
+    }
+    // All O outputs in one packet: column j loaded at R + j·O, its lanes past O from the
+    // next column and ignored; the bias column, the block's last, from a copy. Past O the
+    // logits are −∞, so exp gives 0 there.
+    S* op = o_pad.data();
+    std::copy(R + Index(n) * O, R + Index(n + 1) * O, op);
+    P acc[4] = {pk::ploadu<P>(op), pk::pset1<P>(S(0)), pk::pset1<P>(S(0)), pk::pset1<P>(S(0))};
+    Index j = 0;
+    for (; j + 4 <= n; j += 4)
+      for (int q = 0; q < 4; ++q)
+        acc[q] = pk::pmadd(pk::ploadu<P>(R + (j + q) * O), pk::pset1<P>(hv_next[j + q]), acc[q]);
+    for (; j < n; ++j) acc[0] = pk::pmadd(pk::ploadu<P>(R + j * O), pk::pset1<P>(hv_next[j]), acc[0]);
+    pk::pstoreu(op, pk::padd(pk::padd(acc[0], acc[1]), pk::padd(acc[2], acc[3])));
+    for (Index i = O; i < L; ++i) op[i] = -std::numeric_limits<S>::infinity();
+    const P logits = pk::ploadu<P>(op);
+    const S top = pk::predux_max(logits);
+    const S log_norm = top + std::log(pk::predux(pk::pexp(pk::psub(logits, pk::pset1<P>(top)))));
+    const S loss = log_norm - op[y];
+    pk::pstoreu(op, pk::pexp(pk::psub(logits, pk::pset1<P>(log_norm))));
+    op[y] -= 1;  // ∂ℓ/∂o, zero past O
+    std::copy(op, op + O, o.data());
+    const P d = pk::ploadu<P>(op);
+    for (Index i = 0; i < n; ++i) back[i] = pk::predux(pk::pmul(pk::ploadu<P>(R + i * O), d));
+    return loss;
+  }
+
+  // The readout's exact gradient ∂ℓ/∂o ⊗ [h'; 1] into g_out: in one packet each column,
+  // o (zero past O) times h'_j, stored at its offset; the next column overwrites
+  // the lanes past O (g_out has L spare entries for the last).
+  void readout_gradient() {
+    if (!one_packet) {
+      Eigen::Map<Mat>(g_out.data(), O, n + 1).noalias() = o * hv_next.transpose();
+      return;
+    }
+    const P d = pk::ploadu<P>(o_pad.data());
+    for (Index j = 0; j <= n; ++j) pk::pstoreu(g_out.data() + j * O, pk::pmul(d, pk::pset1<P>(hv_next[j])));
+  }
 
   // a_h = W_s·h + b, a_t = W_s·((1 − h²) ⊙ s̃): one sweep over W_s's columns.
   void products(const S* W) {
@@ -343,7 +393,10 @@ class FusedRnn {
   }
 
   bool ahead = false;  // a_h and a_t hold this step's products
-  V hv_next, nu, c, a_h, a_t, o, g_out;
+  // The readout's O outputs fit one packet, and loading one from any of its columns stays
+  // inside its block (O ≤ L ≤ 2·O): see readout.
+  const bool one_packet = O <= L && L <= 2 * O;
+  V hv_next, nu, c, a_h, a_t, o, o_pad, g_out;
 };
 
 constexpr int kSymbols = 13;
