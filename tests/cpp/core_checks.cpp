@@ -3,6 +3,7 @@
 // one-stream form column by column, and no heap allocation inside a learning step (or
 // a tick of several streams) for any cell and algorithm. Built and run by run_core_checks.py (also under
 // AddressSanitizer and UndefinedBehaviorSanitizer with --sanitize, where allocation counting is off).
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -360,8 +361,73 @@ void subnormals_are_flushed_only_inside_the_guard() {
   check(tiny * scale != 0.0f, "the caller's floating-point mode is restored after FlushSubnormals");
 }
 
+// The readout's one-packet products (outputs that fit one SIMD packet) against Eigen's
+// general ones, for output sizes on both sides of that fit, cross-entropy loss.
+template <class S>
+void readout_products_match(const char* name) {
+  for (Index outputs : {1, 3, 4, 5, 7, 8, 9, 13, 16, 17, 31}) {
+    const Index hidden = 37;
+    Readout<S> readout(hidden, outputs, Loss::CrossEntropy, 3);
+    Rng rng(5);
+    Vec<S> theta(3 + readout.block().size()), h(hidden), dh(hidden);
+    for (Index i = 0; i < theta.size(); ++i) theta(i) = S(double(rng.next() >> 11) * 0x1.0p-53 * 2 - 1);
+    for (Index i = 0; i < hidden; ++i) h(i) = S(double(rng.next() >> 11) * 0x1.0p-53 * 2 - 1);
+    Target<S> y;
+    y.token = outputs / 2;
+    const S loss = readout.loss_and_grad(theta.data(), h, y, dh);
+    const auto w = block_matrix(theta.data(), readout.block());
+    Vec<S> v(hidden + 1);
+    v << h, S(1);
+    const Vec<S> logits = w * v;
+    const double log_norm = std::log(logits.array().exp().template cast<double>().sum());
+    Vec<S> d = (logits.array() - S(log_norm)).exp().matrix();
+    d(y.token) -= S(1);
+    const Vec<S> dh_eigen = w.leftCols(hidden).transpose() * d;
+    const double tol = sizeof(S) == 4 ? 1e-5 : 1e-13;
+    check(std::abs(double(loss) - (log_norm - double(logits(y.token)))) < tol &&
+              (readout.d_out() - d).norm() < tol &&
+              (dh - dh_eigen).norm() <= tol * std::max(dh_eigen.norm(), S(1)),
+          std::string(name) + " readout with " + std::to_string(outputs) + " outputs: loss, ∂ℓ/∂o, ∂ℓ/∂h");
+  }
+}
+
+// A rank-1 UORO + Adam step folds the cell's next recurrent products into its pass
+// (FoldedProducts). A learner that drops them before every step, as any write to θ or
+// the state does, computes them itself: it must learn the same bits (sizes with whole
+// bands of packets, single packets and a tail of rows below one packet).
+template <class S, template <class> class CellT>
+void folded_products_are_the_cells_own(const char* name) {
+  for (Index hidden : {5, 16, 37}) {
+    LearnerConfig c;
+    c.input_size = c.output_size = 4;
+    c.hidden_size = hidden;
+    Learner<S, CellT<S>> folded(c), computed(c);
+    bool used = true;
+    for (int t = 0; t < 300; ++t) {
+      Sample<S> s;
+      s.x_token = t % 4;
+      s.y.token = (t * 3 + 1) % 4;
+      folded.step(s);
+      used = used && folded.cell().folded.state_ready && folded.cell().folded.tangent_ready;
+      computed.theta();  // drops the folded products
+      computed.step(s);
+    }
+    const std::string what =
+        std::string(name) + "-" + std::to_string(hidden) + (sizeof(S) == 4 ? " f32" : " f64");
+    check(used, what + ": every step folded the next products into its pass");
+    const bool same = folded.theta() == computed.theta() && folded.state() == computed.state();
+    check(same, what + ": folded recurrent products learn the same bits as computed ones");
+  }
+}
+
 int main() {
   subnormals_are_flushed_only_inside_the_guard();
+  readout_products_match<float>("f32");
+  readout_products_match<double>("f64");
+  folded_products_are_the_cells_own<float, GruCell>("gru");
+  folded_products_are_the_cells_own<double, GruCell>("gru");
+  folded_products_are_the_cells_own<float, LstmCell>("lstm");
+  folded_products_are_the_cells_own<double, LstmCell>("lstm");
   kernels_match_finite_differences<RnnCell<double>>("rnn");
   kernels_match_finite_differences<GruCell<double>>("gru");
   kernels_match_finite_differences<LstmCell<double>>("lstm");

@@ -209,6 +209,7 @@ class GruCell {
   static constexpr int kBlocks = 2;
   static constexpr int kSnapSlots = 1;
   static constexpr bool kInputInFactor = true;  // x is the top I rows of v[0]
+  static constexpr int kFoldedBlock = 1;        // W_hh [h; 1] and W_hh h̃ can come folded
 
   template <class C>
   struct CacheOf {
@@ -224,7 +225,11 @@ class GruCell {
       : in_(input_size), n_(hidden_size), a_in_(3 * n_), a_h_(3 * n_), scratch_(n_) {
     blocks_[0] = {0, 3 * n_, in_ + 1};
     blocks_[1] = {blocks_[0].size(), 3 * n_, n_ + 1};
+    folded = FoldedProducts<S>(3 * n_);
   }
+  // One stream's W_hh [h; 1] and W_hh h̃, computed by the cell or folded into a rank-1
+  // UORO pass ahead of the step (the same bits either way).
+  FoldedProducts<S> folded;
   void reserve_streams(Index streams) { a_in_b_ = a_h_b_ = Mat<S>::Zero(3 * n_, streams); }
 
   Index input_size() const { return in_; }
@@ -248,7 +253,10 @@ class GruCell {
     C& a_h = scratch_for<C>(a_h_, a_h_b_);
     k.v[1].topRows(n_) = s;
     input_block_product(block_matrix(theta, blocks_[0]), k.v[0], in_, tokens, a_in);
-    assign_product(block_matrix(theta, blocks_[1]), k.v[1], a_h);
+    if constexpr (std::is_same_v<C, Vec<S>>)
+      a_h = folded.state_product(theta + blocks_[1].offset, n_, k.v[1].data());
+    else
+      assign_product(block_matrix(theta, blocks_[1]), k.v[1], a_h);
     if constexpr (std::is_same_v<C, Mat<S>> && kFusedGates) {
       fused_gates(k, s, s_next, factors);
       return;
@@ -262,7 +270,10 @@ class GruCell {
   template <class C>
   void jvp_state(const S* theta, const CacheOf<C>& k, In<C> s_tilde, Out<C> out) {
     C& a_h = scratch_for<C>(a_h_, a_h_b_);
-    assign_product(hidden_weights(theta), s_tilde, a_h);
+    if constexpr (std::is_same_v<C, Vec<S>>)
+      a_h = folded.tangent_product(theta + blocks_[1].offset, n_, s_tilde.data());
+    else
+      assign_product(hidden_weights(theta), s_tilde, a_h);
     const auto r = k.r.array(), z = k.z.array(), n = k.n.array();
     const auto h = k.v[1].topRows(n_).array();
     const auto r_t = r * (S(1) - r) * a_h.topRows(n_).array();
@@ -551,6 +562,7 @@ class LstmCell {
   static constexpr int kBlocks = 2;
   static constexpr int kSnapSlots = 2;          // h and c
   static constexpr bool kInputInFactor = true;  // x is the top I rows of v[0]
+  static constexpr int kFoldedBlock = 1;        // W_hh [h; 1] and W_hh h̃ can come folded
 
   template <class C>
   struct CacheOf {
@@ -566,7 +578,11 @@ class LstmCell {
   LstmCell(Index input_size, Index hidden_size) : in_(input_size), n_(hidden_size), a_(4 * n_), dc_(n_) {
     blocks_[0] = {0, 4 * n_, in_ + 1};
     blocks_[1] = {blocks_[0].size(), 4 * n_, n_ + 1};
+    folded = FoldedProducts<S>(4 * n_);
   }
+  // One stream's W_hh [h; 1] and W_hh h̃, computed by the cell or folded into a rank-1
+  // UORO pass ahead of the step (the same bits either way).
+  FoldedProducts<S> folded;
   void reserve_streams(Index streams) {
     a_b_ = Mat<S>::Zero(4 * n_, streams);
     dc_b_ = Mat<S>::Zero(n_, streams);
@@ -591,7 +607,10 @@ class LstmCell {
     k.v[1].topRows(n_) = s.topRows(n_);
     k.c = s.bottomRows(n_);
     input_block_product(block_matrix(theta, blocks_[0]), k.v[0], in_, tokens, a);
-    add_product(block_matrix(theta, blocks_[1]), k.v[1], a);
+    if constexpr (std::is_same_v<C, Vec<S>>)
+      a += folded.state_product(theta + blocks_[1].offset, n_, k.v[1].data());
+    else
+      add_product(block_matrix(theta, blocks_[1]), k.v[1], a);
     auto g = k.gates.array();
     g.topRows(2 * n_) = sigmoid(a.topRows(2 * n_).array());
     g.middleRows(2 * n_, n_) = a.middleRows(2 * n_, n_).array().tanh();
@@ -606,7 +625,10 @@ class LstmCell {
   template <class C>
   void jvp_state(const S* theta, const CacheOf<C>& k, In<C> s_tilde, Out<C> out) {
     C& a = scratch_for<C>(a_, a_b_);
-    assign_product(hidden_weights(theta), s_tilde.topRows(n_), a);
+    if constexpr (std::is_same_v<C, Vec<S>>)
+      a = folded.tangent_product(theta + blocks_[1].offset, n_, s_tilde.data());
+    else
+      assign_product(hidden_weights(theta), s_tilde.topRows(n_), a);
     const auto g = k.gates.array();
     const auto i = g.topRows(n_), f = g.middleRows(n_, n_), gg = g.middleRows(2 * n_, n_),
                o = g.bottomRows(n_);

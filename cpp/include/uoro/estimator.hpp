@@ -78,6 +78,13 @@ struct JointVjp : std::false_type {};
 template <class Cell>
 struct JointVjp<Cell, std::void_t<decltype(Cell::kJointVjp)>> : std::bool_constant<Cell::kJointVjp> {};
 
+// Whether a one-stream cell takes its next recurrent products folded into an estimator's
+// pass (kFoldedBlock: the block W of W [h; 1] and W h̃; FoldedProducts `folded`).
+template <class Cell, class = void>
+struct FoldsProducts : std::false_type {};
+template <class Cell>
+struct FoldsProducts<Cell, std::void_t<decltype(Cell::kFoldedBlock)>> : std::true_type {};
+
 // Calls fn(offset, rows, v_j, k) for column j of every cell block k.
 template <class Cell, class Fn>
 void for_each_cell_column(const Cell& cell, const typename Cell::Cache& cache, Fn&& fn) {

@@ -90,6 +90,7 @@ class Learner {
         refused_in_a_row_ = 0;
         return loss;
       }
+      drop_folded_products();
       if (config_.on_divergence != DivergencePolicy::Reset || attempt == 2) return refuse(loss, refusal);
       // Forgetting the estimator's memory cannot mend a failed forward pass; a second
       // failure zeroes the state too.
@@ -109,8 +110,9 @@ class Learner {
   // only when `advance` is set. The prediction is left in `prediction()`.
   S forward_only(const Sample<S>& sample, bool advance) {
     const FlushSubnormals flush;
+    drop_folded_products();
     load_input(sample);
-    cell_.forward(theta_.data(), state_, cache_, next_state_);
+    cell_forward();
     cell_.hidden(next_state_, h_);
     const S loss = readout_.forward(theta_.data(), h_, sample.y);
     if (advance) std::swap(state_, next_state_);
@@ -128,6 +130,7 @@ class Learner {
   // truncation windows (their steps are dropped). The estimator then goes on as a fresh
   // one would from the current state.
   void forget_memory() {
+    drop_folded_products();
     std::visit([](auto& e) { e.forget(); }, estimator_);
   }
 
@@ -151,18 +154,26 @@ class Learner {
 
   // ---- state, for inspection and checkpoints. Writers must keep shapes and finiteness
   // (the binding checks both).
-  Vec<S>& theta() { return theta_; }
-  Vec<S>& state() { return state_; }
+  Vec<S>& theta() {
+    drop_folded_products();
+    return theta_;
+  }
+  Vec<S>& state() {
+    drop_folded_products();
+    return state_;
+  }
   Optimizer<S>& optimizer() { return optimizer_; }
   Rng& rng() { return rng_; }
 
   // fn(name, array) for each array of the estimator's memory (Mat or Vec).
   template <class Fn>
   void for_each_estimator_array(Fn&& fn) {
+    drop_folded_products();
     std::visit([&](auto& e) { e.for_each_array(fn); }, estimator_);
   }
   // After a checkpoint wrote estimator arrays (`all`: every one of them).
   void estimator_arrays_written(bool all) {
+    drop_folded_products();
     std::visit([&](auto& e) { e.arrays_written(all); }, estimator_);
   }
 
@@ -215,6 +226,13 @@ class Learner {
 
   double uniform() { return double(rng_.next() >> 11) * 0x1.0p-53; }
 
+  // The recurrent products a pass folded in for the next step (FoldedProducts) are valid
+  // only for the θ, state and s̃ it left; anything else that may write them drops them
+  // (the cell then computes them itself: the same bits, see column_product).
+  void drop_folded_products() {
+    if constexpr (FoldsProducts<Cell>::value) cell_.folded.drop();
+  }
+
   // A refused step: drops the sample, or throws with what exploded and a hint that fits.
   S refuse(S loss, const Refusal& refusal) {
     if (config_.on_divergence != DivergencePolicy::Raise) {
@@ -228,7 +246,7 @@ class Learner {
 
   // Forward pass and estimator update; commits the step unless it returns a refusal.
   Refusal try_step(const Target<S>& y, S& loss, S* grad_out, bool update) {
-    cell_.forward(theta_.data(), state_, cache_, next_state_);
+    cell_forward();
     cell_.hidden(next_state_, h_);
     loss = readout_.loss_and_grad(theta_.data(), h_, y, dh_);
     cell_.hidden_vjp(h_, dh_, c_);
@@ -249,12 +267,22 @@ class Learner {
 
   void load_input(const Sample<S>& sample) {
     auto x = Cell::input(cache_, config_.input_size);
+    token_ = sample.x ? -1 : Index(sample.x_token);
     if (sample.x) {
       x = Eigen::Map<const Vec<S>>(sample.x, config_.input_size);
     } else {
       x.setZero();
       x(sample.x_token) = S(1);
     }
+  }
+
+  // The cell's forward pass, the input's column gathered when it is one-hot (a cell whose
+  // input is a factor column can; the same values as the product, one column read).
+  void cell_forward() {
+    if constexpr (Cell::kInputInFactor)
+      cell_.forward(theta_.data(), state_, cache_, next_state_, token_ >= 0 ? &token_ : nullptr);
+    else
+      cell_.forward(theta_.data(), state_, cache_, next_state_);
   }
 
   LearnerConfig config_;
@@ -268,6 +296,7 @@ class Learner {
 
   Vec<S> theta_, state_, next_state_;
   Vec<S> h_, dh_, c_;  // hidden output, ∂ℓ/∂h, ∂ℓ/∂s'
+  Index token_ = -1;   // this sample's input symbol, or −1 for a dense input
   Estimator estimator_;
   Model<S, Cell> model_;
 };

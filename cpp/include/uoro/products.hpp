@@ -6,7 +6,8 @@
 // A tile of 3 SIMD vectors of rows × 4 columns stays in registers (12 accumulators: fits
 // the 16 vector registers of SSE2 and AVX2 too), so W's tile is read once per 4 columns
 // (per 8 with AVX-512 where W's band outgrows L1, see product_rows).
-// Single-stream (matrix–vector) products stay with Eigen. Also here: the padding that
+// Single-stream (matrix–vector) products stay with Eigen, but for the recurrent products
+// an estimator's pass can fold in (column_product). Also here: the padding that
 // lets a few-row output (the readout) run as whole bands, the column sums of a one-hot
 // input's gradient, and a rank-1 UORO pass's two sums with θ̃'s update in one sweep.
 #pragma once
@@ -14,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
+#include <utility>
 
 #include "uoro/common.hpp"
 
@@ -388,8 +390,65 @@ void column_stats(const Mat<S>& x, Max&& max_abs, Norm2&& norm2) {
   }
 }
 
-// out = w x for a cell: Eigen's matrix–vector product for one stream (so a single-stream
-// learner computes exactly what it always has), the kernel above for B columns.
+// out = Σ_j w[:, j] x_j (w: rows × cols, column-major), every element accumulated in
+// column order by fused multiply-adds from zero, the whole packets of each column as
+// packets and the rows below one element by element. That order is the one a pass that
+// writes w column by column can accumulate in (FoldedProducts), so the product computed
+// here and the one folded into a pass are the same bits.
+template <class S>
+void column_product(const S* w, Index rows, Index cols, const S* x, S* __restrict out) {
+  using namespace Eigen::internal;
+  using P = typename packet_traits<S>::type;
+  constexpr Index L = unpacket_traits<P>::size, kBand = 4;  // packets of rows kept in registers
+  const Index whole = rows / L * L;
+  Index i = 0;
+  for (; i + kBand * L <= whole; i += kBand * L) {
+    P acc[kBand];
+    for (Index r = 0; r < kBand; ++r) acc[r] = pset1<P>(S(0));
+    for (Index j = 0; j < cols; ++j) {
+      const P xj = pset1<P>(x[j]);
+      for (Index r = 0; r < kBand; ++r) acc[r] = pmadd(ploadu<P>(w + j * rows + i + r * L), xj, acc[r]);
+    }
+    for (Index r = 0; r < kBand; ++r) pstoreu(out + i + r * L, acc[r]);
+  }
+  for (; i < whole; i += L) {
+    P acc = pset1<P>(S(0));
+    for (Index j = 0; j < cols; ++j) acc = pmadd(ploadu<P>(w + j * rows + i), pset1<P>(x[j]), acc);
+    pstoreu(out + i, acc);
+  }
+  for (; i < rows; ++i) {
+    S acc = 0;
+    for (Index j = 0; j < cols; ++j) acc = std::fma(w[j * rows + i], x[j], acc);
+    out[i] = acc;
+  }
+}
+
+// A cell's recurrent products for its next step, W [h; 1] (the forward pass's) and W h̃
+// (the tangent's), accumulated by an estimator's pass from the new W while it writes it,
+// column by column in column_product's order. Each is used once, by the call it was
+// computed for; whoever writes θ, the state or the estimator's memory otherwise drops
+// them (the learner), and the cell then computes them itself, to the same bits.
+template <class S>
+struct FoldedProducts {
+  Vec<S> state, tangent;  // W [h; 1], W h̃
+  bool state_ready = false, tangent_ready = false;
+
+  explicit FoldedProducts(Index rows = 0) : state(Vec<S>::Zero(rows)), tangent(Vec<S>::Zero(rows)) {}
+  void drop() { state_ready = tangent_ready = false; }
+  // W [h; 1] with W the n + 1 columns at w (v = [h; 1]): folded, or computed here.
+  const Vec<S>& state_product(const S* w, Index n, const S* v) {
+    if (!std::exchange(state_ready, false)) column_product(w, state.size(), n + 1, v, state.data());
+    return state;
+  }
+  // W h̃ with W's first n columns.
+  const Vec<S>& tangent_product(const S* w, Index n, const S* h_tilde) {
+    if (!std::exchange(tangent_ready, false)) column_product(w, tangent.size(), n, h_tilde, tangent.data());
+    return tangent;
+  }
+};
+
+// out = w x for a cell: Eigen's matrix–vector product for one stream, the kernel above
+// for B columns.
 template <class W, class X, class O>
 void assign_product(const W& w, const X& x, O&& out) {
   if constexpr (X::ColsAtCompileTime == 1)

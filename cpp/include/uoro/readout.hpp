@@ -2,6 +2,7 @@
 // softmax + cross-entropy loss (categorical targets) or a squared-error loss.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 
 #include "uoro/common.hpp"
@@ -45,7 +46,10 @@ class Readout {
   // Forward only: the prediction and the loss for hidden output h (0 without a target).
   S forward(const S* theta, ConstVecRef<S> h, const Target<S>& y) {
     v_.head(hidden_size()) = h;
-    output_.noalias() = block_matrix(theta, block_) * v_;
+    if (one_packet_)
+      packet_product(theta + block_.offset);
+    else
+      output_.noalias() = block_matrix(theta, block_) * v_;
     return output_loss(output_, y);
   }
 
@@ -53,7 +57,10 @@ class Readout {
   S loss_and_grad(const S* theta, ConstVecRef<S> h, const Target<S>& y, VecRef<S> dh) {
     const S loss = forward(theta, h, y);
     output_grad(output_, y, d_out_);
-    dh.noalias() = block_matrix(theta, block_).leftCols(hidden_size()).transpose() * d_out_;
+    if (one_packet_)
+      packet_transpose_product(theta + block_.offset, dh);
+    else
+      dh.noalias() = block_matrix(theta, block_).leftCols(hidden_size()).transpose() * d_out_;
     return loss;
   }
 
@@ -107,8 +114,46 @@ class Readout {
   }
 
  private:
+  using Packet = typename Eigen::internal::packet_traits<S>::type;
+  static constexpr Index kLanes = Eigen::internal::unpacket_traits<Packet>::size;
+
+  // With O outputs, O ≤ L ≤ 2·O for L lanes, a packet loaded at any of W's columns holds
+  // the column and stays inside the block [W | b] (its lanes past O come from the next
+  // column): the products over a few-row readout run one packet per column, where
+  // Eigen's would split each column into narrower packets and a scalar tail.
+  static bool fits_one_packet(Index outputs) { return outputs <= kLanes && kLanes <= 2 * outputs; }
+
+  // output = W h + b: the bias from a copy (a packet at the last column would leave the
+  // block), four columns' partial sums in flight.
+  void packet_product(const S* w) {
+    namespace pk = Eigen::internal;
+    const Index n = hidden_size(), rows = output_size();
+    std::copy(w + n * rows, w + (n + 1) * rows, lanes_.data());
+    Packet acc[4] = {pk::ploadu<Packet>(lanes_.data()), pk::pset1<Packet>(S(0)), pk::pset1<Packet>(S(0)),
+                     pk::pset1<Packet>(S(0))};
+    Index j = 0;
+    for (; j + 4 <= n; j += 4)
+      for (Index q = 0; q < 4; ++q)
+        acc[q] = pk::pmadd(pk::ploadu<Packet>(w + (j + q) * rows), pk::pset1<Packet>(v_(j + q)), acc[q]);
+    for (; j < n; ++j) acc[0] = pk::pmadd(pk::ploadu<Packet>(w + j * rows), pk::pset1<Packet>(v_(j)), acc[0]);
+    pk::pstoreu(lanes_.data(), pk::padd(pk::padd(acc[0], acc[1]), pk::padd(acc[2], acc[3])));
+    output_ = lanes_.head(rows);
+  }
+  // dh = Wᵀ d_out: one packet product per column against d_out padded with zeros.
+  void packet_transpose_product(const S* w, VecRef<S> dh) {
+    namespace pk = Eigen::internal;
+    const Index rows = output_size();
+    lanes_.head(rows) = d_out_;
+    lanes_.tail(kLanes - rows).setZero();
+    const Packet d = pk::ploadu<Packet>(lanes_.data());
+    for (Index j = 0; j < hidden_size(); ++j)
+      dh(j) = pk::predux(pk::pmul(pk::ploadu<Packet>(w + j * rows), d));
+  }
+
   Loss loss_;
   Block block_;
+  bool one_packet_ = fits_one_packet(block_.rows);
+  Vec<S> lanes_ = Vec<S>::Zero(kLanes);  // one packet of outputs, padded
   Vec<S> v_, output_, d_out_;
   using RowVec = Eigen::Matrix<S, 1, Eigen::Dynamic>;
   RowVec column_top_, column_sum_;  // per stream: the largest logit, Σ exp(logit − largest)
