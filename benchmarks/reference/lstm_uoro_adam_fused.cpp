@@ -189,16 +189,7 @@ class FusedLstm {
     const S rho1 = std::sqrt(std::sqrt(a_norm2) / (std::sqrt(S(2 * n)) + eps)) + eps;
     st = rho0 * st_next + rho1 * nu;  // the new s̃ = [s̃_h; s̃_c]
     ++t;
-    const Consts k{coef,
-                   1 / rho0,
-                   1 / rho1,
-                   S(0.9),
-                   S(0.999),
-                   S(1) - S(0.9),
-                   S(1) - S(0.999),
-                   S(lr / (1 - std::pow(0.9, double(t)))),
-                   S(1 / std::sqrt(1 - std::pow(0.999, double(t)))),
-                   S(1e-8)};
+    const Consts k = consts(coef, 1 / rho0, 1 / rho1);
     if constexpr (kTimed) laps->lap(kTangent);
 
     // The pass over the cell's columns: g = u_c v_j + coef θ̃, θ̃ ← θ̃/ρ0 + u_ν v_j/ρ1,
@@ -236,16 +227,7 @@ class FusedLstm {
   // Adam alone over all of θ from a gradient g (for the phase breakdown).
   void adam_sweep(const S* g) {
     ++t;
-    const Consts k{0,
-                   1,
-                   1,
-                   S(0.9),
-                   S(0.999),
-                   S(1) - S(0.9),
-                   S(1) - S(0.999),
-                   S(lr / (1 - std::pow(0.9, double(t)))),
-                   S(1 / std::sqrt(1 - std::pow(0.999, double(t)))),
-                   S(1e-8)};
+    const Consts k = consts(0, 1, 1);
     adam_only(0, g, theta.size(), k);
   }
 
@@ -264,6 +246,20 @@ class FusedLstm {
   struct Consts {
     S coef, inv_rho0, inv_rho1, b1, b2, c1, c2, step, bias2, eps;
   };
+  // A step's constants, t already advanced: UORO's coefficient and scales, and Adam's
+  // (β1 = 0.9, β2 = 0.999, ε = 1e-8, as the library's defaults) with t's bias corrections.
+  Consts consts(S coef, S inv_rho0, S inv_rho1) const {
+    return {coef,
+            inv_rho0,
+            inv_rho1,
+            S(0.9),
+            S(0.999),
+            S(1) - S(0.9),
+            S(1) - S(0.999),
+            S(lr / (1 - std::pow(0.9, double(t)))),
+            S(1 / std::sqrt(1 - std::pow(0.999, double(t)))),
+            S(1e-8)};
+  }
 
   // The readout: logits o = R [h'; 1], the loss, ∂ℓ/∂o (in o) and back = R_hᵀ ∂ℓ/∂o.
   S readout(const S* R, int y, V& back) {
