@@ -221,9 +221,9 @@ class Uoro {
   template <class AdamStep>
   struct PacketStep {
     Packet coef, rho0, scale, b1, b2, c1, c2, step, bias2, eps;
-    PacketStep(S coef_, S inv_rho0, const AdamStep& a) {
+    PacketStep(S coef_r, S inv_rho0, const AdamStep& a) {
       namespace pk = Eigen::internal;
-      coef = pk::pset1<Packet>(coef_);
+      coef = pk::pset1<Packet>(coef_r);
       rho0 = pk::pset1<Packet>(inv_rho0);
       scale = pk::pset1<Packet>(a.scale);
       b1 = pk::pset1<Packet>(a.b1);
