@@ -405,7 +405,13 @@ void folded_products_are_the_cells_own(const char* name) {
     bool used = true;
     for (int t = 0; t < 300; ++t) {
       Sample<S> s;
-      s.x_token = t % 4;
+      // One-hot tokens, and every fifth sample a dense input (the input's columns are
+      // then a product, not a gathered column).
+      const S dense[4] = {S(0.5), S(-1), S(0.25 * (t % 3)), S(2)};
+      if (t % 5 == 4)
+        s.x = dense;
+      else
+        s.x_token = t % 4;
       s.y.token = (t * 3 + 1) % 4;
       folded.step(s);
       used = used && folded.cell().folded.state_ready && folded.cell().folded.tangent_ready;
@@ -424,6 +430,8 @@ int main() {
   subnormals_are_flushed_only_inside_the_guard();
   readout_products_match<float>("f32");
   readout_products_match<double>("f64");
+  folded_products_are_the_cells_own<float, RnnCell>("rnn");
+  folded_products_are_the_cells_own<double, RnnCell>("rnn");
   folded_products_are_the_cells_own<float, GruCell>("gru");
   folded_products_are_the_cells_own<double, GruCell>("gru");
   folded_products_are_the_cells_own<float, LstmCell>("lstm");

@@ -86,6 +86,7 @@ class RnnCell {
   static constexpr int kBlocks = 1;
   static constexpr int kSnapSlots = 1;
   static constexpr bool kInputInFactor = true;  // x is the top I rows of v[0]
+  static constexpr int kFoldedBlock = 0;        // W_s [h; 1] and W_s x̃ can come folded
 
   template <class C>
   struct CacheOf {
@@ -98,8 +99,23 @@ class RnnCell {
   using Cache = CacheOf<Vec<S>>;
   using Batch = CacheOf<Mat<S>>;
 
-  RnnCell(Index input_size, Index hidden_size) : in_(input_size), n_(hidden_size), scratch_(hidden_size) {
+  RnnCell(Index input_size, Index hidden_size)
+      : in_(input_size), n_(hidden_size), scratch_(hidden_size), fold_dtanh_(n_), fold_input_(n_) {
     blocks_[0] = {0, n_, in_ + n_ + 1};
+    folded = FoldedProducts<S>(n_);
+  }
+  // One stream's W_s [h; 1] (with b, W_s's and b's columns I..I+n of the block) and the
+  // tangent's W_s ((1 − h²) ⊙ s̃), computed by the cell or folded into a rank-1 UORO pass
+  // ahead of the step (the same bits either way).
+  FoldedProducts<S> folded;
+  // The folded columns start after the input's (x is not known before the step).
+  Index folded_first_column() const { return in_; }
+  // The next tangent's input (1 − h'²) ⊙ s̃' from the new h' = tanh(s') and s̃', computed
+  // as forward and jvp_state compute it, so that a folded product has the cell's bits.
+  const S* folded_tangent_input(const S* h, const S* s_tilde) {
+    fold_dtanh_ = (S(1) - Eigen::Map<const Vec<S>>(h, n_).array().square()).matrix();
+    fold_input_ = fold_dtanh_.cwiseProduct(Eigen::Map<const Vec<S>>(s_tilde, n_));
+    return fold_input_.data();
   }
   // Sizes the many-streams scratch (before kernels run on a Batch of that many streams).
   void reserve_streams(Index streams) { scratch_b_ = Mat<S>::Zero(n_, streams); }
@@ -123,19 +139,38 @@ class RnnCell {
   // tokens: each column's input symbol when every input is one-hot (see
   // input_block_product), else null.
   template <class C>
-  void forward(const S* theta, In<C> s, CacheOf<C>& k, Out<C> s_next, const Index* tokens = nullptr) const {
+  void forward(const S* theta, In<C> s, CacheOf<C>& k, Out<C> s_next, const Index* tokens = nullptr) {
     auto th = k.v[0].middleRows(in_, n_);
-    th = s.array().tanh().matrix();
-    k.dtanh = (S(1) - th.array().square()).matrix();
-    input_block_product(block_matrix(theta, blocks_[0]), k.v[0], in_, tokens, s_next);
+    if constexpr (std::is_same_v<C, Vec<S>>) {
+      // tanh(s) into an aligned vector, as `hidden` computes h' (Eigen peels the unaligned
+      // head of th element by element), so a product folded from h' has these bits.
+      scratch_ = s.array().tanh().matrix();
+      k.dtanh = (S(1) - scratch_.array().square()).matrix();
+      th = scratch_;
+      const auto w = block_matrix(theta, blocks_[0]);
+      s_next = folded.state_product(w.col(in_).data(), n_, k.v[0].data() + in_);
+      if (!tokens)
+        s_next.noalias() += w.leftCols(in_) * k.v[0].topRows(in_);
+      else if (tokens[0] >= 0)
+        s_next += w.col(tokens[0]);
+    } else {
+      th = s.array().tanh().matrix();
+      k.dtanh = (S(1) - th.array().square()).matrix();
+      input_block_product(block_matrix(theta, blocks_[0]), k.v[0], in_, tokens, s_next);
+    }
   }
 
   // (∂F/∂s) s̃ = W_s (tanh'(s) ⊙ s̃).                                   (n) -> (n)
   template <class C>
   void jvp_state(const S* theta, const CacheOf<C>& k, In<C> s_tilde, Out<C> out) {
     C& scratch = scratch_for<C>(scratch_, scratch_b_);
-    scratch = k.dtanh.cwiseProduct(s_tilde);
-    assign_product(recurrent_weights(theta), scratch, out);
+    if constexpr (std::is_same_v<C, Vec<S>>) {
+      if (!folded.tangent_ready) scratch = k.dtanh.cwiseProduct(s_tilde);
+      out = folded.tangent_product(recurrent_weights(theta).data(), n_, scratch.data());
+    } else {
+      scratch = k.dtanh.cwiseProduct(s_tilde);
+      assign_product(recurrent_weights(theta), scratch, out);
+    }
   }
 
   // (∂F/∂x) x̃ = W_x x̃, for a layer of a stack (x̃: the tangent of its input).  (I) -> (n)
@@ -189,7 +224,7 @@ class RnnCell {
 
   Index in_, n_;
   std::array<Block, kBlocks> blocks_;
-  Vec<S> scratch_;
+  Vec<S> scratch_, fold_dtanh_, fold_input_;
   Mat<S> scratch_b_;
 };
 
@@ -228,8 +263,11 @@ class GruCell {
     folded = FoldedProducts<S>(3 * n_);
   }
   // One stream's W_hh [h; 1] and W_hh h̃, computed by the cell or folded into a rank-1
-  // UORO pass ahead of the step (the same bits either way).
+  // UORO pass ahead of the step (the same bits either way): every column of W_hh, and
+  // the tangent's input is h̃ itself.
   FoldedProducts<S> folded;
+  Index folded_first_column() const { return 0; }
+  const S* folded_tangent_input(const S*, const S* s_tilde) const { return s_tilde; }
   void reserve_streams(Index streams) { a_in_b_ = a_h_b_ = Mat<S>::Zero(3 * n_, streams); }
 
   Index input_size() const { return in_; }
@@ -581,8 +619,11 @@ class LstmCell {
     folded = FoldedProducts<S>(4 * n_);
   }
   // One stream's W_hh [h; 1] and W_hh h̃, computed by the cell or folded into a rank-1
-  // UORO pass ahead of the step (the same bits either way).
+  // UORO pass ahead of the step (the same bits either way): every column of W_hh, and
+  // the tangent's input is h̃ itself.
   FoldedProducts<S> folded;
+  Index folded_first_column() const { return 0; }
+  const S* folded_tangent_input(const S*, const S* s_tilde) const { return s_tilde; }
   void reserve_streams(Index streams) {
     a_b_ = Mat<S>::Zero(4 * n_, streams);
     dc_b_ = Mat<S>::Zero(n_, streams);

@@ -79,7 +79,8 @@ template <class Cell>
 struct JointVjp<Cell, std::void_t<decltype(Cell::kJointVjp)>> : std::bool_constant<Cell::kJointVjp> {};
 
 // Whether a one-stream cell takes its next recurrent products folded into an estimator's
-// pass (kFoldedBlock: the block W of W [h; 1] and W h̃; FoldedProducts `folded`).
+// pass: W [h; 1] and W x̃ with W the columns of block kFoldedBlock from
+// folded_first_column() on, x̃ = folded_tangent_input(h, s̃) (FoldedProducts `folded`).
 template <class Cell, class = void>
 struct FoldsProducts : std::false_type {};
 template <class Cell>

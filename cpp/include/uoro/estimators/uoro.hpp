@@ -283,7 +283,7 @@ class Uoro {
       element_step(uc + i, un + i, tt + i, th + i, m + i, v + i, vj, nu_scale, a, tail);
   }
 
-  // The cell's folded block (W of W [h; 1] and W h̃) in the fused sweep, a band of rows at
+  // The cell's folded block (W of W [h; 1] and W x̃, see FoldsProducts) in the fused sweep, a band of rows at
   // a time across all its columns: the band's products with the new h' and s̃' stay in
   // registers (column by column from memory they were two more loads and stores per
   // packet, and stores bound this sweep). Each element's products accumulate in column
@@ -301,8 +301,11 @@ class Uoro {
     const S* __restrict uc = u_c_[Cell::kFoldedBlock].data();
     const S* __restrict un = u_nu_[0][Cell::kFoldedBlock].data();
     const S* __restrict vcol = model.cache.v[Cell::kFoldedBlock].data();
+    // Columns from `first` on multiply [h'; 1] (W [h'; 1]) and, the last excepted, the
+    // tangent's input x̃ (W x̃); the ones before it (an input's) only the step.
+    const Index first = model.cell.folded_first_column();
     const S* __restrict h_new = model.readout_v.data();
-    const S* __restrict s_new = s_tilde_next_.col(0).data();
+    const S* __restrict x_tangent = model.cell.folded_tangent_input(h_new, s_tilde_next_.col(0).data());
     S* __restrict tt = theta_tilde_.data() + b.offset;
     S* __restrict th = model.theta.data() + b.offset;
     S* __restrict mm = a.m + b.offset;
@@ -314,10 +317,18 @@ class Uoro {
       constexpr Index P = decltype(packets)::value;
       Packet acc_s[P], acc_t[P];
       for (Index r = 0; r < P; ++r) acc_s[r] = acc_t[r] = pk::pset1<Packet>(S(0));
-      for (Index j = 0; j < cols; ++j) {
+      for (Index j = 0; j < first; ++j) {
         const Index at = j * rows + i;
         const Packet vj = pk::pset1<Packet>(vcol[j]), nu = pk::pset1<Packet>(vcol[j] * inv_rho1);
-        const Packet xs = pk::pset1<Packet>(h_new[j]);
+        for (Index r = 0; r < P; ++r) {
+          const Index e = at + r * kLanes;
+          step(uc + i + r * kLanes, un + i + r * kLanes, tt + e, th + e, mm + e, vv + e, vj, nu, norm);
+        }
+      }
+      for (Index j = first; j < cols; ++j) {
+        const Index at = j * rows + i;
+        const Packet vj = pk::pset1<Packet>(vcol[j]), nu = pk::pset1<Packet>(vcol[j] * inv_rho1);
+        const Packet xs = pk::pset1<Packet>(h_new[j - first]);
         Packet th_new[P];
         for (Index r = 0; r < P; ++r) {
           const Index e = at + r * kLanes;
@@ -325,8 +336,8 @@ class Uoro {
               step(uc + i + r * kLanes, un + i + r * kLanes, tt + e, th + e, mm + e, vv + e, vj, nu, norm);
           acc_s[r] = pk::pmadd(th_new[r], xs, acc_s[r]);
         }
-        if (j < hidden) {
-          const Packet xt = pk::pset1<Packet>(s_new[j]);
+        if (j - first < hidden) {
+          const Packet xt = pk::pset1<Packet>(x_tangent[j - first]);
           for (Index r = 0; r < P; ++r) acc_t[r] = pk::pmadd(th_new[r], xt, acc_t[r]);
         }
       }
@@ -344,8 +355,9 @@ class Uoro {
         const Index e = j * rows + i;
         const S th_new = element_step(uc + i, un + i, tt + e, th + e, mm + e, vv + e, vcol[j],
                                       vcol[j] * inv_rho1, a, tail);
-        acc_s = std::fma(th_new, h_new[j], acc_s);
-        if (j < hidden) acc_t = std::fma(th_new, s_new[j], acc_t);
+        if (j < first) continue;
+        acc_s = std::fma(th_new, h_new[j - first], acc_s);
+        if (j - first < hidden) acc_t = std::fma(th_new, x_tangent[j - first], acc_t);
       }
       out_state[i] = acc_s;
       out_tangent[i] = acc_t;
