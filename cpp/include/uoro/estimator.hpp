@@ -120,19 +120,39 @@ Index readout_chunk_columns(const Readout<S>& readout) {
   return std::min(b.cols, std::max<Index>(1, 16384 / b.rows));
 }
 
+// The scratch readout_pass writes: a chunk of columns and one packet past it.
+template <class S>
+Index readout_scratch_size(const Readout<S>& readout) {
+  return readout_chunk_columns(readout) * readout.block().rows + Eigen::internal::packet_traits<S>::size;
+}
+
 // The readout's exact gradient d_out ⊗ v for a fused pass, `chunk` whole columns at a
-// time into the scratch g: its columns are output_size rows, often short, and the
-// optimizer runs in full vectors over a chunk where column by column it would leave a
-// scalar tail on each.
+// time into the scratch g (readout_scratch_size): its columns are output_size rows, often
+// short, and the optimizer runs in full vectors over a chunk where column by column it
+// would leave a scalar tail on each. Columns no longer than a packet are written one
+// packet each, its lanes past the column overwritten by the next column's (the last
+// column's land in the scratch's padding).
 template <bool kAdam, class S, class Cell>
 void readout_pass(Model<S, Cell>& m, S* __restrict g, Index chunk, S* grad_out, bool update) {
+  namespace pk = Eigen::internal;
+  using Packet = typename pk::packet_traits<S>::type;
+  constexpr Index kLanes = pk::packet_traits<S>::size;
   const Block& b = m.readout.block();
   const S* __restrict d_out = m.d_out.data();
+  const bool short_columns = b.rows <= kLanes;
+  alignas(64) S d_lanes[kLanes] = {};
+  if (short_columns) std::copy(d_out, d_out + b.rows, d_lanes);
+  const Packet d = pk::ploadu<Packet>(d_lanes);
   for (Index j0 = 0; j0 < b.cols; j0 += chunk) {
     const Index j1 = std::min(b.cols, j0 + chunk);
-    for (Index j = j0; j < j1; ++j) {
-      const S vj = m.readout_v(j);
-      for (Index i = 0; i < b.rows; ++i) g[(j - j0) * b.rows + i] = d_out[i] * vj;
+    if (short_columns) {
+      for (Index j = j0; j < j1; ++j)
+        pk::pstoreu(g + (j - j0) * b.rows, pk::pmul(d, pk::pset1<Packet>(m.readout_v(j))));
+    } else {
+      for (Index j = j0; j < j1; ++j) {
+        const S vj = m.readout_v(j);
+        for (Index i = 0; i < b.rows; ++i) g[(j - j0) * b.rows + i] = d_out[i] * vj;
+      }
     }
     const Index off = b.offset + j0 * b.rows, len = (j1 - j0) * b.rows;
     if (grad_out) std::copy(g, g + len, grad_out + off);

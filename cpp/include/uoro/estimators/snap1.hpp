@@ -67,7 +67,7 @@ class Snap1 {
       }
     }
     readout_chunk_ = readout_chunk_columns(readout);
-    Index scratch = readout_chunk_ * readout.block().rows;
+    Index scratch = readout_scratch_size(readout);
     for (const Block& b : cell.blocks()) scratch = std::max(scratch, b.rows);
     column_ = Vec<S>::Zero(scratch);
   }

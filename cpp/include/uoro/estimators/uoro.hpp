@@ -81,7 +81,7 @@ class Uoro {
       for (Index k = 0; k < Cell::kBlocks; ++k) u[k] = Vec<S>::Zero(cell.blocks()[k].rows);
     // One cell column, or one chunk of readout columns (see pass).
     readout_chunk_ = readout_chunk_columns(readout);
-    Index scratch = readout_chunk_ * readout.block().rows;
+    Index scratch = readout_scratch_size(readout);
     for (const Block& b : cell.blocks()) scratch = std::max(scratch, b.rows);
     column_ = Vec<S>::Zero(scratch);
   }
@@ -176,42 +176,43 @@ class Uoro {
     S* __restrict g = column_.data();
     const bool fused = kAdam && update && !grad_out && rank_ == 1;
     const auto adam = m.optimizer.adam_step();
-    // The fused sweep also leaves the cell's next recurrent products (FoldedProducts):
-    // W [h'; 1] with h' the new hidden state (the readout's input [h'; 1]) and W s̃' with
-    // the new s̃ (its hidden rows), so the next forward pass and tangent do not read W.
-    bool fold = false;
-    if constexpr (FoldsProducts<Cell>::value) fold = fused;
-    for_each_cell_column(m.cell, m.cache, [&](Index off, Index rows, S vj, Index k) {
-      const S* __restrict uc = u_c_[k].data();
-      if (fused) {  // the common case in one sweep: gradient, θ̃, its norm and Adam per element
+    if (fused) {  // the common case in one sweep: gradient, θ̃, its norm and Adam per element
+      for (Index k = 0; k < Cell::kBlocks; ++k) {
+        const Block& b = m.cell.blocks()[k];
+        // The sweep also leaves the cell's next recurrent products (FoldedProducts):
+        // W [h'; 1] with h' the new hidden state (the readout's input [h'; 1]) and W x̃
+        // from the new s̃, so the next forward pass and tangent do not read W.
         if constexpr (FoldsProducts<Cell>::value)
-          if (fold && k == Cell::kFoldedBlock) {
-            const Block& b = m.cell.blocks()[k];
-            if (off == b.offset)  // the whole block at its first column, band of rows by band
-              fused_adam_folded_block(m, b, adam, norm, norm_tail);
-            return;
+          if (k == Cell::kFoldedBlock) {
+            fused_adam_folded_block(m, b, adam, norm, norm_tail);
+            continue;
           }
-        fused_adam_column(uc, u_nu_[0][k].data(), theta_tilde_.data() + off, m.theta.data() + off,
-                          adam.m + off, adam.v + off, rows, vj, adam, norm, norm_tail);
-        return;
+        for (Index j = 0, off = b.offset; j < b.cols; ++j, off += b.rows)
+          fused_adam_column(u_c_[k].data(), u_nu_[0][k].data(), theta_tilde_.data() + off,
+                            m.theta.data() + off, adam.m + off, adam.v + off, b.rows, m.cache.v[k](j), adam,
+                            norm, norm_tail);
       }
-      for (Index i = 0; i < rows; ++i) g[i] = uc[i] * vj;
-      for (Index r = 0; r < rank_; ++r) {
-        S* __restrict tt = theta_tilde_.col(r).data() + off;
-        const S* __restrict un = u_nu_[r][k].data();
-        const S coef = coef_(r), inv_rho0 = inv_rho0_(r), nu_scale = vj * inv_rho1_(r);
-        for (Index i = 0; i < rows; ++i) {
-          g[i] += coef * tt[i];
-          tt[i] = tt[i] * inv_rho0 + un[i] * nu_scale;
+    } else {
+      for_each_cell_column(m.cell, m.cache, [&](Index off, Index rows, S vj, Index k) {
+        const S* __restrict uc = u_c_[k].data();
+        for (Index i = 0; i < rows; ++i) g[i] = uc[i] * vj;
+        for (Index r = 0; r < rank_; ++r) {
+          S* __restrict tt = theta_tilde_.col(r).data() + off;
+          const S* __restrict un = u_nu_[r][k].data();
+          const S coef = coef_(r), inv_rho0 = inv_rho0_(r), nu_scale = vj * inv_rho1_(r);
+          for (Index i = 0; i < rows; ++i) {
+            g[i] += coef * tt[i];
+            tt[i] = tt[i] * inv_rho0 + un[i] * nu_scale;
+          }
+          norm_acc_(r) += Eigen::Map<const Vec<S>>(tt, rows).squaredNorm();
         }
-        norm_acc_(r) += Eigen::Map<const Vec<S>>(tt, rows).squaredNorm();
-      }
-      if (grad_out) std::copy(g, g + rows, grad_out + off);
-      if (update) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, rows);
-    });
+        if (grad_out) std::copy(g, g + rows, grad_out + off);
+        if (update) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, rows);
+      });
+    }
     if (fused) norm_acc_(0) = Eigen::internal::predux(norm) + norm_tail;
     if constexpr (FoldsProducts<Cell>::value)
-      if (fold) m.cell.folded.state_ready = m.cell.folded.tangent_ready = true;
+      if (fused) m.cell.folded.state_ready = m.cell.folded.tangent_ready = true;
     theta_tilde_norm2_ = norm_acc_;
     readout_pass<kAdam>(m, g, readout_chunk_, grad_out, update);
   }
