@@ -100,7 +100,7 @@ class RnnCell {
   using Batch = CacheOf<Mat<S>>;
 
   RnnCell(Index input_size, Index hidden_size)
-      : in_(input_size), n_(hidden_size), scratch_(hidden_size), fold_dtanh_(n_), fold_input_(n_) {
+      : in_(input_size), n_(hidden_size), scratch_(hidden_size), fold_input_(n_) {
     blocks_[0] = {0, n_, in_ + n_ + 1};
     folded = FoldedProducts<S>(n_);
   }
@@ -113,8 +113,8 @@ class RnnCell {
   // The next tangent's input (1 − h'²) ⊙ s̃' from the new h' = tanh(s') and s̃', computed
   // as forward and jvp_state compute it, so that a folded product has the cell's bits.
   const S* folded_tangent_input(const S* h, const S* s_tilde) {
-    fold_dtanh_ = (S(1) - Eigen::Map<const Vec<S>>(h, n_).array().square()).matrix();
-    fold_input_ = fold_dtanh_.cwiseProduct(Eigen::Map<const Vec<S>>(s_tilde, n_));
+    fold_input_ = (S(1) - Eigen::Map<const Vec<S>>(h, n_).array().square()).matrix();
+    fold_input_.array() *= Eigen::Map<const Vec<S>>(s_tilde, n_).array();
     return fold_input_.data();
   }
   // Sizes the many-streams scratch (before kernels run on a Batch of that many streams).
@@ -224,7 +224,7 @@ class RnnCell {
 
   Index in_, n_;
   std::array<Block, kBlocks> blocks_;
-  Vec<S> scratch_, fold_dtanh_, fold_input_;
+  Vec<S> scratch_, fold_input_;
   Mat<S> scratch_b_;
 };
 

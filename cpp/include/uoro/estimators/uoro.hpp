@@ -284,9 +284,9 @@ class Uoro {
       element_step(uc + i, un + i, tt + i, th + i, m + i, v + i, vj, nu_scale, a, tail);
   }
 
-  // The cell's folded block (W of W [h; 1] and W x̃, see FoldsProducts) in the fused sweep, a band of rows at
-  // a time across all its columns: the band's products with the new h' and s̃' stay in
-  // registers (column by column from memory they were two more loads and stores per
+  // The cell's folded block (W of W [h; 1] and W x̃, see FoldsProducts) in the fused
+  // sweep, a band of rows at a time across all its columns: the band's products with the
+  // new h' and x̃ stay in registers (column by column from memory they were two more loads and stores per
   // packet, and stores bound this sweep). Each element's products accumulate in column
   // order with fused multiply-adds, as column_product computes them.
   template <class AdamStep>
