@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <new>
 #include <string>
 #include <type_traits>
@@ -330,6 +331,9 @@ void all_algorithms_on_streams(const char* name) {
         ticks_do_not_allocate<Cell>(name, c, streams > 8 ? 64 : 6, streams);
       }
       c.rank = 1;
+      c.stream_groups = streams;  // one estimate per stream
+      ticks_do_not_allocate<Cell>(name, c, streams > 8 ? 64 : 6, streams);
+      c.stream_groups = 1;
       c.memory = 4;
       ticks_do_not_allocate<Cell>(name, c, streams > 8 ? 64 : 6, streams);
       c.memory = 1;
@@ -426,7 +430,66 @@ void folded_products_are_the_cells_own(const char* name) {
   }
 }
 
+// The per-stream passes (one θ̃ per stream, g held in registers across the streams, 1/ρ1
+// folded into u_ν) against the per-group ones, run once per stream with the first
+// writing g: g, every θ̃ and every norm agree to rounding (row counts with whole bands
+// of packets, single packets and a tail below one packet; tiles of 4 columns and single
+// columns; dense columns and a one-hot column). The two round differently (fused
+// multiply-adds in another order), so the bound is a few ulps of each entry's terms,
+// where a term missing or counted twice would be off by about one.
+template <class S>
+void per_stream_passes_match_per_group_ones(const char* name) {
+  Rng rng(11);
+  const auto uniform = [&] { return S(double(rng.next() >> 11) * 0x1.0p-53 * 2 - 1); };
+  const auto fill = [&](auto& m) {
+    for (Index i = 0; i < m.size(); ++i) m.data()[i] = uniform();
+  };
+  bool same = true;
+  const auto close = [](const auto& a, const auto& b) {
+    return ((a - b).array().abs() <= 32 * std::numeric_limits<S>::epsilon() * (1 + a.array().abs())).all();
+  };
+  for (Index rows : {5, 16, 37, 64, 100})
+    for (Index cols : {1, 3, 4, 9})
+      for (Index streams : {2, 3, 5}) {
+        Mat<S> a_c(rows, streams), a_nu(rows, streams), v(cols + 2, streams), t0(rows * cols, streams);
+        Vec<S> coef(streams), rho0(streams), rho1(streams);
+        fill(a_c), fill(a_nu), fill(v), fill(t0), fill(coef), fill(rho0), fill(rho1);
+        Mat<S> t_group = t0, t_stream = t0;
+        Vec<S> g_group(rows * cols), g_stream(rows * cols), lanes(streams * 16);
+        Vec<S> norm_group = Vec<S>::Zero(streams), norm_stream = Vec<S>::Zero(streams);
+        // Dense columns (v's rows 2 on), then one column of a one-hot input that streams 0
+        // and 2 read.
+        for (Index p = 0; p < streams; ++p)
+          norm_group(p) +=
+              p == 0 ? uoro_pass_sums<false>(a_c, a_nu, v.data() + 2, v.outerStride(), cols, coef(p), rho0(p),
+                                             rho1(p), g_group.data(), t_group.col(p).data(), p, 1)
+                     : uoro_pass_sums<true>(a_c, a_nu, v.data() + 2, v.outerStride(), cols, coef(p), rho0(p),
+                                            rho1(p), g_group.data(), t_group.col(p).data(), p, 1);
+        uoro_pass_sums_per_stream(a_c, a_nu, v.data() + 2, v.outerStride(), cols, coef.data(), rho0.data(),
+                                  rho1.data(), g_stream.data(), t_stream.data(), t_stream.outerStride(),
+                                  norm_stream.data(), lanes.data());
+        same = same && close(g_group, g_stream) && close(t_group, t_stream) && close(norm_group, norm_stream);
+        const Index readers[2] = {0, 2};
+        for (Index p = 0; p < streams; ++p) {
+          const Index count = p == 0 || p == 2 ? 1 : 0;
+          norm_group(p) +=
+              p == 0 ? uoro_pass_column<false>(a_c, a_nu, readers + (p == 2), count, coef(p), rho0(p),
+                                               rho1(p), g_group.data(), t_group.col(p).data())
+                     : uoro_pass_column<true>(a_c, a_nu, readers + (p == 2), count, coef(p), rho0(p), rho1(p),
+                                              g_group.data(), t_group.col(p).data());
+        }
+        uoro_pass_column_per_stream(
+            a_c, a_nu, [](Index p) { return p == 0 || p == 2; }, coef.data(), rho0.data(), rho1.data(),
+            g_stream.data(), t_stream.data(), t_stream.outerStride(), norm_stream.data(), lanes.data());
+        same = same && close(g_group.head(rows), g_stream.head(rows)) && close(t_group, t_stream) &&
+               close(norm_group, norm_stream);
+      }
+  check(same, std::string(name) + " per-stream UORO passes: the per-group passes' g, θ̃ and norms");
+}
+
 int main() {
+  per_stream_passes_match_per_group_ones<float>("f32");
+  per_stream_passes_match_per_group_ones<double>("f64");
   subnormals_are_flushed_only_inside_the_guard();
   readout_products_match<float>("f32");
   readout_products_match<double>("f64");

@@ -346,6 +346,162 @@ S uoro_pass_column(const Mat<S>& u_c, const Mat<S>& u_nu, const Index* streams, 
   return total;
 }
 
+// With one estimate per stream (stream_groups = B) the passes above would run once per
+// stream over its own θ̃, the first writing g and the others adding to it. The
+// *_per_stream forms hold a tile of g in registers across the streams, and fold 1/ρ1 into
+// u_ν once per tile: per entry and stream, two multiply-adds for g, a multiply and a
+// multiply-add for θ̃ and one for its norm, where the per-group passes spend eight
+// operations (the pass is bound by them, not by memory, at 16 streams of a GRU-64).
+// Stream p's θ̃ starts at t + p·t_p and its scales are coef[p], inv_rho0[p] and
+// inv_rho1[p]; per entry (i, j) of the chunk
+//   g = Σ_p (coef_p·t_p + u_c,p(i)·v_p(j)),   t_p ← t_p/ρ0_p + (u_ν,p(i)/ρ1_p)·v_p(j),
+// and norm2[p] += Σ t_p,new² (added); `lanes` is scratch for one packet per stream.
+namespace detail {
+
+template <class P, int RV, int NC, class S>
+inline void uoro_pass_tile_per_stream(Index streams, const S* a_c, const S* a_nu, Index lda, const S* b,
+                                      Index b_p, const S* coef, const S* inv_rho0, const S* inv_rho1, S* g,
+                                      S* t, Index t_p, Index ldc, S* lanes) {
+  using namespace Eigen::internal;
+  constexpr int L = kLanes<P>;
+  P acc[NC][RV];
+  for (int j = 0; j < NC; ++j)
+    for (int r = 0; r < RV; ++r) acc[j][r] = pset1<P>(S(0));
+  for (Index p = 0; p < streams; ++p) {
+    P col_c[RV], col_nu[RV];
+    const P rho1 = pset1<P>(inv_rho1[p]);
+    for (int r = 0; r < RV; ++r) {
+      col_c[r] = ploadu<P>(a_c + p * lda + r * L);
+      col_nu[r] = pmul(ploadu<P>(a_nu + p * lda + r * L), rho1);
+    }
+    const P c = pset1<P>(coef[p]), rho0 = pset1<P>(inv_rho0[p]);
+    const S* row = b + p * b_p;
+    S* tp = t + p * t_p;
+    P norm2 = ploadu<P>(lanes + p * L);
+    for (int j = 0; j < NC; ++j) {
+      const P x = pset1<P>(row[j]);
+      for (int r = 0; r < RV; ++r) {
+        const Index at = j * ldc + r * L;
+        const P old = ploadu<P>(tp + at);
+        acc[j][r] = pmadd(col_c[r], x, pmadd(c, old, acc[j][r]));
+        const P renewed = pmadd(col_nu[r], x, pmul(old, rho0));
+        pstoreu(tp + at, renewed);
+        norm2 = pmadd(renewed, renewed, norm2);
+      }
+    }
+    pstoreu(lanes + p * L, norm2);
+  }
+  for (int j = 0; j < NC; ++j)
+    for (int r = 0; r < RV; ++r) pstoreu(g + j * ldc + r * L, acc[j][r]);
+}
+
+// The entries below a whole packet, one at a time, in the same order as the tiles.
+template <class S, class X>
+void uoro_pass_tail_per_stream(Index streams, Index first_row, Index rows, Index cols, const S* a_c,
+                               const S* a_nu, X&& x_at, const S* coef, const S* inv_rho0, const S* inv_rho1,
+                               S* g, S* t, Index t_p, S* norm2) {
+  for (Index j = 0; j < cols; ++j)
+    for (Index r = first_row; r < rows; ++r) g[r + j * rows] = S(0);
+  for (Index p = 0; p < streams; ++p) {
+    S total = 0;
+    for (Index j = 0; j < cols; ++j) {
+      const S x = x_at(p, j);
+      for (Index r = first_row; r < rows; ++r) {
+        S& at_t = t[p * t_p + r + j * rows];
+        const S old = at_t;
+        g[r + j * rows] += coef[p] * old + a_c[p * rows + r] * x;
+        at_t = old * inv_rho0[p] + a_nu[p * rows + r] * inv_rho1[p] * x;
+        total += at_t * at_t;
+      }
+    }
+    norm2[p] += total;
+  }
+}
+
+}  // namespace detail
+
+// uoro_pass_sums over every stream of a_c's columns, each with its own θ̃ (see above):
+// v_p(j) = b[p·b_p + j].
+template <class S>
+void uoro_pass_sums_per_stream(const Mat<S>& a_c, const Mat<S>& a_nu, const S* b, Index b_p, Index cols,
+                               const S* coef, const S* inv_rho0, const S* inv_rho1, S* g, S* t, Index t_p,
+                               S* norm2, S* lanes) {
+  using namespace Eigen::internal;
+  using P = typename packet_traits<S>::type;
+  constexpr int L = detail::kLanes<P>, RV = sizeof(P) == 64 ? 3 : 1, NC = kPassSumColumns;
+  const Index rows = a_c.rows(), streams = a_c.cols();
+  std::fill(lanes, lanes + streams * L, S(0));
+  const auto band = [&](auto vectors, Index i) {
+    constexpr int V = decltype(vectors)::value;
+    Index j = 0;
+    for (; j + NC <= cols; j += NC)
+      detail::uoro_pass_tile_per_stream<P, V, NC>(streams, a_c.data() + i, a_nu.data() + i, rows, b + j, b_p,
+                                                  coef, inv_rho0, inv_rho1, g + i + j * rows,
+                                                  t + i + j * rows, t_p, rows, lanes);
+    for (; j < cols; ++j)
+      detail::uoro_pass_tile_per_stream<P, V, 1>(streams, a_c.data() + i, a_nu.data() + i, rows, b + j, b_p,
+                                                 coef, inv_rho0, inv_rho1, g + i + j * rows, t + i + j * rows,
+                                                 t_p, rows, lanes);
+  };
+  Index i = 0;
+  for (; i + RV * L <= rows; i += RV * L) band(std::integral_constant<int, RV>{}, i);
+  for (; i + L <= rows; i += L) band(std::integral_constant<int, 1>{}, i);
+  for (Index p = 0; p < streams; ++p) norm2[p] += predux(ploadu<P>(lanes + p * L));
+  if (i < rows)
+    detail::uoro_pass_tail_per_stream(
+        streams, i, rows, cols, a_c.data(), a_nu.data(), [&](Index p, Index j) { return b[p * b_p + j]; },
+        coef, inv_rho0, inv_rho1, g, t, t_p, norm2);
+}
+
+// uoro_pass_column over every stream, each with its own θ̃ (see above): v_p is 1 when
+// reads(p) (stream p reads this column's symbol) and 0 otherwise.
+template <class S, class Reads>
+void uoro_pass_column_per_stream(const Mat<S>& u_c, const Mat<S>& u_nu, Reads&& reads, const S* coef,
+                                 const S* inv_rho0, const S* inv_rho1, S* __restrict g, S* __restrict t,
+                                 Index t_p, S* norm2, S* lanes) {
+  using namespace Eigen::internal;
+  using P = typename packet_traits<S>::type;
+  constexpr Index L = detail::kLanes<P>, kBand = 4 * L;
+  const Index rows = u_c.rows(), streams = u_c.cols();
+  std::fill(lanes, lanes + streams * L, S(0));
+  Index i = 0;
+  for (; i + kBand <= rows; i += kBand) {
+    P acc[4];
+    for (int r = 0; r < 4; ++r) acc[r] = pset1<P>(S(0));
+    for (Index p = 0; p < streams; ++p) {
+      const P c = pset1<P>(coef[p]), rho0 = pset1<P>(inv_rho0[p]), rho1 = pset1<P>(inv_rho1[p]);
+      S* tp = t + p * t_p + i;
+      P norm = ploadu<P>(lanes + p * L);
+      if (reads(p)) {
+        const S* col_c = u_c.col(p).data() + i;
+        const S* col_nu = u_nu.col(p).data() + i;
+        for (int r = 0; r < 4; ++r) {
+          const P old = ploadu<P>(tp + r * L);
+          acc[r] = padd(pmadd(c, old, acc[r]), ploadu<P>(col_c + r * L));
+          const P renewed = pmadd(rho1, ploadu<P>(col_nu + r * L), pmul(old, rho0));
+          pstoreu(tp + r * L, renewed);
+          norm = pmadd(renewed, renewed, norm);
+        }
+      } else {
+        for (int r = 0; r < 4; ++r) {
+          const P old = ploadu<P>(tp + r * L);
+          acc[r] = pmadd(c, old, acc[r]);
+          const P renewed = pmul(old, rho0);
+          pstoreu(tp + r * L, renewed);
+          norm = pmadd(renewed, renewed, norm);
+        }
+      }
+      pstoreu(lanes + p * L, norm);
+    }
+    for (int r = 0; r < 4; ++r) pstoreu(g + i + r * L, acc[r]);
+  }
+  for (Index p = 0; p < streams; ++p) norm2[p] += predux(ploadu<P>(lanes + p * L));
+  if (i < rows)
+    detail::uoro_pass_tail_per_stream(
+        streams, i, rows, Index(1), u_c.data(), u_nu.data(),
+        [&](Index p, Index) { return S(reads(p) ? 1 : 0); }, coef, inv_rho0, inv_rho1, g, t, t_p, norm2);
+}
+
 // Bounds on a rank-B parameter-side sum Σ_b u_b ⊗ v_b, for the estimator's checks:
 // max = Σ_b max|u_b| max|v_b| bounds its entries, norm2 = Σ_b ‖u_b‖² ‖v_b‖².
 template <class S>

@@ -103,6 +103,8 @@ class UoroStreams {
     symbol_start_.assign(groups_ * config.input_size + 1, 0);
     symbol_next_.assign(groups_ * config.input_size, 0);
     g_ = Vec<S>::Zero(scratch);
+    if (groups_ > 1 && groups_ == streams_)
+      stream_lanes_ = Vec<S>::Zero(streams * Eigen::internal::packet_traits<S>::size);
   }
 
   Refusal update(Streams<S, Cell>& m, S* grad_out, bool update) {
@@ -340,8 +342,10 @@ class UoroStreams {
   // columns (the streams reading each symbol, see group_by_symbol), uoro_pass_sums for
   // the columns v multiplies densely.
   // With groups, one such sweep per group over its θ̃, the first writing g and the others
-  // adding to it (each group's share of the c-sum with its own).
+  // adding to it (each group's share of the c-sum with its own); with one group per
+  // stream, one sweep over all of them that holds g in registers.
   void fused_sums(const Streams<S, Cell>& m, Index k, Index j0, Index cols, Index off, S* g) {
+    if (groups_ > 1 && groups_ == streams_) return fused_stream_sums(m, k, j0, cols, off, g);
     for (Index group = 0; group < groups_; ++group)
       if (group == 0)
         fused_group_sums<false>(m, k, j0, cols, off, g, 0);
@@ -366,6 +370,28 @@ class UoroStreams {
     norm_acc_(group) += uoro_pass_sums<kAccumulate>(u_c_[k], u_nu_[0][k], v.data() + dense, v.outerStride(),
                                                     j0 + cols - dense, coef, inv_rho0, inv_rho1, g + at,
                                                     tt + at, first, group_start_[group + 1] - first);
+  }
+
+  // fused_group_sums of every group at once, each group one stream.
+  void fused_stream_sums(const Streams<S, Cell>& m, Index k, Index j0, Index cols, Index off, S* g) {
+    const Index rows = u_c_[k].rows(), dense = one_hot_end(m, k, j0, cols), symbols = m.config.input_size;
+    const Index t_p = theta_tilde_.outerStride();
+    S* tt = theta_tilde_.data() + off;
+    for (Index j = j0; j < dense; ++j) {
+      const auto reads = [&](Index p) {
+        return symbol_start_[p * symbols + j + 1] > symbol_start_[p * symbols + j];
+      };
+      const Index at = (j - j0) * rows;
+      uoro_pass_column_per_stream(u_c_[k], u_nu_[0][k], reads, coef_.data(), inv_rho0_.data(),
+                                  inv_rho1_.data(), g + at, tt + at, t_p, norm_acc_.data(),
+                                  stream_lanes_.data());
+    }
+    if (dense == j0 + cols) return;
+    const Mat<S>& v = m.batch.v[k];
+    const Index at = (dense - j0) * rows;
+    uoro_pass_sums_per_stream(u_c_[k], u_nu_[0][k], v.data() + dense, v.outerStride(), j0 + cols - dense,
+                              coef_.data(), inv_rho0_.data(), inv_rho1_.data(), g + at, tt + at, t_p,
+                              norm_acc_.data(), stream_lanes_.data());
   }
 
   // The same for any rank: g from the old θ̃ and θ̃ / ρ0 in one sweep per rank, then each
@@ -451,7 +477,8 @@ class UoroStreams {
   Mat<S> readout_g_;        // the padded readout gradient of one chunk
   Mat<S> factors_;          // this tick's shared per-unit factors, when the cell has them
   Index readout_chunk_;
-  Vec<S> g_;                                                   // one chunk of the pass
+  Vec<S> g_;             // one chunk of the pass
+  Vec<S> stream_lanes_;  // with one group per stream: a packet of each one's ‖θ̃‖² partials
   std::vector<Index> by_symbol_, symbol_start_, symbol_next_;  // see group_by_symbol
 };
 
