@@ -36,14 +36,20 @@ read as int, float, True/False or a string; the value ``B`` means the run's B (e
 (the task's, or the variant's own) by √B, B or 1. Default: one variant, ``default``,
 without options (the library's defaults for ``streams=B``).
 
-Prints the machine line, then per task and cell a markdown table (rows: variant and B);
+Prints the machine line, then per task and cell a markdown table (rows: variant and B).
+``--seeds S S ...`` (instead of ``--seed``) runs all of that once per seed (each with
+its own B = 1 target and W1), prints each seed's tables, then per task and cell a
+summary: each (variant, B)'s ratio to W1 per seed and on how many seeds it was at most
+0.5 (B = 1's loss in at most half of its time).
+
 ``--json PATH`` writes every row with its curve (samples, seconds and loss per chunk)
 and the machine; ``--plot PATH`` draws a PNG (needs matplotlib): one panel per task ×
-cell, the windowed loss against wall seconds, one line per (variant, B), L1 dashed.
+cell, the windowed loss against wall seconds, one line per (variant, B), L1 dashed
+(the first seed's runs).
 
     python benchmarks/streams_learning_curves.py [--quick] [--json PATH] [--plot PATH]
         [--tasks anbn brackets] [--cells gru lstm] [--hidden 64] [--streams 1 4 16 64]
-        [--samples 1000000] [--chunk 2000] [--seed 0] [--algorithm uoro]
+        [--samples 1000000] [--chunk 2000] [--seed 0 | --seeds 0 1 2] [--algorithm uoro]
         [--init paper|library] [--variant NAME:key=value,...]
 """
 
@@ -321,6 +327,7 @@ class Run:
     hidden: int
     variant: str
     streams: int
+    seed: int  # the learners' seed (the initial θ, the signs)
     options: dict[str, Any]  # the Learner's keyword options (besides the network, B)
     chunk_ticks: int
     samples: int
@@ -420,7 +427,9 @@ def run(
                     w1 = curve.seconds[-1]
                 labels = {"task": task, "cell": cell, "hidden": hidden, "variant": name}
                 rows.append(
-                    make_run(curve, sizes, target, w1, **labels, streams=b, options=options)
+                    make_run(
+                        curve, sizes, target, w1, **labels, streams=b, seed=seed, options=options
+                    )
                 )
                 report(rows[-1])
     return rows
@@ -428,7 +437,8 @@ def run(
 
 def report(row: Run) -> None:
     print(
-        f"  {row.task} {row.cell.upper()}-{row.hidden} {row.variant} B={row.streams}: "
+        f"  {row.task} {row.cell.upper()}-{row.hidden} {row.variant} B={row.streams} "
+        f"seed {row.seed}: "
         f"{row.samples:,} samples in {fmt_s(row.wall_s)} s, final {fmt(row.final_loss, 3)} "
         f"bits/char, at B = 1's loss after {fmt_s(row.time_to_target_s)} s",
         flush=True,
@@ -446,9 +456,9 @@ def fmt_s(value: float | None) -> str:
     return f"{value:.3g}" if value < 10 else f"{value:.1f}"
 
 
-def table(rows: list[Run], task: str, cell: str) -> str:
-    """Rows: (variant, B); columns as in the module's doc."""
-    mine = [r for r in rows if (r.task, r.cell) == (task, cell)]
+def table(rows: list[Run], task: str, cell: str, seed: int | None = None) -> str:
+    """Rows: (variant, B); columns as in the module's doc (of one seed's runs, if given)."""
+    mine = [r for r in rows if (r.task, r.cell) == (task, cell) and seed in (None, r.seed)]
     lines = [
         "| variant | B | samples | wall s | samples/s | final loss (bits/char) "
         "| time to B = 1's loss (s) | ratio to W1 |",
@@ -461,6 +471,26 @@ def table(rows: list[Run], task: str, cell: str) -> str:
             f"| {r.samples_per_s:,.0f} | {fmt(r.final_loss, 3)} "
             f"| {fmt_s(r.time_to_target_s)} | {ratio} |"
         )
+    return "\n".join(lines)
+
+
+def seed_summary(rows: list[Run], task: str, cell: str, seeds: list[int]) -> str:
+    """Per (variant, B > 1): its ratio to W1 on each seed ("—": never) and on how many
+    seeds it was at most 0.5."""
+    mine = [r for r in rows if (r.task, r.cell) == (task, cell) and r.streams > 1]
+    lines = [
+        "| variant | B | " + " | ".join(f"seed {s}" for s in seeds) + " | at most 0.5 of W1 |",
+        "|---|---:|" + "---:|" * (len(seeds) + 1),
+    ]
+    for variant, b in dict.fromkeys((r.variant, r.streams) for r in mine):
+        ratios = {
+            r.seed: r.ratio_to_baseline for r in mine if (r.variant, r.streams) == (variant, b)
+        }
+        met = sum(ratios[s] is not None and ratios[s] <= 0.5 for s in seeds)
+        lines.append(
+            f"| {variant} | {b} | " + " | ".join(fmt(ratios[s], 2) for s in seeds)
+            + f" | {met} of {len(seeds)} |"
+        )  # fmt: skip
     return "\n".join(lines)
 
 
@@ -487,7 +517,7 @@ def plot(rows: list[Run], path: str | Path, window: int) -> None:
     lines = math.ceil(len(panels) / columns)
     figure, axes = plt.subplots(lines, columns, figsize=(6.4 * columns, 4.2 * lines), squeeze=False)
     for ax, (task, cell, hidden) in zip(axes.flat, panels):
-        mine = [r for r in rows if (r.task, r.cell) == (task, cell)]
+        mine = [r for r in rows if (r.task, r.cell, r.seed) == (task, cell, rows[0].seed)]
         for r in mine:
             loss = windowed(r.curve_samples, r.curve_loss, window)
             label = f"B = 1 ({BASELINE})" if r.streams == 1 else f"{r.variant}, B = {r.streams}"
@@ -528,7 +558,11 @@ def main() -> None:
         "--samples", type=positive, help="B = 1's samples (default 1000000; quick 4000)"
     )
     parser.add_argument("--chunk", type=positive, help="samples per fit (default 2000; quick 200)")
-    parser.add_argument("--seed", type=int, default=0, help="the learners' seed (default 0)")
+    seed = parser.add_mutually_exclusive_group()
+    seed.add_argument("--seed", type=int, default=0, help="the learners' seed (default 0)")
+    seed.add_argument(
+        "--seeds", nargs="+", type=int, help="run once per seed and summarize (instead of --seed)"
+    )
     parser.add_argument("--algorithm", default="uoro", choices=ALGORITHMS)
     parser.add_argument(
         "--init", default="paper", choices=INITS, help="the task's init (default) or the library's"
@@ -556,40 +590,57 @@ def main() -> None:
             pyplot()
         except RuntimeError as error:
             parser.error(str(error))
+    seeds = list(dict.fromkeys(args.seeds)) if args.seeds else [args.seed]
     try:
-        check_variants(args.tasks, args.cells, hidden, streams, variants, args.algorithm, args.seed)
+        check_variants(args.tasks, args.cells, hidden, streams, variants, args.algorithm, seeds[0])
     except (TypeError, ValueError) as error:
         parser.error(str(error))
     began = time.perf_counter()
-    rows = run(
-        args.tasks, args.cells, hidden, streams, sizes, variants, args.algorithm, args.seed,
-        args.init,
-    )  # fmt: skip
+    rows = [
+        row
+        for seed in seeds
+        for row in run(
+            args.tasks, args.cells, hidden, streams, sizes, variants, args.algorithm, seed,
+            args.init,
+        )
+    ]  # fmt: skip
     m = bench_step.machine()
+    seed_text = ("seeds " if len(seeds) > 1 else "seed ") + ", ".join(map(str, seeds))
     print(
         f"\n{m['cpu']}, {m['cores']} cores, {m['system']}, Python {m['python']}, core variant "
-        f"{m['variant']}; float32, {args.algorithm.upper()} + Adam, {args.init} init, seed "
-        f"{args.seed}, one thread; B = 1 learns {sizes.samples:,} samples, every B > 1 as "
+        f"{m['variant']}; float32, {args.algorithm.upper()} + Adam, {args.init} init, "
+        f"{seed_text}, one thread; B = 1 learns {sizes.samples:,} samples, every B > 1 as "
         f"long (in `fit` seconds), at most {sizes.max_factor}× the samples; losses over the "
         f"last {sizes.window:,} samples; chunks of {sizes.chunk:,} samples"
     )
     print("Variants: " + "; ".join(v.label for v in variants))
-    for task in args.tasks:
-        for cell in args.cells:
-            [baseline] = [r for r in rows if (r.task, r.cell, r.streams) == (task, cell, 1)]
-            print(
-                f"\n{TASK_NAMES[task]}, {cell.upper()}-{hidden} (lr {TASK_OPTIONS[task]['lr']:g}, "
-                f"lr_decay {TASK_OPTIONS[task]['lr_decay']:g}): B = 1's loss L1 = "
-                f"{baseline.target_loss:.3f} bits/char after W1 = {fmt_s(baseline.wall_s)} s\n\n"
-                + table(rows, task, cell)
-            )
+    for seed in seeds:
+        for task in args.tasks:
+            for cell in args.cells:
+                [baseline] = [
+                    r for r in rows if (r.task, r.cell, r.streams, r.seed) == (task, cell, 1, seed)
+                ]
+                print(
+                    f"\n{TASK_NAMES[task]}, {cell.upper()}-{hidden} (lr "
+                    f"{TASK_OPTIONS[task]['lr']:g}, lr_decay {TASK_OPTIONS[task]['lr_decay']:g}"
+                    f"{f', seed {seed}' if len(seeds) > 1 else ''}): B = 1's loss L1 = "
+                    f"{baseline.target_loss:.3f} bits/char after W1 = {fmt_s(baseline.wall_s)} s"
+                    "\n\n" + table(rows, task, cell, seed)
+                )
+    if len(seeds) > 1:
+        for task in args.tasks:
+            for cell in args.cells:
+                print(
+                    f"\n{TASK_NAMES[task]}, {cell.upper()}-{hidden}, time to B = 1's loss / W1 "
+                    "per seed:\n\n" + seed_summary(rows, task, cell, seeds)
+                )
     guarded = [f"{r.task} {r.cell} {r.variant} B={r.streams}" for r in rows if r.resets]
     if guarded:
         print("\nRuns the divergence guard reset: " + ", ".join(guarded))
     if args.json:
         with open(args.json, "w") as f:
             settings = {"hidden": hidden, "streams": list(streams), "tasks": args.tasks}
-            settings |= {"cells": args.cells, "seed": args.seed, "algorithm": args.algorithm}
+            settings |= {"cells": args.cells, "seeds": seeds, "algorithm": args.algorithm}
             settings |= {"init": args.init, "window": sizes.window, **asdict(sizes)}
             settings["variants"] = [asdict(v) for v in variants]
             rows_out = [asdict(r) for r in rows]

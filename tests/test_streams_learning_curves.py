@@ -266,6 +266,55 @@ def test_the_command_line_prints_the_tables_and_writes_json_and_plot(tmp_path, m
         assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_several_seeds_run_in_turn_and_are_summarized(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "rows.json"
+    argv = [
+        "--quick",
+        "--tasks",
+        "anbn",
+        "--cells",
+        "gru",
+        "--seeds",
+        "0",
+        "1",
+        "--json",
+        str(path),
+    ]
+    monkeypatch.setattr(sys, "argv", ["streams_learning_curves.py", *argv])
+    slc.main()
+    printed = capsys.readouterr().out
+    assert "seeds 0, 1, one thread" in printed
+    assert printed.count("| variant | B | samples |") == 2  # one table per seed
+    assert "| variant | B | seed 0 | seed 1 | at most 0.5 of W1 |" in printed
+    written = json.loads(path.read_text())
+    assert written["settings"]["seeds"] == [0, 1]
+    assert [(r["seed"], r["streams"]) for r in written["rows"]] == [(0, 1), (0, 4), (1, 1), (1, 4)]
+    first, second = (r for r in written["rows"] if r["streams"] == 1)
+    assert first["curve_loss"] != second["curve_loss"]  # another initial θ, other signs
+
+
+def test_the_seed_summary_counts_the_seeds_within_half_of_w1():
+    def row(seed, ratio):
+        return slc.Run(
+            task="anbn", cell="gru", hidden=8, variant="default", streams=16, seed=seed,
+            options={}, chunk_ticks=1, samples=1, wall_s=1.0, samples_per_s=1.0,
+            final_loss=0.2, target_loss=0.2, baseline_wall_s=1.0, time_to_target_s=ratio,
+            ratio_to_baseline=ratio, resets=0, skipped_ticks=0, curve_samples=[1],
+            curve_seconds=[1.0], curve_loss=[0.2],
+        )  # fmt: skip
+
+    rows = [row(0, 0.46), row(1, 0.5), row(2, None), row(3, 0.91)]
+    summary = slc.seed_summary(rows, "anbn", "gru", [0, 1, 2, 3])
+    assert summary.splitlines()[-1] == "| default | 16 | 0.46 | 0.50 | — | 0.91 | 2 of 4 |"
+
+
+def test_seed_and_seeds_are_refused_together(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["streams_learning_curves.py", "--seed", "1", "--seeds", "0"])
+    with pytest.raises(SystemExit):
+        slc.main()
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
 def test_plot_without_matplotlib_says_what_it_needs(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
     with pytest.raises(RuntimeError, match=r"--plot needs matplotlib"):
