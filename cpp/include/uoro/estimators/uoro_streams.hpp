@@ -103,8 +103,7 @@ class UoroStreams {
     symbol_start_.assign(groups_ * config.input_size + 1, 0);
     symbol_next_.assign(groups_ * config.input_size, 0);
     g_ = Vec<S>::Zero(scratch);
-    if (groups_ > 1 && groups_ == streams_)
-      stream_lanes_ = Vec<S>::Zero(streams * Eigen::internal::packet_traits<S>::size);
+    if (per_stream_pass()) stream_lanes_ = Vec<S>::Zero(streams * Eigen::internal::packet_traits<S>::size);
   }
 
   Refusal update(Streams<S, Cell>& m, S* grad_out, bool update) {
@@ -345,7 +344,7 @@ class UoroStreams {
   // adding to it (each group's share of the c-sum with its own); with one group per
   // stream, one sweep over all of them that holds g in registers.
   void fused_sums(const Streams<S, Cell>& m, Index k, Index j0, Index cols, Index off, S* g) {
-    if (groups_ > 1 && groups_ == streams_) return fused_stream_sums(m, k, j0, cols, off, g);
+    if (per_stream_pass()) return fused_stream_sums(m, k, j0, cols, off, g);
     for (Index group = 0; group < groups_; ++group)
       if (group == 0)
         fused_group_sums<false>(m, k, j0, cols, off, g, 0);
@@ -371,6 +370,9 @@ class UoroStreams {
                                                     j0 + cols - dense, coef, inv_rho0, inv_rho1, g + at,
                                                     tt + at, first, group_start_[group + 1] - first);
   }
+
+  // Whether the rank-1 pass runs as fused_stream_sums: one group per stream.
+  bool per_stream_pass() const { return rank_ == 1 && groups_ > 1 && groups_ == streams_; }
 
   // fused_group_sums of every group at once, each group one stream.
   void fused_stream_sums(const Streams<S, Cell>& m, Index k, Index j0, Index cols, Index off, S* g) {
