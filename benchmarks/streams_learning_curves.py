@@ -26,7 +26,9 @@ it is undefined until W samples have been seen.
     samples, whichever comes first; the chunk that crosses W1 is the last).
   - For each run: samples, wall seconds, samples per second, the final windowed loss,
     the time at which its windowed loss first is ≤ L1 ("time to B = 1's loss") and that
-    time / W1 ("—" if never). A ratio below 1: B streams reach B = 1's loss sooner.
+    time / W1 ("—" if never). A ratio below 1: B streams reach B = 1's loss sooner. And
+    its windowed loss once it has seen as many samples as B = 1 ("loss after B = 1's
+    samples"): below L1, B streams learned more per sample than one.
 
 Variants (B > 1 only; B = 1 is always the plain baseline): ``--variant
 NAME:key=value,...`` (repeatable) adds keyword options of `uoro.Learner` to the task's,
@@ -40,7 +42,8 @@ Prints the machine line, then per task and cell a markdown table (rows: variant 
 ``--seeds S S ...`` (instead of ``--seed``) runs all of that once per seed (each with
 its own B = 1 target and W1), prints each seed's tables, then per task and cell a
 summary: each (variant, B)'s ratio to W1 per seed and on how many seeds it was at most
-0.5 (B = 1's loss in at most half of its time).
+0.5 (B = 1's loss in at most half of its time), and its loss after B = 1's samples per
+seed beside that seed's L1.
 
 ``--json PATH`` writes every row with its curve (samples, seconds and loss per chunk)
 and the machine; ``--plot PATH`` draws a PNG (needs matplotlib): one panel per task ×
@@ -338,6 +341,9 @@ class Run:
     baseline_wall_s: float  # W1
     time_to_target_s: float | None  # first windowed loss ≤ L1 (None: never)
     ratio_to_baseline: float | None  # time_to_target_s / W1
+    # The windowed loss at the first chunk's end with at least as many samples as B = 1
+    # learned (None: fewer): below L1, B streams learned more per sample than one.
+    loss_at_baseline_samples: float | None
     resets: int
     skipped_ticks: int
     curve_samples: list[int]
@@ -350,10 +356,13 @@ def make_run(
     sizes: Sizes,
     target: float,
     baseline_s: float,
+    baseline_samples: int,
     **labels: Any,
 ) -> Run:
-    final = windowed(curve.samples, curve.loss, sizes.window)[-1]
+    losses = windowed(curve.samples, curve.loss, sizes.window)
+    final = losses[-1]
     reached = time_to(curve, sizes.window, target)
+    at = int(np.searchsorted(curve.samples, baseline_samples))
     return Run(
         **labels,
         chunk_ticks=max(1, sizes.chunk // labels["streams"]),
@@ -365,6 +374,9 @@ def make_run(
         baseline_wall_s=baseline_s,
         time_to_target_s=reached,
         ratio_to_baseline=None if reached is None else reached / baseline_s,
+        loss_at_baseline_samples=(
+            float(losses[at]) if at < len(losses) and np.isfinite(losses[at]) else None
+        ),
         resets=curve.resets,
         skipped_ticks=curve.skipped_ticks,
         curve_samples=curve.samples,
@@ -417,20 +429,17 @@ def run(
                 for b in streams
                 if b > 1
             ]
-            target, w1 = math.nan, math.inf
+            target, w1, n1 = math.nan, math.inf, 0
             for name, b, options in runs:
                 # B = 1: `sizes.samples`; B > 1: as long as B = 1 (or the sample cap).
                 cap = sizes.samples * (1 if b == 1 else sizes.max_factor)
                 curve = learn(task, cell, hidden, b, options, theta, sizes, w1, cap)
                 if b == 1:
                     target = float(windowed(curve.samples, curve.loss, sizes.window)[-1])
-                    w1 = curve.seconds[-1]
+                    w1, n1 = curve.seconds[-1], curve.samples[-1]
                 labels = {"task": task, "cell": cell, "hidden": hidden, "variant": name}
-                rows.append(
-                    make_run(
-                        curve, sizes, target, w1, **labels, streams=b, seed=seed, options=options
-                    )
-                )
+                labels.update(streams=b, seed=seed, options=options)
+                rows.append(make_run(curve, sizes, target, w1, n1, **labels))
                 report(rows[-1])
     return rows
 
@@ -461,22 +470,23 @@ def table(rows: list[Run], task: str, cell: str, seed: int | None = None) -> str
     mine = [r for r in rows if (r.task, r.cell) == (task, cell) and seed in (None, r.seed)]
     lines = [
         "| variant | B | samples | wall s | samples/s | final loss (bits/char) "
-        "| time to B = 1's loss (s) | ratio to W1 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| time to B = 1's loss (s) | ratio to W1 | loss after B = 1's samples |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in mine:
         ratio = "—" if r.ratio_to_baseline is None else f"{r.ratio_to_baseline:.2f}"
         lines.append(
             f"| {r.variant} | {r.streams} | {r.samples:,} | {fmt_s(r.wall_s)} "
             f"| {r.samples_per_s:,.0f} | {fmt(r.final_loss, 3)} "
-            f"| {fmt_s(r.time_to_target_s)} | {ratio} |"
+            f"| {fmt_s(r.time_to_target_s)} | {ratio} | {fmt(r.loss_at_baseline_samples, 3)} |"
         )
     return "\n".join(lines)
 
 
 def seed_summary(rows: list[Run], task: str, cell: str, seeds: list[int]) -> str:
     """Per (variant, B > 1): its ratio to W1 on each seed ("—": never) and on how many
-    seeds it was at most 0.5."""
+    seeds it was at most 0.5; then its loss after as many samples as B = 1 learned, with
+    B = 1's L1 in brackets, on each seed."""
     mine = [r for r in rows if (r.task, r.cell) == (task, cell) and r.streams > 1]
     lines = [
         "| variant | B | " + " | ".join(f"seed {s}" for s in seeds) + " | at most 0.5 of W1 |",
@@ -491,6 +501,21 @@ def seed_summary(rows: list[Run], task: str, cell: str, seeds: list[int]) -> str
             f"| {variant} | {b} | " + " | ".join(fmt(ratios[s], 2) for s in seeds)
             + f" | {met} of {len(seeds)} |"
         )  # fmt: skip
+    lines += [
+        "",
+        "| variant | B | " + " | ".join(f"seed {s}: loss after B = 1's samples (L1)" for s in seeds)
+        + " |",
+        "|---|---:|" + "---:|" * len(seeds),
+    ]  # fmt: skip
+    for variant, b in dict.fromkeys((r.variant, r.streams) for r in mine):
+        at = {r.seed: r for r in mine if (r.variant, r.streams) == (variant, b)}
+        lines.append(
+            f"| {variant} | {b} | "
+            + " | ".join(
+                f"{fmt(at[s].loss_at_baseline_samples, 3)} ({at[s].target_loss:.3f})" for s in seeds
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 

@@ -73,7 +73,7 @@ def test_a_row_per_variant_and_streams_with_every_column(runs):
     text = slc.table(rows, "anbn", "gru")
     assert text.splitlines()[0] == (
         "| variant | B | samples | wall s | samples/s | final loss (bits/char) "
-        "| time to B = 1's loss (s) | ratio to W1 |"
+        "| time to B = 1's loss (s) | ratio to W1 | loss after B = 1's samples |"
     )
     assert len(text.splitlines()) == 2 + len(rows)
     for row in rows:
@@ -94,6 +94,25 @@ def test_the_target_is_the_baselines_mean_loss_over_its_last_tenth(runs):
     for row in rows:
         assert row.target_loss == baseline.target_loss
         assert row.baseline_wall_s == baseline.wall_s
+
+
+def test_the_loss_after_the_baselines_samples_is_the_window_where_b_streams_reach_them(runs):
+    rows, _ = runs
+    baseline = by_key(rows)[slc.BASELINE, 1]
+    assert baseline.loss_at_baseline_samples == baseline.target_loss
+    # A curve of chunks of 300 samples, window 1000: B = 1's 4000 samples are first
+    # reached at the end of chunk 13 (3900 < 4000 <= 4200), whose window is chunks 10-13.
+    sizes = slc.Sizes(samples=4_000, chunk=300, window_fraction=0.25)
+    loss = [float(i) for i in range(20)]
+    curve = slc.Curve(
+        samples=[300 * (i + 1) for i in range(20)], seconds=[0.1 * (i + 1) for i in range(20)],
+        loss=loss,
+    )  # fmt: skip
+    labels = {"task": "anbn", "cell": "gru", "hidden": 8, "variant": "v", "seed": 0}
+    row = slc.make_run(curve, sizes, 5.0, 1.0, 4_000, **labels, streams=4, options={})
+    assert row.loss_at_baseline_samples == pytest.approx(np.mean(loss[10:14]), rel=1e-12)
+    short = slc.make_run(curve, sizes, 5.0, 1.0, 6_001, **labels, streams=4, options={})
+    assert short.loss_at_baseline_samples is None  # never as many samples as B = 1
 
 
 def test_the_baselines_curve_is_its_losses_in_bits(runs):
@@ -299,13 +318,17 @@ def test_the_seed_summary_counts_the_seeds_within_half_of_w1():
             task="anbn", cell="gru", hidden=8, variant="default", streams=16, seed=seed,
             options={}, chunk_ticks=1, samples=1, wall_s=1.0, samples_per_s=1.0,
             final_loss=0.2, target_loss=0.2, baseline_wall_s=1.0, time_to_target_s=ratio,
-            ratio_to_baseline=ratio, resets=0, skipped_ticks=0, curve_samples=[1],
-            curve_seconds=[1.0], curve_loss=[0.2],
+            ratio_to_baseline=ratio, loss_at_baseline_samples=0.19 + seed / 100, resets=0,
+            skipped_ticks=0, curve_samples=[1], curve_seconds=[1.0], curve_loss=[0.2],
         )  # fmt: skip
 
     rows = [row(0, 0.46), row(1, 0.5), row(2, None), row(3, 0.91)]
     summary = slc.seed_summary(rows, "anbn", "gru", [0, 1, 2, 3])
-    assert summary.splitlines()[-1] == "| default | 16 | 0.46 | 0.50 | — | 0.91 | 2 of 4 |"
+    lines = summary.splitlines()
+    assert "| default | 16 | 0.46 | 0.50 | — | 0.91 | 2 of 4 |" in lines
+    assert lines[-1] == (
+        "| default | 16 | 0.190 (0.200) | 0.200 (0.200) | 0.210 (0.200) | 0.220 (0.200) |"
+    )
 
 
 def test_seed_and_seeds_are_refused_together(monkeypatch, capsys):
