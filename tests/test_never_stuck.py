@@ -198,6 +198,8 @@ def explode_memory(learner: uoro.Learner) -> None:
     elif learner.config["algorithm"] == "uoro" and learner.config["memory"] == 1:
         state["s_tilde"] = np.full_like(state["s_tilde"], 1e17)
         state["theta_tilde"] = np.full_like(state["theta_tilde"], 1e17)
+        if "theta_tilde_scale" in state:  # one estimate per stream: θ̃ = scale · stored
+            state["theta_tilde_scale"] = np.ones_like(state["theta_tilde_scale"])
         state["theta_tilde_norm2"] = (
             (state["theta_tilde"].astype(np.float64) ** 2)
             .sum(axis=1)

@@ -26,10 +26,10 @@ def data(seed=0, length=8, streams=B):
     return rng.integers(0, VOCAB, (length, streams)), rng.integers(0, VOCAB, (length, streams))
 
 
-def estimates(cell, n, mask=None, data_seed=6, **options):
+def estimates(cell, n, mask=None, data_seed=6, length=8, **options):
     """n estimates (seeds 1..n) of the last tick's mean-loss gradient of the cell's
     parameters, and the exact one (RTRL over the same streams)."""
-    xs, ys = data(data_seed)
+    xs, ys = data(data_seed, length)
     theta = theta_for(cell)
     reference = make(cell, "rtrl")
     reference.theta = theta
@@ -70,6 +70,88 @@ def test_grouped_uoro_is_unbiased_with_streams_left_out():
     assert is_rejected(found, 0.85 * exact)
 
 
+def test_per_stream_uoro_is_unbiased_across_its_exact_norm_ticks():
+    """One estimate per stream keeps θ̃_b = σ_b·t_b and follows ‖θ̃_b‖² by its expectation,
+    summing it exactly every 16 ticks: unbiased at tick 20 (15 lazy ticks, an exact one,
+    four lazy again), with streams left out."""
+    mask = np.random.default_rng(4).random((20, B)) < 0.8
+    found, exact = estimates("gru", 20_000, mask=mask, length=20, stream_groups=B)
+    assert_unbiased(found, exact)
+    assert is_rejected(found, 1.15 * exact)
+    assert is_rejected(found, 0.85 * exact)
+
+
+def tracked_and_summed(learner):
+    """Per stream: the tracked ‖θ̃_b‖² and σ_b²‖t_b‖², summed from the stored θ̃."""
+    arrays = learner._core.estimator_arrays
+    summed = arrays["theta_tilde_scale"] ** 2 * (arrays["theta_tilde"] ** 2).sum(axis=1)
+    return arrays["theta_tilde_norm2"], summed
+
+
+def test_per_stream_norms_are_summed_exactly_at_least_every_16_ticks():
+    """After each exact tick σ_b is 1 and the tracked ‖θ̃_b‖² is the sum to rounding; the
+    tick count runs up to 15 and back to 0."""
+    xs, ys = data(1, length=64)
+    learner = make("gru", stream_groups=B, optimizer="adam", lr=0.01)
+    counts = []
+    for t in range(64):
+        learner.step(xs[t], ys[t])
+        counts.append(int(learner._core.estimator_arrays["lazy_ticks"][0]))
+        if counts[-1] == 0:
+            np.testing.assert_array_equal(learner._core.estimator_arrays["theta_tilde_scale"], 1.0)
+            np.testing.assert_allclose(*tracked_and_summed(learner), rtol=1e-12)
+    # An exact tick every 16 at most (earlier when σ_b would leave its range: the first).
+    assert all(c in (0, last + 1) for last, c in zip([-1, *counts], counts)), counts
+    assert max(counts) == 15 and counts.count(0) >= 4, counts
+
+
+def test_the_tracked_norm_is_the_expected_norm_over_the_ticks_signs():
+    """From one state right after an exact tick, one lazy tick under 4000 sign draws: the
+    mean of ‖θ̃_b′‖² is the mean of the tracked N_b′ = N_b/ρ0² + ‖a_b‖²/ρ1² (the cross
+    term 2⟨θ̃_b, a_b⟩/(ρ0ρ1) is odd in the signs), within 2 % and 4 standard errors,
+    where dropping ‖a_b‖²/ρ1² or the 1/ρ0² would be off by far more."""
+    xs, ys = data(5, length=40)
+    learner = make("gru", stream_groups=B, optimizer="adam", lr=0.01)
+    t = 0
+    while t < 20 or learner._core.estimator_arrays["lazy_ticks"][0] != 0:
+        learner.step(xs[t], ys[t])
+        t += 1
+    state = learner.state_dict()
+    words = len(state["rng_state"])
+    tracked, summed = [], []
+    for seed in range(4000):
+        state["rng_state"] = np.random.default_rng(seed).integers(1, 2**63, words, dtype=np.uint64)
+        learner.load_state_dict(state)
+        learner.step(xs[t], ys[t])
+        assert learner._core.estimator_arrays["lazy_ticks"][0] == 1
+        found = tracked_and_summed(learner)
+        tracked.append(found[0])
+        summed.append(found[1])
+    difference = np.array(summed) - np.array(tracked)
+    mean = np.array(tracked).mean(axis=0)
+    error = difference.std(axis=0) / np.sqrt(len(difference))
+    assert np.all(np.abs(difference.mean(axis=0)) < 4 * error), (difference.mean(axis=0), error)
+    assert np.all(np.abs(difference.mean(axis=0)) < 0.02 * mean), (difference.mean(axis=0), mean)
+    assert np.all(difference.std(axis=0) > 0.05 * mean)  # the cross term is there, and averages out
+
+
+def test_checkpoints_from_before_the_scaled_theta_tilde_resume_bit_exactly():
+    """A checkpoint without theta_tilde_scale and lazy_ticks (from before them) holds the
+    actual θ̃ and its exact norm: it loads as σ = 1 after an exact tick."""
+    xs, ys = data(3, length=40)
+    learner = make("gru", stream_groups=B, optimizer="adam", lr=0.01)
+    t = 0
+    while t < 2 or learner._core.estimator_arrays["lazy_ticks"][0] != 0:
+        learner.step(xs[t], ys[t])
+        t += 1
+    state = learner.state_dict()
+    del state["lazy_ticks"]
+    np.testing.assert_array_equal(state.pop("theta_tilde_scale"), 1.0)
+    resumed = uoro.Learner.from_state_dict(state)
+    np.testing.assert_array_equal(learner.fit(xs[t:], ys[t:]), resumed.fit(xs[t:], ys[t:]))
+    np.testing.assert_array_equal(learner.theta, resumed.theta)
+
+
 def noise(found, exact):
     """The estimates' mean squared error relative to ‖exact‖²."""
     return float(np.mean(((found - exact) ** 2).sum(axis=1)) / (exact**2).sum())
@@ -85,13 +167,15 @@ def test_noise_falls_as_the_groups_grow():
 
 @pytest.mark.parametrize("rank", [1, 2])
 def test_checkpoints_of_grouped_uoro_resume_bit_exactly(rank, tmp_path):
-    xs, ys = data(2, length=12)
+    """Rank 1 is the per-stream pass (two groups of one stream): saved between its exact
+    norm ticks and resumed across the next one."""
+    xs, ys = data(2, length=40)
     learner = make("lstm", optimizer="adam", lr=0.01, stream_groups=2, rank=rank)
-    learner.fit(xs[:6], ys[:6])
+    learner.fit(xs[:21], ys[:21])
     learner.save(tmp_path / "grouped.npz")
     assert learner._core.estimator_arrays["theta_tilde"].shape[0] == 2 * rank
     resumed = uoro.load(tmp_path / "grouped.npz")
-    np.testing.assert_array_equal(learner.fit(xs[6:], ys[6:]), resumed.fit(xs[6:], ys[6:]))
+    np.testing.assert_array_equal(learner.fit(xs[21:], ys[21:]), resumed.fit(xs[21:], ys[21:]))
     np.testing.assert_array_equal(learner.theta, resumed.theta)
 
 

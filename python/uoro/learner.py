@@ -635,6 +635,9 @@ class Learner:
                 f"{differing}; build the learner with Learner.from_state_dict"
             )
         current = self.state_dict()
+        # Checkpoints from before the per-stream UORO pass kept θ̃ scaled: σ = 1, exact norms.
+        defaults = {"theta_tilde_scale": np.ones_like, "lazy_ticks": np.zeros_like}
+        state = {**{k: make(current[k]) for k, make in defaults.items() if k in current}, **state}
         checked = {}
         estimator_arrays = tuple(self._core.estimator_arrays)
         for name in (*_ARRAY_STATE, *estimator_arrays, "rng_state", "window_counters"):

@@ -444,7 +444,7 @@ void per_stream_passes_match_per_group_ones(const char* name) {
   const auto fill = [&](auto& m) {
     for (Index i = 0; i < m.size(); ++i) m.data()[i] = uniform();
   };
-  bool same = true;
+  bool same = true, lazy_same = true;
   const auto close = [](const auto& a, const auto& b) {
     return ((a - b).array().abs() <= 32 * std::numeric_limits<S>::epsilon() * (1 + a.array().abs())).all();
   };
@@ -483,8 +483,28 @@ void per_stream_passes_match_per_group_ones(const char* name) {
             g_stream.data(), t_stream.data(), t_stream.outerStride(), norm_stream.data(), lanes.data());
         same = same && close(g_group.head(rows), g_stream.head(rows)) && close(t_group, t_stream) &&
                close(norm_group, norm_stream);
+        // The lazy forms: the full ones with 1/ρ0 = 1, the norms left unread and untouched.
+        const Vec<S> ones = Vec<S>::Ones(streams), poison = Vec<S>::Constant(streams, S(-7));
+        Mat<S> t_full = t0, t_lazy = t0;
+        Vec<S> g_full(rows * cols), g_lazy(rows * cols), norm_lazy = poison;
+        uoro_pass_sums_per_stream(a_c, a_nu, v.data() + 2, v.outerStride(), cols, coef.data(), ones.data(),
+                                  rho1.data(), g_full.data(), t_full.data(), t_full.outerStride(),
+                                  norm_stream.data(), lanes.data());
+        uoro_pass_sums_per_stream<true>(a_c, a_nu, v.data() + 2, v.outerStride(), cols, coef.data(),
+                                        poison.data(), rho1.data(), g_lazy.data(), t_lazy.data(),
+                                        t_lazy.outerStride(), norm_lazy.data(), lanes.data());
+        lazy_same = lazy_same && (g_full - g_lazy).cwiseAbs().maxCoeff() == S(0) && t_full == t_lazy;
+        const auto reads = [](Index p) { return p == 0 || p == 2; };
+        uoro_pass_column_per_stream(a_c, a_nu, reads, coef.data(), ones.data(), rho1.data(), g_full.data(),
+                                    t_full.data(), t_full.outerStride(), norm_stream.data(), lanes.data());
+        uoro_pass_column_per_stream<true>(a_c, a_nu, reads, coef.data(), poison.data(), rho1.data(),
+                                          g_lazy.data(), t_lazy.data(), t_lazy.outerStride(),
+                                          norm_lazy.data(), lanes.data());
+        lazy_same = lazy_same && g_full.head(rows) == g_lazy.head(rows) && t_full == t_lazy &&
+                    norm_lazy == poison && t_lazy != t0;
       }
   check(same, std::string(name) + " per-stream UORO passes: the per-group passes' g, θ̃ and norms");
+  check(lazy_same, std::string(name) + " lazy per-stream UORO passes: the full ones with 1/ρ0 = 1, no norm");
 }
 
 int main() {

@@ -356,9 +356,12 @@ S uoro_pass_column(const Mat<S>& u_c, const Mat<S>& u_nu, const Index* streams, 
 // inv_rho1[p]; per entry (i, j) of the chunk
 //   g = Σ_p (coef_p·t_p + u_c,p(i)·v_p(j)),   t_p ← t_p/ρ0_p + (u_ν,p(i)/ρ1_p)·v_p(j),
 // and norm2[p] += Σ t_p,new² (added); `lanes` is scratch for one packet per stream.
+// kLazy (the caller keeps θ̃_p = σ_p·t_p, folds 1/ρ0 into σ_p and tracks the norm
+// itself): t_p ← t_p + (u_ν,p(i)/ρ1_p)·v_p(j), inv_rho0 and norm2 unread, three
+// multiply-adds per entry and stream instead of five.
 namespace detail {
 
-template <class P, int RV, int NC, class S>
+template <bool kLazy, class P, int RV, int NC, class S>
 inline void uoro_pass_tile_per_stream(Index streams, const S* a_c, const S* a_nu, Index lda, const S* b,
                                       Index b_p, const S* coef, const S* inv_rho0, const S* inv_rho1, S* g,
                                       S* t, Index t_p, Index ldc, S* lanes) {
@@ -374,9 +377,22 @@ inline void uoro_pass_tile_per_stream(Index streams, const S* a_c, const S* a_nu
       col_c[r] = ploadu<P>(a_c + p * lda + r * L);
       col_nu[r] = pmul(ploadu<P>(a_nu + p * lda + r * L), rho1);
     }
-    const P c = pset1<P>(coef[p]), rho0 = pset1<P>(inv_rho0[p]);
+    const P c = pset1<P>(coef[p]);
     const S* row = b + p * b_p;
     S* tp = t + p * t_p;
+    if constexpr (kLazy) {
+      for (int j = 0; j < NC; ++j) {
+        const P x = pset1<P>(row[j]);
+        for (int r = 0; r < RV; ++r) {
+          const Index at = j * ldc + r * L;
+          const P old = ploadu<P>(tp + at);
+          acc[j][r] = pmadd(col_c[r], x, pmadd(c, old, acc[j][r]));
+          pstoreu(tp + at, pmadd(col_nu[r], x, old));
+        }
+      }
+      continue;
+    }
+    const P rho0 = pset1<P>(inv_rho0[p]);
     P norm2 = ploadu<P>(lanes + p * L);
     for (int j = 0; j < NC; ++j) {
       const P x = pset1<P>(row[j]);
@@ -396,7 +412,7 @@ inline void uoro_pass_tile_per_stream(Index streams, const S* a_c, const S* a_nu
 }
 
 // The entries below a whole packet, one at a time, in the same order as the tiles.
-template <class S, class X>
+template <bool kLazy, class S, class X>
 void uoro_pass_tail_per_stream(Index streams, Index first_row, Index rows, Index cols, const S* a_c,
                                const S* a_nu, X&& x_at, const S* coef, const S* inv_rho0, const S* inv_rho1,
                                S* g, S* t, Index t_p, S* norm2) {
@@ -410,11 +426,15 @@ void uoro_pass_tail_per_stream(Index streams, Index first_row, Index rows, Index
         S& at_t = t[p * t_p + r + j * rows];
         const S old = at_t;
         g[r + j * rows] += coef[p] * old + a_c[p * rows + r] * x;
-        at_t = old * inv_rho0[p] + a_nu[p * rows + r] * inv_rho1[p] * x;
-        total += at_t * at_t;
+        if constexpr (kLazy) {
+          at_t = old + a_nu[p * rows + r] * inv_rho1[p] * x;
+        } else {
+          at_t = old * inv_rho0[p] + a_nu[p * rows + r] * inv_rho1[p] * x;
+          total += at_t * at_t;
+        }
       }
     }
-    norm2[p] += total;
+    if constexpr (!kLazy) norm2[p] += total;
   }
 }
 
@@ -422,7 +442,7 @@ void uoro_pass_tail_per_stream(Index streams, Index first_row, Index rows, Index
 
 // uoro_pass_sums over every stream of a_c's columns, each with its own θ̃ (see above):
 // v_p(j) = b[p·b_p + j].
-template <class S>
+template <bool kLazy = false, class S>
 void uoro_pass_sums_per_stream(const Mat<S>& a_c, const Mat<S>& a_nu, const S* b, Index b_p, Index cols,
                                const S* coef, const S* inv_rho0, const S* inv_rho1, S* g, S* t, Index t_p,
                                S* norm2, S* lanes) {
@@ -435,27 +455,28 @@ void uoro_pass_sums_per_stream(const Mat<S>& a_c, const Mat<S>& a_nu, const S* b
     constexpr int V = decltype(vectors)::value;
     Index j = 0;
     for (; j + NC <= cols; j += NC)
-      detail::uoro_pass_tile_per_stream<P, V, NC>(streams, a_c.data() + i, a_nu.data() + i, rows, b + j, b_p,
-                                                  coef, inv_rho0, inv_rho1, g + i + j * rows,
-                                                  t + i + j * rows, t_p, rows, lanes);
+      detail::uoro_pass_tile_per_stream<kLazy, P, V, NC>(
+          streams, a_c.data() + i, a_nu.data() + i, rows, b + j, b_p, coef, inv_rho0, inv_rho1,
+          g + i + j * rows, t + i + j * rows, t_p, rows, lanes);
     for (; j < cols; ++j)
-      detail::uoro_pass_tile_per_stream<P, V, 1>(streams, a_c.data() + i, a_nu.data() + i, rows, b + j, b_p,
-                                                 coef, inv_rho0, inv_rho1, g + i + j * rows, t + i + j * rows,
-                                                 t_p, rows, lanes);
+      detail::uoro_pass_tile_per_stream<kLazy, P, V, 1>(streams, a_c.data() + i, a_nu.data() + i, rows, b + j,
+                                                        b_p, coef, inv_rho0, inv_rho1, g + i + j * rows,
+                                                        t + i + j * rows, t_p, rows, lanes);
   };
   Index i = 0;
   for (; i + RV * L <= rows; i += RV * L) band(std::integral_constant<int, RV>{}, i);
   for (; i + L <= rows; i += L) band(std::integral_constant<int, 1>{}, i);
-  for (Index p = 0; p < streams; ++p) norm2[p] += predux(ploadu<P>(lanes + p * L));
+  if constexpr (!kLazy)
+    for (Index p = 0; p < streams; ++p) norm2[p] += predux(ploadu<P>(lanes + p * L));
   if (i < rows)
-    detail::uoro_pass_tail_per_stream(
+    detail::uoro_pass_tail_per_stream<kLazy>(
         streams, i, rows, cols, a_c.data(), a_nu.data(), [&](Index p, Index j) { return b[p * b_p + j]; },
         coef, inv_rho0, inv_rho1, g, t, t_p, norm2);
 }
 
 // uoro_pass_column over every stream, each with its own θ̃ (see above): v_p is 1 when
 // reads(p) (stream p reads this column's symbol) and 0 otherwise.
-template <class S, class Reads>
+template <bool kLazy = false, class S, class Reads>
 void uoro_pass_column_per_stream(const Mat<S>& u_c, const Mat<S>& u_nu, Reads&& reads, const S* coef,
                                  const S* inv_rho0, const S* inv_rho1, S* __restrict g, S* __restrict t,
                                  Index t_p, S* norm2, S* lanes) {
@@ -471,6 +492,20 @@ void uoro_pass_column_per_stream(const Mat<S>& u_c, const Mat<S>& u_nu, Reads&& 
     for (Index p = 0; p < streams; ++p) {
       const P c = pset1<P>(coef[p]), rho0 = pset1<P>(inv_rho0[p]), rho1 = pset1<P>(inv_rho1[p]);
       S* tp = t + p * t_p + i;
+      if constexpr (kLazy) {  // a stream not reading the symbol leaves its t as it is
+        if (reads(p)) {
+          const S* col_c = u_c.col(p).data() + i;
+          const S* col_nu = u_nu.col(p).data() + i;
+          for (int r = 0; r < 4; ++r) {
+            const P old = ploadu<P>(tp + r * L);
+            acc[r] = padd(pmadd(c, old, acc[r]), ploadu<P>(col_c + r * L));
+            pstoreu(tp + r * L, pmadd(rho1, ploadu<P>(col_nu + r * L), old));
+          }
+        } else {
+          for (int r = 0; r < 4; ++r) acc[r] = pmadd(c, ploadu<P>(tp + r * L), acc[r]);
+        }
+        continue;
+      }
       P norm = ploadu<P>(lanes + p * L);
       if (reads(p)) {
         const S* col_c = u_c.col(p).data() + i;
@@ -495,9 +530,10 @@ void uoro_pass_column_per_stream(const Mat<S>& u_c, const Mat<S>& u_nu, Reads&& 
     }
     for (int r = 0; r < 4; ++r) pstoreu(g + i + r * L, acc[r]);
   }
-  for (Index p = 0; p < streams; ++p) norm2[p] += predux(ploadu<P>(lanes + p * L));
+  if constexpr (!kLazy)
+    for (Index p = 0; p < streams; ++p) norm2[p] += predux(ploadu<P>(lanes + p * L));
   if (i < rows)
-    detail::uoro_pass_tail_per_stream(
+    detail::uoro_pass_tail_per_stream<kLazy>(
         streams, i, rows, Index(1), u_c.data(), u_nu.data(),
         [&](Index p, Index) { return S(reads(p) ? 1 : 0); }, coef, inv_rho0, inv_rho1, g, t, t_p, norm2);
 }

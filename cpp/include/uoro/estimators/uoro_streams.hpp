@@ -18,6 +18,17 @@
 // grows, where one system's cross-stream terms (ν_b ν_b' for b ≠ b') do not. s̃ keeps
 // one column per stream and rank, so the tangent and the signs cost what G = 1 costs;
 // the pass touches G θ̃ per rank.
+//
+// One estimate per stream (the default for many streams; rank 1, G = B): the pass over
+// B θ̃ per tick is most of a tick, so it keeps θ̃_b = σ_b·t_b (t_b stored, σ_b a scalar
+// per stream). The rescale by 1/ρ0 then goes into σ_b instead of every entry, and ‖θ̃_b‖²
+// (which sets the next ρ0) follows the recursion N ← N/ρ0² + ‖a_b‖²/ρ1² instead of being
+// summed over θ̃_b: its expectation over this tick's signs, since the cross term
+// 2⟨θ̃_b, a_b⟩/(ρ0ρ1) is odd in ν_b (a_b = ν_bᵀ ∂F_b/∂θ, rank one per block, so ‖a_b‖² is
+// exact). The ρ depend only on past signs and on even functions of this tick's, so the
+// estimate stays unbiased. Every kExactNormEvery ticks (or when σ_b would leave
+// [2⁻¹⁶, 2¹⁶]) the pass instead folds σ_b into t_b and sums the exact norm. Three
+// multiply-adds per entry and stream instead of five (docs/concepts.md).
 #pragma once
 
 #include <algorithm>
@@ -104,7 +115,12 @@ class UoroStreams {
     symbol_next_.assign(groups_ * config.input_size, 0);
     g_ = Vec<S>::Zero(scratch);
     if (per_stream_pass()) stream_lanes_ = Vec<S>::Zero(streams * Eigen::internal::packet_traits<S>::size);
+    theta_tilde_scale_ = Vec<S>::Ones(estimates);
+    lazy_ticks_ = Vec<S>::Zero(1);
   }
+
+  // Ticks between the exact norms of the per-stream pass (see the top of this file).
+  static constexpr int kExactNormEvery = 16;
 
   Refusal update(Streams<S, Cell>& m, S* grad_out, bool update) {
     const Index n = Index(m.present.size()), n_state = m.c.rows();
@@ -160,6 +176,7 @@ class UoroStreams {
       return refusal;
     }
     if (Cell::kInputInFactor && m.tokens) group_by_symbol(m);
+    if (per_stream_pass()) lazy_ = scale_to_stored();
     if (update) m.optimizer.begin(m.optimizer.config().clip_norm > 0 ? gradient_norm(m) : 0.0);
     if (m.optimizer.is_adam())
       pass<true>(m, grad_out, update);
@@ -178,6 +195,8 @@ class UoroStreams {
     s_tilde_.setZero();
     theta_tilde_.setZero();
     theta_tilde_norm2_.setZero();
+    theta_tilde_scale_.setOnes();
+    lazy_ticks_.setZero();
   }
   // The sensitivity of a constant state is zero: stream b's columns of s̃.
   void forget_stream(Index b) {
@@ -185,16 +204,24 @@ class UoroStreams {
   }
 
   // s̃ holds rank r, stream b in column r·B + b; θ̃ rank r, group g in column r·G + g.
+  // With one estimate per stream, θ̃'s column b is theta_tilde_scale[b] times the stored
+  // one, theta_tilde_norm2 the tracked ‖θ̃_b‖² and lazy_ticks the ticks since its last
+  // exact sum (a checkpoint from before these has scale 1 and 0 ticks).
   template <class Fn>
   void for_each_array(Fn&& fn) {
     fn("s_tilde", s_tilde_);
     fn("theta_tilde", theta_tilde_);
     fn("theta_tilde_norm2", theta_tilde_norm2_);
+    if (per_stream_pass()) {
+      fn("theta_tilde_scale", theta_tilde_scale_);
+      fn("lazy_ticks", lazy_ticks_);
+    }
   }
   void arrays_written(bool all) {
     if (!all)
       for (Index e = 0; e < theta_tilde_.cols(); ++e)
-        theta_tilde_norm2_(e) = theta_tilde_.col(e).squaredNorm();
+        theta_tilde_norm2_(e) =
+            theta_tilde_scale_(e) * theta_tilde_scale_(e) * theta_tilde_.col(e).squaredNorm();
   }
   Window<S, Cell>* window(Index) { return nullptr; }
 
@@ -374,6 +401,35 @@ class UoroStreams {
   // Whether the rank-1 pass runs as fused_stream_sums: one group per stream.
   bool per_stream_pass() const { return rank_ == 1 && groups_ > 1 && groups_ == streams_; }
 
+  // The per-stream pass's scales for the stored t_b (θ̃_b = σ_b·t_b), set in place of
+  // θ̃'s before the pass reads them (memory_gradient too), and σ_b, ‖θ̃_b‖² and the tick
+  // count after it: whether this tick's pass is lazy (else it folds σ_b into t_b and sums
+  // the exact norm). The pass's own scalars are the only ones changed, after any
+  // refusal: a refused tick leaves all of this as it was.
+  bool scale_to_stored() {
+    constexpr S kLow = S(1) / S(65536), kHigh = S(65536);
+    bool lazy = lazy_ticks_(0) + 1 < S(kExactNormEvery);
+    for (Index e = 0; e < groups_ && lazy; ++e) {
+      const S next = theta_tilde_scale_(e) * inv_rho0_(e);
+      lazy = next >= kLow && next <= kHigh;
+    }
+    for (Index e = 0; e < groups_; ++e) {
+      const S sigma = theta_tilde_scale_(e), inv_rho0 = inv_rho0_(e), inv_rho1 = inv_rho1_(e);
+      coef_(e) *= sigma;
+      if (lazy) {
+        theta_tilde_scale_(e) = sigma * inv_rho0;
+        inv_rho1_(e) = inv_rho1 / theta_tilde_scale_(e);
+        theta_tilde_norm2_(e) =
+            theta_tilde_norm2_(e) * inv_rho0 * inv_rho0 + a_norm2_(e) * inv_rho1 * inv_rho1;
+      } else {
+        theta_tilde_scale_(e) = S(1);
+        inv_rho0_(e) = sigma * inv_rho0;
+      }
+    }
+    lazy_ticks_(0) = lazy ? lazy_ticks_(0) + 1 : S(0);
+    return lazy;
+  }
+
   // fused_group_sums of every group at once, each group one stream.
   void fused_stream_sums(const Streams<S, Cell>& m, Index k, Index j0, Index cols, Index off, S* g) {
     const Index rows = u_c_[k].rows(), dense = one_hot_end(m, k, j0, cols), symbols = m.config.input_size;
@@ -384,16 +440,26 @@ class UoroStreams {
         return symbol_start_[p * symbols + j + 1] > symbol_start_[p * symbols + j];
       };
       const Index at = (j - j0) * rows;
-      uoro_pass_column_per_stream(u_c_[k], u_nu_[0][k], reads, coef_.data(), inv_rho0_.data(),
-                                  inv_rho1_.data(), g + at, tt + at, t_p, norm_acc_.data(),
-                                  stream_lanes_.data());
+      if (lazy_)
+        uoro_pass_column_per_stream<true>(u_c_[k], u_nu_[0][k], reads, coef_.data(), inv_rho0_.data(),
+                                          inv_rho1_.data(), g + at, tt + at, t_p, norm_acc_.data(),
+                                          stream_lanes_.data());
+      else
+        uoro_pass_column_per_stream(u_c_[k], u_nu_[0][k], reads, coef_.data(), inv_rho0_.data(),
+                                    inv_rho1_.data(), g + at, tt + at, t_p, norm_acc_.data(),
+                                    stream_lanes_.data());
     }
     if (dense == j0 + cols) return;
     const Mat<S>& v = m.batch.v[k];
     const Index at = (dense - j0) * rows;
-    uoro_pass_sums_per_stream(u_c_[k], u_nu_[0][k], v.data() + dense, v.outerStride(), j0 + cols - dense,
-                              coef_.data(), inv_rho0_.data(), inv_rho1_.data(), g + at, tt + at, t_p,
-                              norm_acc_.data(), stream_lanes_.data());
+    if (lazy_)
+      uoro_pass_sums_per_stream<true>(u_c_[k], u_nu_[0][k], v.data() + dense, v.outerStride(),
+                                      j0 + cols - dense, coef_.data(), inv_rho0_.data(), inv_rho1_.data(),
+                                      g + at, tt + at, t_p, norm_acc_.data(), stream_lanes_.data());
+    else
+      uoro_pass_sums_per_stream(u_c_[k], u_nu_[0][k], v.data() + dense, v.outerStride(), j0 + cols - dense,
+                                coef_.data(), inv_rho0_.data(), inv_rho1_.data(), g + at, tt + at, t_p,
+                                norm_acc_.data(), stream_lanes_.data());
   }
 
   // The same for any rank: g from the old θ̃ and θ̃ / ρ0 in one sweep per rank, then each
@@ -447,7 +513,7 @@ class UoroStreams {
       if (grad_out) std::copy(g, g + len, grad_out + off);
       if (update) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, len);
     });
-    theta_tilde_norm2_ = norm_acc_;
+    if (!lazy_) theta_tilde_norm2_ = norm_acc_;
     const Index out_rows = m.d_out.rows(), readout_offset = m.theta.size() - out_rows * m.readout_in.rows();
     for (Index j0 = 0; j0 < m.readout_in.rows(); j0 += readout_chunk_) {
       const Index cols = std::min(readout_chunk_, m.readout_in.rows() - j0);
@@ -479,8 +545,11 @@ class UoroStreams {
   Mat<S> readout_g_;        // the padded readout gradient of one chunk
   Mat<S> factors_;          // this tick's shared per-unit factors, when the cell has them
   Index readout_chunk_;
-  Vec<S> g_;             // one chunk of the pass
-  Vec<S> stream_lanes_;  // with one group per stream: a packet of each one's ‖θ̃‖² partials
+  Vec<S> g_;                               // one chunk of the pass
+  Vec<S> stream_lanes_;                    // with one group per stream: a packet of each one's ‖θ̃‖² partials
+  Vec<S> theta_tilde_scale_, lazy_ticks_;  // with one group per stream: σ_b, and the ticks since
+                                           // the last exact ‖θ̃_b‖² (one entry)
+  bool lazy_ = false;                      // whether this tick's per-stream pass is lazy
   std::vector<Index> by_symbol_, symbol_start_, symbol_next_;  // see group_by_symbol
 };
 
