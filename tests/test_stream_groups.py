@@ -88,6 +88,16 @@ def tracked_and_summed(learner):
     return arrays["theta_tilde_norm2"], summed
 
 
+def step_to_an_exact_tick(learner, xs, ys, least):
+    """Steps the learner through xs, ys until it has taken at least `least` ticks and the
+    last was an exact-norm tick; returns the ticks taken."""
+    t = 0
+    while t < least or learner._core.estimator_arrays["lazy_ticks"][0] != 0:
+        learner.step(xs[t], ys[t])
+        t += 1
+    return t
+
+
 def test_per_stream_norms_are_summed_exactly_at_least_every_16_ticks():
     """After each exact tick σ_b is 1 and the tracked ‖θ̃_b‖² is the sum to rounding; the
     tick count runs up to 15 and back to 0."""
@@ -112,10 +122,7 @@ def test_the_tracked_norm_is_the_expected_norm_over_the_ticks_signs():
     where dropping ‖a_b‖²/ρ1² or the 1/ρ0² would be off by far more."""
     xs, ys = data(5, length=40)
     learner = make("gru", stream_groups=B, optimizer="adam", lr=0.01)
-    t = 0
-    while t < 20 or learner._core.estimator_arrays["lazy_ticks"][0] != 0:
-        learner.step(xs[t], ys[t])
-        t += 1
+    t = step_to_an_exact_tick(learner, xs, ys, 20)
     state = learner.state_dict()
     words = len(state["rng_state"])
     tracked, summed = [], []
@@ -140,10 +147,7 @@ def test_checkpoints_from_before_the_scaled_theta_tilde_resume_bit_exactly():
     actual θ̃ and its exact norm: it loads as σ = 1 after an exact tick."""
     xs, ys = data(3, length=40)
     learner = make("gru", stream_groups=B, optimizer="adam", lr=0.01)
-    t = 0
-    while t < 2 or learner._core.estimator_arrays["lazy_ticks"][0] != 0:
-        learner.step(xs[t], ys[t])
-        t += 1
+    t = step_to_an_exact_tick(learner, xs, ys, 2)
     state = learner.state_dict()
     del state["lazy_ticks"]
     np.testing.assert_array_equal(state.pop("theta_tilde_scale"), 1.0)

@@ -380,32 +380,24 @@ inline void uoro_pass_tile_per_stream(Index streams, const S* a_c, const S* a_nu
     const P c = pset1<P>(coef[p]);
     const S* row = b + p * b_p;
     S* tp = t + p * t_p;
-    if constexpr (kLazy) {
-      for (int j = 0; j < NC; ++j) {
-        const P x = pset1<P>(row[j]);
-        for (int r = 0; r < RV; ++r) {
-          const Index at = j * ldc + r * L;
-          const P old = ploadu<P>(tp + at);
-          acc[j][r] = pmadd(col_c[r], x, pmadd(c, old, acc[j][r]));
-          pstoreu(tp + at, pmadd(col_nu[r], x, old));
-        }
-      }
-      continue;
-    }
-    const P rho0 = pset1<P>(inv_rho0[p]);
-    P norm2 = ploadu<P>(lanes + p * L);
+    P rho0{}, norm2{};
+    if constexpr (!kLazy) rho0 = pset1<P>(inv_rho0[p]), norm2 = ploadu<P>(lanes + p * L);
     for (int j = 0; j < NC; ++j) {
       const P x = pset1<P>(row[j]);
       for (int r = 0; r < RV; ++r) {
         const Index at = j * ldc + r * L;
         const P old = ploadu<P>(tp + at);
         acc[j][r] = pmadd(col_c[r], x, pmadd(c, old, acc[j][r]));
-        const P renewed = pmadd(col_nu[r], x, pmul(old, rho0));
-        pstoreu(tp + at, renewed);
-        norm2 = pmadd(renewed, renewed, norm2);
+        if constexpr (kLazy) {
+          pstoreu(tp + at, pmadd(col_nu[r], x, old));
+        } else {
+          const P renewed = pmadd(col_nu[r], x, pmul(old, rho0));
+          pstoreu(tp + at, renewed);
+          norm2 = pmadd(renewed, renewed, norm2);
+        }
       }
     }
-    pstoreu(lanes + p * L, norm2);
+    if constexpr (!kLazy) pstoreu(lanes + p * L, norm2);
   }
   for (int j = 0; j < NC; ++j)
     for (int r = 0; r < RV; ++r) pstoreu(g + j * ldc + r * L, acc[j][r]);
@@ -490,43 +482,36 @@ void uoro_pass_column_per_stream(const Mat<S>& u_c, const Mat<S>& u_nu, Reads&& 
     P acc[4];
     for (int r = 0; r < 4; ++r) acc[r] = pset1<P>(S(0));
     for (Index p = 0; p < streams; ++p) {
-      const P c = pset1<P>(coef[p]), rho0 = pset1<P>(inv_rho0[p]), rho1 = pset1<P>(inv_rho1[p]);
+      const P c = pset1<P>(coef[p]), rho1 = pset1<P>(inv_rho1[p]);
       S* tp = t + p * t_p + i;
-      if constexpr (kLazy) {  // a stream not reading the symbol leaves its t as it is
-        if (reads(p)) {
-          const S* col_c = u_c.col(p).data() + i;
-          const S* col_nu = u_nu.col(p).data() + i;
-          for (int r = 0; r < 4; ++r) {
-            const P old = ploadu<P>(tp + r * L);
-            acc[r] = padd(pmadd(c, old, acc[r]), ploadu<P>(col_c + r * L));
-            pstoreu(tp + r * L, pmadd(rho1, ploadu<P>(col_nu + r * L), old));
-          }
-        } else {
-          for (int r = 0; r < 4; ++r) acc[r] = pmadd(c, ploadu<P>(tp + r * L), acc[r]);
-        }
-        continue;
-      }
-      P norm = ploadu<P>(lanes + p * L);
+      P rho0{}, norm{};
+      if constexpr (!kLazy) rho0 = pset1<P>(inv_rho0[p]), norm = ploadu<P>(lanes + p * L);
       if (reads(p)) {
         const S* col_c = u_c.col(p).data() + i;
         const S* col_nu = u_nu.col(p).data() + i;
         for (int r = 0; r < 4; ++r) {
           const P old = ploadu<P>(tp + r * L);
           acc[r] = padd(pmadd(c, old, acc[r]), ploadu<P>(col_c + r * L));
-          const P renewed = pmadd(rho1, ploadu<P>(col_nu + r * L), pmul(old, rho0));
-          pstoreu(tp + r * L, renewed);
-          norm = pmadd(renewed, renewed, norm);
+          if constexpr (kLazy) {
+            pstoreu(tp + r * L, pmadd(rho1, ploadu<P>(col_nu + r * L), old));
+          } else {
+            const P renewed = pmadd(rho1, ploadu<P>(col_nu + r * L), pmul(old, rho0));
+            pstoreu(tp + r * L, renewed);
+            norm = pmadd(renewed, renewed, norm);
+          }
         }
       } else {
         for (int r = 0; r < 4; ++r) {
           const P old = ploadu<P>(tp + r * L);
           acc[r] = pmadd(c, old, acc[r]);
-          const P renewed = pmul(old, rho0);
-          pstoreu(tp + r * L, renewed);
-          norm = pmadd(renewed, renewed, norm);
+          if constexpr (!kLazy) {  // lazy: a stream not reading the symbol leaves its t as it is
+            const P renewed = pmul(old, rho0);
+            pstoreu(tp + r * L, renewed);
+            norm = pmadd(renewed, renewed, norm);
+          }
         }
       }
-      pstoreu(lanes + p * L, norm);
+      if constexpr (!kLazy) pstoreu(lanes + p * L, norm);
     }
     for (int r = 0; r < 4; ++r) pstoreu(g + i + r * L, acc[r]);
   }

@@ -404,8 +404,8 @@ class UoroStreams {
   // The per-stream pass's scales for the stored t_b (θ̃_b = σ_b·t_b), set in place of
   // θ̃'s before the pass reads them (memory_gradient too), and σ_b, ‖θ̃_b‖² and the tick
   // count after it: whether this tick's pass is lazy (else it folds σ_b into t_b and sums
-  // the exact norm). The pass's own scalars are the only ones changed, after any
-  // refusal: a refused tick leaves all of this as it was.
+  // the exact norm). Called after any refusal: a refused tick leaves all of this as it
+  // was.
   bool scale_to_stored() {
     constexpr S kLow = S(1) / S(65536), kHigh = S(65536);
     bool lazy = lazy_ticks_(0) + 1 < S(kExactNormEvery);
