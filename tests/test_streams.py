@@ -95,6 +95,70 @@ def test_masked_gradient_is_the_mean_over_streams_present(algorithm, options):
     np.testing.assert_allclose(grads, expected, rtol=0, atol=1e-10)
 
 
+# SnAp-1's sweep over streams at sizes with whole tiles (three packets of rows), single
+# packets and rows below a packet, on dense cells, a dense stack (the layer-wise rule) and
+# element-wise cells (exact RTRL through SnAp-1's sweep).
+SWEEPS = [
+    ("rnn", 1, "snap1"),
+    ("gru", 1, "snap1"),
+    ("lstm", 1, "snap1"),
+    ("gru", 2, "layerwise"),
+    ("minlstm", 1, "rtrl"),
+    ("indrnn", 1, "rtrl"),
+]
+
+
+@pytest.mark.parametrize("cell,layers,algorithm", SWEEPS)
+@pytest.mark.parametrize("hidden", [9, 17])
+def test_snap1_sweep_over_streams_is_the_mean_and_keeps_each_influence(
+    cell, layers, algorithm, hidden
+):
+    rng = np.random.default_rng(hidden)
+    streams = 4
+    xs, ys = rng.integers(0, VOCAB, (LENGTH, streams)), rng.integers(0, VOCAB, (LENGTH, streams))
+    mask = rng.random((LENGTH, streams)) < 0.7
+    mask[:, 2] = True  # one stream present at every tick
+
+    def new(streams):
+        return uoro.Learner(
+            cell, VOCAB, hidden, algorithm=algorithm, layers=layers, streams=streams,
+            optimizer="sgd", lr=0.0, dtype="float64",
+        )  # fmt: skip
+
+    many = new(streams)
+    theta = 3.0 * many.theta  # saturating gates: diagonals far from the identity
+    many.theta = theta
+    grads = many.gradients(xs, ys, mask)[1]
+    expected = np.zeros((LENGTH, theta.size))
+    for b in range(streams):
+        single = new(1)
+        single.theta = theta
+        ticks = np.flatnonzero(mask[:, b])
+        expected[ticks] += single.gradients(xs[ticks, b], ys[ticks, b])[1]
+        for name, influence in single._core.estimator_arrays.items():
+            assert name == "snap_influence"
+            np.testing.assert_allclose(
+                many._core.estimator_arrays[f"{name}_{b}"], influence, rtol=0, atol=1e-12
+            )
+    expected /= mask.sum(axis=1)[:, None]
+    np.testing.assert_allclose(grads, expected, rtol=0, atol=1e-10)
+    assert np.abs(grads).max() > 1e-3  # not vacuous
+
+
+def test_snap1_over_streams_clips_the_mean_gradient():
+    xs, ys = data(21)
+    twin = make("gru", "snap1")
+    twin.theta = theta_for("gru")
+    gradient = twin.gradients(xs[:1], ys[:1])[1][0]
+    norm = float(np.linalg.norm(gradient))
+    learner = make("gru", "snap1", lr=0.5, lr_scaling="none", clip_norm=0.25 * norm)
+    learner.theta = theta_for("gru")
+    learner.step(xs[0], ys[0])
+    np.testing.assert_allclose(
+        learner.theta, theta_for("gru") - 0.5 * 0.25 * gradient, rtol=0, atol=1e-12
+    )
+
+
 def test_stream_masked_at_every_tick_learns_like_the_batch_without_it():
     xs, ys = data(3)
     mask = np.ones((LENGTH, B), dtype=bool)

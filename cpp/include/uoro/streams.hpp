@@ -72,8 +72,8 @@ struct Streams {
   }
 };
 
-// One estimator E per stream (RTRL's Jacobian, a truncation window, SnAp-1's influence,
-// KF-RTRL's factors).
+// One estimator E per stream (RTRL's Jacobian, a truncation window, KF-RTRL's factors;
+// SnAp-1 has its own sweep over the streams, snap1_streams.hpp).
 // E provides enable_proposals() (called once), propose(Model&, bool& due) -> Refusal
 // (its gradient in gradient() when due), commit(), rollback() (undoes a successful
 // propose), and the single-stream interface otherwise.

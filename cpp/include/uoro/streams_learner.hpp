@@ -24,6 +24,7 @@
 #include "uoro/estimators/memory_uoro_streams.hpp"
 #include "uoro/estimators/rtrl.hpp"
 #include "uoro/estimators/snap1.hpp"
+#include "uoro/estimators/snap1_streams.hpp"
 #include "uoro/estimators/tbptt.hpp"
 #include "uoro/estimators/uoro_streams.hpp"
 #include "uoro/products.hpp"
@@ -163,7 +164,7 @@ class StreamsLearner {
 
  private:
   using Estimator = std::variant<UoroStreams<S, Cell>, MemoryUoroStreams<S, Cell>,
-                                 PerStream<S, Cell, Rtrl<S, Cell>>, PerStream<S, Cell, Snap1<S, Cell>>,
+                                 PerStream<S, Cell, Rtrl<S, Cell>>, Snap1Streams<S, Cell>,
                                  PerStream<S, Cell, Tbptt<S, Cell>>, PerStream<S, Cell, Kronecker<S, Cell>>>;
 
   static LearnerConfig validated(const LearnerConfig& c, Index streams) {
@@ -179,7 +180,7 @@ class StreamsLearner {
           return Estimator(std::in_place_type<MemoryUoroStreams<S, Cell>>, c, cell, readout, streams);
         return Estimator(std::in_place_type<UoroStreams<S, Cell>>, c, cell, readout, streams);
       case Algorithm::Snap1:
-        return Estimator(std::in_place_type<PerStream<S, Cell, Snap1<S, Cell>>>, c, cell, readout, streams);
+        return Estimator(std::in_place_type<Snap1Streams<S, Cell>>, c, cell, readout, streams);
       case Algorithm::Rtrl:
         return Estimator(std::in_place_type<PerStream<S, Cell, Rtrl<S, Cell>>>, c, cell, readout, streams);
       case Algorithm::KfRtrl:

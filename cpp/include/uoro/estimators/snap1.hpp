@@ -34,8 +34,7 @@ class Snap1 {
   static constexpr int kStored = kSlots > 0 ? kSlots : 1;
 
  public:
-  Snap1(const LearnerConfig&, const Cell& cell, const Readout<S>& readout)
-      : n_(cell.hidden_size()), proposal_size_(cell.param_size() + readout.block().size()) {
+  Snap1(const LearnerConfig&, const Cell& cell, const Readout<S>& readout) : n_(cell.hidden_size()) {
     Index units = n_;
     if constexpr (LayeredUnits<Cell>::value) units = cell.snap_units();
     influence_ = Mat<S>::Zero(cell.param_size(), kStored);
@@ -83,36 +82,6 @@ class Snap1 {
     return {};
   }
 
-  // For a learner that steps several streams before it keeps a tick (PerStream): the new
-  // influence and the gradient go to buffers of their own, kept by commit().
-  void enable_proposals() {
-    influence_next_ = Mat<S>::Zero(influence_.rows(), influence_.cols());
-    grad_ = Vec<S>::Zero(proposal_size_);
-  }
-  Refusal propose(Model<S, Cell>& m, bool& due) {
-    due = true;
-    if (const Refusal refusal = prepare(m)) return refusal;
-    influence_next_ = influence_;
-    S influence_max = 0;
-    for_each_cell_column(m.cell, m.cache, [&](Index off, Index rows, S vj, Index k) {
-      column<true>(influence_next_, k, off, rows, vj, grad_.data() + off);
-      for (int q = 0; q < kSlots; ++q)
-        influence_max = std::max(
-            influence_max,
-            Eigen::Map<const Vec<S>>(influence_next_.col(q).data() + off, rows).cwiseAbs().maxCoeff());
-    });
-    influence_max_next_ = influence_max;
-    grad_.tail(m.readout.block().size()).setZero();
-    add_readout_gradient(m.readout, m.d_out, m.readout_v, grad_.data());
-    return {};
-  }
-  void commit() {
-    std::swap(influence_, influence_next_);
-    influence_max_ = influence_max_next_;
-  }
-  void rollback() {}
-  const Vec<S>& gradient() const { return grad_; }
-
   void forget() {
     influence_.setZero();
     influence_max_ = 0;
@@ -124,7 +93,15 @@ class Snap1 {
   void arrays_written(bool) { influence_max_ = influence_.size() ? influence_.cwiseAbs().maxCoeff() : S(0); }
   Window<S, Cell>* window() { return nullptr; }
 
- private:
+  // What Snap1Streams reads of one stream after prepare(): per block row, its unit's
+  // diagonal block (rows, slots²: d_hh, d_hc, d_ch, d_cc) and cotangents (rows, slots),
+  // each slot's immediate factors, J's slots, and max|J| (which it keeps up to date).
+  const Mat<S>& row_diagonal(Index k) const { return row_diagonal_[k]; }
+  const Mat<S>& row_cotangent(Index k) const { return row_cotangent_[k]; }
+  const Vec<S>& immediate(int q, Index k) const { return immediate_[q][k]; }
+  Mat<S>& influence() { return influence_; }
+  S& influence_max() { return influence_max_; }
+
   // The unit diagonals and immediate entries of this step, and bounds on the new |J| and
   // |g| checked before anything is written.
   Refusal prepare(Model<S, Cell>& m) {
@@ -155,10 +132,16 @@ class Snap1 {
       S influence_bound = 0;
       for (Index k = 0; k < Cell::kBlocks; ++k) {
         const Index rows = m.cell.blocks()[k].rows;
-        for (Index i = 0; i < rows; ++i) {
-          const Index u = row_unit_[k][i];
-          row_diagonal_[k].row(i) = diagonal_.row(u);
-          for (int q = 0; q < kSlots; ++q) row_cotangent_[k](i, q) = cotangent_(entry_[q][u]);
+        const Index* unit = row_unit_[k].data();
+        for (Index s = 0; s < diagonal_.cols(); ++s) {  // column by column: plain gathers
+          const S* from = diagonal_.col(s).data();
+          S* to = row_diagonal_[k].col(s).data();
+          for (Index i = 0; i < rows; ++i) to[i] = from[unit[i]];
+        }
+        for (int q = 0; q < kSlots; ++q) {
+          const Index* entry = entry_[q].data();
+          S* to = row_cotangent_[k].col(q).data();
+          for (Index i = 0; i < rows; ++i) to[i] = cotangent_(entry[unit[i]]);
         }
         const S v_max = m.cache.v[k].cwiseAbs().maxCoeff();
         for (int q = 0; q < kSlots; ++q)
@@ -249,10 +232,6 @@ class Snap1 {
   Index readout_chunk_;
   Mat<S> influence_;  // J: (P_cell, slots)
   S influence_max_ = 0;
-  Mat<S> influence_next_;  // proposals only (enable_proposals)
-  S influence_max_next_ = 0;
-  Vec<S> grad_;
-  Index proposal_size_;
   Mat<S> diagonal_;                                // per unit, its block of ∂F/∂s: (units, slots²)
   Vec<S> cotangent_;                               // the cotangent on the new state the gradient uses (S)
   std::array<std::vector<Index>, kStored> entry_;  // per slot, each unit's state entry
