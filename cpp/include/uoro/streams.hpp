@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "uoro/estimator.hpp"
+#include "uoro/products.hpp"
 
 namespace uoro {
 
@@ -70,6 +71,63 @@ struct Streams {
     l.readout_v = readout_in.col(b);
     return {config, cell, l.cache, readout, l.d_out, l.readout_v, l.c, theta, optimizer, rng};
   }
+};
+
+// The readout's part of a fused pass over streams: its exact gradient, the mean over the
+// streams present of d_out_b ⊗ [h_b; 1] (absent streams' d_out is zero), a chunk of
+// columns at a time from d_out scaled and padded to whole bands of the product kernel,
+// through a padded scratch.
+template <class S>
+class StreamsReadout {
+ public:
+  StreamsReadout(const Readout<S>& readout, Index streams)
+      : rows_(readout.block().rows),
+        chunk_(pass_chunk_columns(readout.block().rows, readout.block().cols)),
+        d_out_(Mat<S>::Zero(padded_rows(readout.output_size(), kernel_row_multiple<S>()), streams)),
+        padded_(Mat<S>::Zero(d_out_.rows(), chunk_)) {}
+
+  // The scratch g that norm2 and pass write: one chunk.
+  Index scratch_size() const { return rows_ * chunk_; }
+  // Each stream's share of the tick's mean loss: this tick's d_out / n.
+  void load(const Mat<S>& d_out, S inv_n) { d_out_.topRows(d_out.rows()) = inv_n * d_out; }
+
+  // ‖g‖² of the readout's gradient (0 when the readout is not trained), for clipping.
+  template <class Cell>
+  double norm2(const Streams<S, Cell>& m, S* g) {
+    double total = 0;
+    if (m.config.train_readout)
+      for (Index j0 = 0; j0 < m.readout_in.rows(); j0 += chunk_) {
+        const Index cols = std::min(chunk_, m.readout_in.rows() - j0);
+        gradient(m, j0, cols, g);
+        total += double(Eigen::Map<const Vec<S>>(g, rows_ * cols).squaredNorm());
+      }
+    return total;
+  }
+  // The gradient into grad_out (if given) and the optimizer (when the readout is trained).
+  template <bool kAdam, class Cell>
+  void pass(Streams<S, Cell>& m, S* g, S* grad_out, bool update) {
+    const Index readout_offset = m.theta.size() - rows_ * m.readout_in.rows();
+    for (Index j0 = 0; j0 < m.readout_in.rows(); j0 += chunk_) {
+      const Index cols = std::min(chunk_, m.readout_in.rows() - j0);
+      const Index off = readout_offset + j0 * rows_, len = rows_ * cols;
+      gradient(m, j0, cols, g);
+      if (grad_out) std::copy(g, g + len, grad_out + off);
+      if (update && m.config.train_readout) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, len);
+    }
+  }
+
+ private:
+  // g (O × cols) for the readout's columns [j0, j0 + cols).
+  template <class Cell>
+  void gradient(const Streams<S, Cell>& m, Index j0, Index cols, S* g) {
+    auto padded = padded_.leftCols(cols);
+    multiply_into(d_out_, m.readout_in.middleRows(j0, cols).transpose(), padded);
+    copy_rows(padded, MatMap<S>(g, rows_, cols), rows_);
+  }
+
+  Index rows_, chunk_;
+  Mat<S> d_out_;   // (O padded, B)
+  Mat<S> padded_;  // one chunk's padded gradient
 };
 
 // One estimator E per stream (RTRL's Jacobian, a truncation window, KF-RTRL's factors;

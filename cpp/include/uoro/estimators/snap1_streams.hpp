@@ -139,7 +139,8 @@ class Snap1Streams {
   static constexpr int kTileColumns = 4;
 
  public:
-  Snap1Streams(const LearnerConfig& config, const Cell& cell, const Readout<S>& readout, Index streams) {
+  Snap1Streams(const LearnerConfig& config, const Cell& cell, const Readout<S>& readout, Index streams)
+      : readout_(readout, streams) {
     estimators_.reserve(streams);
     for (Index b = 0; b < streams; ++b) estimators_.emplace_back(config, cell, readout);
     for (Index b = 0; b < streams; ++b)
@@ -148,15 +149,10 @@ class Snap1Streams {
     Index scratch = 0;
     for (Index k = 0; k < Cell::kBlocks; ++k) {
       const Block& b = cell.blocks()[k];
-      chunk_[k] = std::min(b.cols, std::max<Index>(1, 16384 / std::max<Index>(1, b.rows)));
+      chunk_[k] = pass_chunk_columns(b.rows, b.cols);  // whole tiles of columns, in cache
       scratch = std::max(scratch, b.rows * chunk_[k]);
     }
-    const Block& r = readout.block();
-    readout_chunk_ = readout_chunk_columns(readout);
-    scratch = std::max(scratch, r.rows * readout_chunk_);
-    g_ = Vec<S>::Zero(scratch);
-    d_out_ = Mat<S>::Zero(padded_rows(r.rows, kernel_row_multiple<S>()), streams);
-    readout_g_ = Mat<S>::Zero(d_out_.rows(), readout_chunk_);
+    g_ = Vec<S>::Zero(std::max(scratch, readout_.scratch_size()));
     lanes_ = Vec<S>::Zero(streams * L);
     top_ = Vec<S>::Zero(streams);
     ops_.resize(streams);
@@ -171,7 +167,7 @@ class Snap1Streams {
         if (const Refusal refusal = estimators_[b].prepare(model)) return refusal;
       }
       const S inv_n = S(1) / S(m.present.size());
-      d_out_.topRows(m.d_out.rows()) = inv_n * m.d_out;  // each stream's share of the mean
+      readout_.load(m.d_out, inv_n);
       if (update) m.optimizer.begin(m.optimizer.config().clip_norm > 0 ? gradient_norm(m, inv_n) : 0.0);
       if (m.optimizer.is_adam())
         pass<true>(m, inv_n, grad_out, update);
@@ -250,15 +246,6 @@ class Snap1Streams {
     }
   }
 
-  // g (O × cols) = Σ_b d_out_b ⊗ [h_b; 1][j0 : j0 + cols] / n (absent streams' d_out is
-  // zero), from d_out scaled and padded to whole bands of the kernel, through a padded
-  // scratch.
-  void readout_gradient(const Streams<S, Cell>& m, Index j0, Index cols, S* g) {
-    auto padded = readout_g_.leftCols(cols);
-    multiply_into(d_out_, m.readout_in.middleRows(j0, cols).transpose(), padded);
-    copy_rows(padded, MatMap<S>(g, m.d_out.rows(), cols), m.d_out.rows());
-  }
-
   // ‖g‖ of the coming step, for clipping: one read-only sweep before the one that writes.
   double gradient_norm(Streams<S, Cell>& m, S inv_n) {
     double total = 0;
@@ -267,13 +254,7 @@ class Snap1Streams {
       sweep<false>(m, k, j0, cols, inv_n, g);
       total += double(g_.head(rows * cols).squaredNorm());
     });
-    if (m.config.train_readout)
-      for (Index j0 = 0; j0 < m.readout_in.rows(); j0 += readout_chunk_) {
-        const Index cols = std::min(readout_chunk_, m.readout_in.rows() - j0);
-        readout_gradient(m, j0, cols, g);
-        total += double(g_.head(m.d_out.rows() * cols).squaredNorm());
-      }
-    return std::sqrt(total);
+    return std::sqrt(total + readout_.norm2(m, g));
   }
 
   template <bool kAdam>
@@ -291,26 +272,17 @@ class Snap1Streams {
     for (Index p = 0; p < streams; ++p)
       estimators_[m.present[p]].influence_max() =
           std::max(top_(p), Eigen::internal::predux_max(Eigen::internal::ploadu<P>(lanes_.data() + p * L)));
-    const Index out_rows = m.d_out.rows(), readout_offset = m.theta.size() - out_rows * m.readout_in.rows();
-    for (Index j0 = 0; j0 < m.readout_in.rows(); j0 += readout_chunk_) {
-      const Index cols = std::min(readout_chunk_, m.readout_in.rows() - j0);
-      const Index off = readout_offset + j0 * out_rows, len = out_rows * cols;
-      readout_gradient(m, j0, cols, g);
-      if (grad_out) std::copy(g, g + len, grad_out + off);
-      if (update && m.config.train_readout) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, len);
-    }
+    readout_.template pass<kAdam>(m, g, grad_out, update);
   }
 
   std::vector<Snap1<S, Cell>> estimators_;
   std::vector<std::string> names_;
   std::vector<detail::SnapOperands<S>> ops_;  // the present streams' operands of one block
   std::array<Index, Cell::kBlocks> chunk_{};  // columns per chunk of each block
-  Index readout_chunk_;
-  Vec<S> g_;          // one chunk of the gradient
-  Mat<S> d_out_;      // the readout's loss factors (O, B), zero rows up to the kernel's row multiple
-  Mat<S> readout_g_;  // the padded readout gradient of one chunk
-  Vec<S> lanes_;      // per present stream, a packet of its max |J| so far
-  Vec<S> top_;        // and the same from the rows below a packet
+  StreamsReadout<S> readout_;
+  Vec<S> g_;      // one chunk of the gradient
+  Vec<S> lanes_;  // per present stream, a packet of its max |J| so far
+  Vec<S> top_;    // and the same from the rows below a packet
 };
 
 }  // namespace uoro

@@ -76,7 +76,8 @@ class UoroStreams {
       : rank_(config.rank),
         groups_(std::clamp<Index>(config.stream_groups, 1, streams)),
         eps_(S(config.uoro_eps)),
-        streams_(streams) {
+        streams_(streams),
+        readout_(readout, streams) {
     const Index n_state = cell.state_size(), estimates = rank_ * groups_;
     s_tilde_ = s_tilde_next_ = Mat<S>::Zero(n_state, rank_ * streams);
     theta_tilde_ = Mat<S>::Zero(cell.param_size(), estimates);
@@ -104,12 +105,8 @@ class UoroStreams {
     u_nu_.resize(rank_);
     for (auto& u : u_nu_)
       for (Index k = 0; k < Cell::kBlocks; ++k) u[k] = Mat<S>::Zero(cell.blocks()[k].rows, streams);
-    // Padded with zero rows like the learner's readout weights (see StreamsLearner).
-    d_out_ = Mat<S>::Zero(padded_rows(readout.output_size(), kernel_row_multiple<S>()), streams);
     if constexpr (kShared) factors_ = Mat<S>::Zero(cell.shared_factor_rows(), streams);
-    readout_chunk_ = chunk_columns(readout.block());
-    scratch = std::max(scratch, readout.block().rows * readout_chunk_);
-    readout_g_ = Mat<S>::Zero(d_out_.rows(), readout_chunk_);
+    scratch = std::max(scratch, readout_.scratch_size());
     by_symbol_.reserve(streams);
     symbol_start_.assign(groups_ * config.input_size + 1, 0);
     symbol_next_.assign(groups_ * config.input_size, 0);
@@ -131,7 +128,7 @@ class UoroStreams {
     for (Index k = 0; k < Cell::kBlocks; ++k) column_stats(m.batch.v[k], v_max_.row(k), v_norm2_.row(k));
     c_mean_ = inv_n * m.c;
     const Bounds c_bounds = param_cotangents(m, c_mean_, u_c_);
-    d_out_.topRows(m.d_out.rows()) = inv_n * m.d_out;
+    readout_.load(m.d_out, inv_n);
     // Bounds on |g| and |new θ̃| of the coming pass (|Σ_b u_b v_bᵀ| <= Σ_b max|u_b| max|v_b|).
     UoroChecks<S> checks(eps_);
     for (Index k = 0; k < Cell::kBlocks; ++k) checks.add_direct_bound(c_bounds[k].max);
@@ -340,21 +337,7 @@ class UoroStreams {
       add_factor_products(m, k, u_c_[k], j0, cols, g);
       total += double(g_.head(len).squaredNorm());
     });
-    if (m.config.train_readout)
-      for (Index j0 = 0; j0 < m.readout_in.rows(); j0 += readout_chunk_) {
-        const Index cols = std::min(readout_chunk_, m.readout_in.rows() - j0);
-        readout_gradient(m, j0, cols, g);
-        total += double(g_.head(m.d_out.rows() * cols).squaredNorm());
-      }
-    return std::sqrt(total);
-  }
-
-  // g (O × cols) = Σ_b d_out_b ⊗ [h_b; 1][j0 : j0 + cols], the readout's gradient, from
-  // the padded d_out (whole bands of the kernel) through a padded scratch.
-  void readout_gradient(Streams<S, Cell>& m, Index j0, Index cols, S* g) {
-    auto padded = readout_g_.leftCols(cols);
-    multiply_into(d_out_, m.readout_in.middleRows(j0, cols).transpose(), padded);
-    copy_rows(padded, MatMap<S>(g, m.d_out.rows(), cols), m.d_out.rows());
+    return std::sqrt(total + readout_.norm2(m, g));
   }
 
   // The first column of [j0, j0 + cols) past a one-hot input's columns (j0 if none).
@@ -514,19 +497,13 @@ class UoroStreams {
       if (update) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, len);
     });
     if (!lazy_) theta_tilde_norm2_ = norm_acc_;
-    const Index out_rows = m.d_out.rows(), readout_offset = m.theta.size() - out_rows * m.readout_in.rows();
-    for (Index j0 = 0; j0 < m.readout_in.rows(); j0 += readout_chunk_) {
-      const Index cols = std::min(readout_chunk_, m.readout_in.rows() - j0);
-      const Index off = readout_offset + j0 * out_rows, len = out_rows * cols;
-      readout_gradient(m, j0, cols, g);
-      if (grad_out) std::copy(g, g + len, grad_out + off);
-      if (update && m.config.train_readout) m.optimizer.template apply<kAdam>(m.theta.data(), off, g, len);
-    }
+    readout_.template pass<kAdam>(m, g, grad_out, update);
   }
 
   Index rank_, groups_;
   S eps_;
   Index streams_;
+  StreamsReadout<S> readout_;
   Mat<S> s_tilde_, s_tilde_next_;  // (S, rank·B)
   Mat<S> theta_tilde_;             // (P_cell, rank·G)
   std::vector<Index> group_start_, stream_group_, present_in_group_;
@@ -537,14 +514,10 @@ class UoroStreams {
   std::array<Mat<S>, Cell::kBlocks> u_c_;                // per block: (rows, B)
   std::vector<std::array<Mat<S>, Cell::kBlocks>> u_nu_;  // per rank and block
   std::array<Index, Cell::kBlocks> chunk_{};
-  Mat<S> v_max_, v_norm2_;  // per block and stream
-  Vec<S> u_max_, u_norm2_;  // factor_bounds' scratch: per stream
-  Mat<S> c_mean_;           // c / (streams present): each stream's share of the mean loss
-  Mat<S> d_out_;            // the readout's loss factors, each stream's share of the mean (O, B),
-                            // with zero rows up to the kernel's row multiple
-  Mat<S> readout_g_;        // the padded readout gradient of one chunk
-  Mat<S> factors_;          // this tick's shared per-unit factors, when the cell has them
-  Index readout_chunk_;
+  Mat<S> v_max_, v_norm2_;                 // per block and stream
+  Vec<S> u_max_, u_norm2_;                 // factor_bounds' scratch: per stream
+  Mat<S> c_mean_;                          // c / (streams present): each stream's share of the mean loss
+  Mat<S> factors_;                         // this tick's shared per-unit factors, when the cell has them
   Vec<S> g_;                               // one chunk of the pass
   Vec<S> stream_lanes_;                    // with one group per stream: a packet of each one's ‖θ̃‖² partials
   Vec<S> theta_tilde_scale_, lazy_ticks_;  // with one group per stream: σ_b, and the ticks since
