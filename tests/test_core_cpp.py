@@ -39,9 +39,12 @@ def test_core_checks_pass():
     # Many streams: the batched kernels, and allocation-free ticks for every estimator: per
     # cell, UORO (rank 1, 2, one estimate per stream, memory 4) at 3 and 64 streams, and the
     # six per-stream estimators (RTRL, two tBPTTs, SnAp-1, KF-RTRL, OK) at 3, each with SGD
-    # and Adam; the per-stream UORO pass against the per-group one, in f32 and f64.
+    # and Adam, and SnAp-1 at 64 for the nine cells that have it (all but the influence
+    # cell); the per-stream UORO pass against the per-group one, in f32 and f64.
     assert sum("equal the one-stream kernels per column" in line for line in lines) == 10
-    assert sum("0 allocations in 200 ticks" in line for line in lines) == 10 * (2 * 2 * 4 + 2 * 6)
+    ticks = sum("0 allocations in 200 ticks" in line for line in lines)
+    assert ticks == 10 * (2 * 2 * 4 + 2 * 6) + 9 * 2
+    assert sum(" snap1 " in line and "streams 64" in line for line in lines) == 9 * 2
     assert sum("per-stream UORO passes: the per-group passes'" in line for line in lines) == 2
     assert sum(line.startswith("ok   gru_l2-48 ") for line in lines) >= 2 * 4  # stacks step too
 

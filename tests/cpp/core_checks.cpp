@@ -337,12 +337,14 @@ void all_algorithms_on_streams(const char* name) {
       c.memory = 4;
       ticks_do_not_allocate<Cell>(name, c, streams > 8 ? 64 : 6, streams);
       c.memory = 1;
-      if constexpr (Cell::kSnapSlots > 0) {  // SnAp-1's sweep over streams, at every size
-        c.algorithm = Algorithm::Snap1;
-        ticks_do_not_allocate<Cell>(name, c, streams > 8 ? 64 : 6, streams);
-        c.algorithm = Algorithm::Uoro;
+      if (streams > 8) {
+        if constexpr (Cell::kSnapSlots > 0) {  // SnAp-1's sweep over streams at size (3: below)
+          c.algorithm = Algorithm::Snap1;
+          ticks_do_not_allocate<Cell>(name, c, 64, streams);
+          c.algorithm = Algorithm::Uoro;
+        }
+        continue;  // the other per-stream exact estimators: small cases
       }
-      if (streams > 8) continue;  // the other per-stream exact estimators: small cases
       for (Algorithm a : {Algorithm::Rtrl, Algorithm::Tbptt, Algorithm::TbpttChunk, Algorithm::Snap1}) {
         c.algorithm = a;
         c.truncation = 4;
