@@ -130,6 +130,38 @@ class StreamsReadout {
   Mat<S> padded_;  // one chunk's padded gradient
 };
 
+// One single-stream estimator E per stream, and their memory under names with the
+// stream's index ("jacobian_3"): what PerStream and Snap1Streams share.
+template <class E>
+class StreamEstimators {
+ public:
+  template <class S, class Cell>
+  StreamEstimators(const LearnerConfig& config, const Cell& cell, const Readout<S>& readout, Index streams) {
+    each_.reserve(streams);
+    for (Index b = 0; b < streams; ++b) each_.emplace_back(config, cell, readout);
+    for (Index b = 0; b < streams; ++b)
+      each_[b].for_each_array(
+          [&](const char* name, auto&) { names_.push_back(std::string(name) + "_" + std::to_string(b)); });
+  }
+
+  E& operator[](Index b) { return each_[b]; }
+  void forget() {
+    for (E& e : each_) e.forget();
+  }
+  template <class Fn>
+  void for_each_array(Fn&& fn) {
+    std::size_t i = 0;
+    for (E& e : each_) e.for_each_array([&](const char*, auto& a) { fn(names_[i++].c_str(), a); });
+  }
+  void arrays_written(bool all) {
+    for (E& e : each_) e.arrays_written(all);
+  }
+
+ private:
+  std::vector<E> each_;
+  std::vector<std::string> names_;
+};
+
 // One estimator E per stream (RTRL's Jacobian, a truncation window, KF-RTRL's factors;
 // SnAp-1 has its own sweep over the streams, snap1_streams.hpp).
 // E provides enable_proposals() (called once), propose(Model&, bool& due) -> Refusal
@@ -138,16 +170,10 @@ class StreamsReadout {
 template <class S, class Cell, class E>
 class PerStream {
  public:
-  PerStream(const LearnerConfig& config, const Cell& cell, const Readout<S>& readout, Index streams) {
-    estimators_.reserve(streams);
-    for (Index b = 0; b < streams; ++b) {
-      estimators_.emplace_back(config, cell, readout);
-      estimators_.back().enable_proposals();
-    }
+  PerStream(const LearnerConfig& config, const Cell& cell, const Readout<S>& readout, Index streams)
+      : estimators_(config, cell, readout, streams) {
+    for (Index b = 0; b < streams; ++b) estimators_[b].enable_proposals();
     grad_ = Vec<S>::Zero(cell.param_size() + readout.block().size());
-    for (Index b = 0; b < streams; ++b)
-      estimators_[b].for_each_array(
-          [&](const char* name, auto&) { names_.push_back(std::string(name) + "_" + std::to_string(b)); });
   }
 
   // The mean of the present streams' gradients (those due this tick; none due: no update).
@@ -192,25 +218,17 @@ class PerStream {
     return {};
   }
 
-  void forget() {
-    for (E& e : estimators_) e.forget();
-  }
+  void forget() { estimators_.forget(); }
   void forget_stream(Index b) { estimators_[b].forget(); }
-
-  // Each stream's arrays, named with the stream's index ("jacobian_3").
   template <class Fn>
   void for_each_array(Fn&& fn) {
-    std::size_t i = 0;
-    for (E& e : estimators_) e.for_each_array([&](const char*, auto& a) { fn(names_[i++].c_str(), a); });
+    estimators_.for_each_array(fn);
   }
-  void arrays_written(bool all) {
-    for (E& e : estimators_) e.arrays_written(all);
-  }
+  void arrays_written(bool all) { estimators_.arrays_written(all); }
   Window<S, Cell>* window(Index b) { return estimators_[b].window(); }
 
  private:
-  std::vector<E> estimators_;
-  std::vector<std::string> names_;
+  StreamEstimators<E> estimators_;
   Vec<S> grad_;
 };
 

@@ -140,12 +140,7 @@ class Snap1Streams {
 
  public:
   Snap1Streams(const LearnerConfig& config, const Cell& cell, const Readout<S>& readout, Index streams)
-      : readout_(readout, streams) {
-    estimators_.reserve(streams);
-    for (Index b = 0; b < streams; ++b) estimators_.emplace_back(config, cell, readout);
-    for (Index b = 0; b < streams; ++b)
-      estimators_[b].for_each_array(
-          [&](const char* name, auto&) { names_.push_back(std::string(name) + "_" + std::to_string(b)); });
+      : estimators_(config, cell, readout, streams), readout_(readout, streams) {
     Index scratch = 0;
     for (Index k = 0; k < Cell::kBlocks; ++k) {
       const Block& b = cell.blocks()[k];
@@ -178,20 +173,14 @@ class Snap1Streams {
     }
   }
 
-  void forget() {
-    for (auto& e : estimators_) e.forget();
-  }
+  void forget() { estimators_.forget(); }
   void forget_stream(Index b) { estimators_[b].forget(); }
-
   // Each stream's influence, named with the stream's index ("snap_influence_3").
   template <class Fn>
   void for_each_array(Fn&& fn) {
-    std::size_t i = 0;
-    for (auto& e : estimators_) e.for_each_array([&](const char*, auto& a) { fn(names_[i++].c_str(), a); });
+    estimators_.for_each_array(fn);
   }
-  void arrays_written(bool all) {
-    for (auto& e : estimators_) e.arrays_written(all);
-  }
+  void arrays_written(bool all) { estimators_.arrays_written(all); }
   Window<S, Cell>* window(Index) { return nullptr; }
 
  private:
@@ -275,8 +264,7 @@ class Snap1Streams {
     readout_.template pass<kAdam>(m, g, grad_out, update);
   }
 
-  std::vector<Snap1<S, Cell>> estimators_;
-  std::vector<std::string> names_;
+  StreamEstimators<Snap1<S, Cell>> estimators_;
   std::vector<detail::SnapOperands<S>> ops_;  // the present streams' operands of one block
   std::array<Index, Cell::kBlocks> chunk_{};  // columns per chunk of each block
   StreamsReadout<S> readout_;
