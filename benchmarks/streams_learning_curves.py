@@ -43,7 +43,11 @@ Prints the machine line, then per task and cell a markdown table (rows: variant 
 its own B = 1 target and W1), prints each seed's tables, then per task and cell a
 summary: each (variant, B)'s ratio to W1 per seed and on how many seeds it was at most
 0.5 (B = 1's loss in at most half of its time), and its loss after B = 1's samples per
-seed beside that seed's L1.
+seed beside that seed's L1; then the aim read over the seeds: the median L1, the median
+of each run's loss after half of its seed's W1, and the share of all (run, B = 1 run)
+pairs across seeds in which the run's loss after half of its W1 is at most that B = 1
+run's L1 (above 0.5: in half of B = 1's time, B streams beat one stream's full run more
+often than not).
 
 ``--json PATH`` writes every row with its curve (samples, seconds and loss per chunk)
 and the machine; ``--plot PATH`` draws a PNG (needs matplotlib): one panel per task ×
@@ -483,10 +487,20 @@ def table(rows: list[Run], task: str, cell: str, seed: int | None = None) -> str
     return "\n".join(lines)
 
 
-def seed_summary(rows: list[Run], task: str, cell: str, seeds: list[int]) -> str:
+def loss_by(row: Run, seconds: float, window: int) -> float:
+    """The run's windowed loss at its last chunk's end within `seconds` of `fit` (NaN
+    before a whole window)."""
+    losses = windowed(row.curve_samples, row.curve_loss, window)
+    within = np.flatnonzero(np.asarray(row.curve_seconds) <= seconds)
+    return float(losses[within[-1]]) if within.size else math.nan
+
+
+def seed_summary(rows: list[Run], task: str, cell: str, seeds: list[int], window: int) -> str:
     """Per (variant, B > 1): its ratio to W1 on each seed ("—": never) and on how many
     seeds it was at most 0.5; then its loss after as many samples as B = 1 learned, with
-    B = 1's L1 in brackets, on each seed."""
+    B = 1's L1 in brackets, on each seed; then the same aim read over the seeds instead
+    of seed by seed: each run's loss after half of its seed's W1 against every seed's L1
+    (one seed's B = 1 run can be lucky, so pairing runs by seed also compares luck)."""
     mine = [r for r in rows if (r.task, r.cell) == (task, cell) and r.streams > 1]
     lines = [
         "| variant | B | " + " | ".join(f"seed {s}" for s in seeds) + " | at most 0.5 of W1 |",
@@ -515,6 +529,20 @@ def seed_summary(rows: list[Run], task: str, cell: str, seeds: list[int]) -> str
                 f"{fmt(at[s].loss_at_baseline_samples, 3)} ({at[s].target_loss:.3f})" for s in seeds
             )
             + " |"
+        )
+    baselines = {r.seed: r for r in rows if (r.task, r.cell, r.streams) == (task, cell, 1)}
+    targets = np.array([baselines[s].target_loss for s in seeds])
+    lines += [
+        "",
+        "| variant | B | median L1 | median loss after half of W1 | runs × B = 1 runs below |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for variant, b in dict.fromkeys((r.variant, r.streams) for r in mine):
+        at = {r.seed: r for r in mine if (r.variant, r.streams) == (variant, b)}
+        half = np.array([loss_by(at[s], 0.5 * baselines[s].wall_s, window) for s in seeds])
+        below = float(np.mean(half[:, None] <= targets[None, :]))
+        lines.append(
+            f"| {variant} | {b} | {np.median(targets):.3f} | {np.median(half):.3f} | {below:.2f} |"
         )
     return "\n".join(lines)
 
@@ -657,7 +685,7 @@ def main() -> None:
             for cell in args.cells:
                 print(
                     f"\n{TASK_NAMES[task]}, {cell.upper()}-{hidden}, time to B = 1's loss / W1 "
-                    "per seed:\n\n" + seed_summary(rows, task, cell, seeds)
+                    "per seed:\n\n" + seed_summary(rows, task, cell, seeds, sizes.window)
                 )
     guarded = [f"{r.task} {r.cell} {r.variant} B={r.streams}" for r in rows if r.resets]
     if guarded:

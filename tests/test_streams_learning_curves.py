@@ -313,22 +313,30 @@ def test_several_seeds_run_in_turn_and_are_summarized(tmp_path, monkeypatch, cap
 
 
 def test_the_seed_summary_counts_the_seeds_within_half_of_w1():
-    def row(seed, ratio):
+    def row(seed, streams, ratio, target=0.2, half_loss=0.2):
+        # B = 1 learns for 2 s; a B = 16 run's loss after 1 s (half of W1) is half_loss,
+        # and after that its loss is far above every target (a window of one sample).
         return slc.Run(
-            task="anbn", cell="gru", hidden=8, variant="default", streams=16, seed=seed,
-            options={}, chunk_ticks=1, samples=1, wall_s=1.0, samples_per_s=1.0,
-            final_loss=0.2, target_loss=0.2, baseline_wall_s=1.0, time_to_target_s=ratio,
+            task="anbn", cell="gru", hidden=8, variant="default", streams=streams, seed=seed,
+            options={}, chunk_ticks=1, samples=2, wall_s=2.0, samples_per_s=1.0,
+            final_loss=0.2, target_loss=target, baseline_wall_s=2.0, time_to_target_s=ratio,
             ratio_to_baseline=ratio, loss_at_baseline_samples=0.19 + seed / 100, resets=0,
-            skipped_ticks=0, curve_samples=[1], curve_seconds=[1.0], curve_loss=[0.2],
+            skipped_ticks=0, curve_samples=[1, 2], curve_seconds=[0.9, 1.5],
+            curve_loss=[half_loss, 5.0],
         )  # fmt: skip
 
-    rows = [row(0, 0.46), row(1, 0.5), row(2, None), row(3, 0.91)]
-    summary = slc.seed_summary(rows, "anbn", "gru", [0, 1, 2, 3])
+    targets, halves = [0.20, 0.22, 0.24, 0.26], [0.19, 0.23, 0.25, 0.30]
+    ratios = [0.46, 0.5, None, 0.91]
+    rows = [row(s, 1, 1.0, target=targets[s]) for s in range(4)]
+    rows += [row(s, 16, ratios[s], targets[s], halves[s]) for s in range(4)]
+    summary = slc.seed_summary(rows, "anbn", "gru", [0, 1, 2, 3], window=1)
     lines = summary.splitlines()
     assert "| default | 16 | 0.46 | 0.50 | — | 0.91 | 2 of 4 |" in lines
-    assert lines[-1] == (
-        "| default | 16 | 0.190 (0.200) | 0.200 (0.200) | 0.210 (0.200) | 0.220 (0.200) |"
+    assert (
+        "| default | 16 | 0.190 (0.200) | 0.200 (0.220) | 0.210 (0.240) | 0.220 (0.260) |" in lines
     )
+    # Below the targets: 0.19 all four, 0.23 two, 0.25 one, 0.30 none: 7 of 16 pairs.
+    assert lines[-1] == "| default | 16 | 0.230 | 0.240 | 0.44 |"
 
 
 def test_seed_and_seeds_are_refused_together(monkeypatch, capsys):
