@@ -11,7 +11,7 @@ import pytest
 from uoro import _core
 
 sys.path.insert(0, str(Path(__file__).parent / "cpp"))
-from run_core_checks import build_and_run  # noqa: E402
+from run_core_checks import build_and_run, build_and_run_products  # noqa: E402
 
 
 def test_core_checks_pass():
@@ -50,9 +50,18 @@ def test_core_checks_pass():
 
 
 # Each variant this CPU runs: the SIMD width decides which paths of the kernel run.
-@pytest.mark.parametrize("variant", [v for v in _core.VARIANTS if _core.cpu_supports(v)])
-def test_many_streams_products_equal_eigen(variant):
-    result = build_and_run(source="product_checks.cpp", variant=variant)
+RUNNABLE = [v for v in _core.VARIANTS if _core.cpu_supports(v)]
+
+
+@pytest.fixture(scope="module")
+def product_checks():
+    """product_checks.cpp built for every runnable variant at once, and run."""
+    return build_and_run_products(RUNNABLE)
+
+
+@pytest.mark.parametrize("variant", RUNNABLE)
+def test_many_streams_products_equal_eigen(variant, product_checks):
+    result = product_checks[variant]
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert lines[-1] == "0 failed"

@@ -63,40 +63,88 @@ def variant_flags() -> dict[str, list[str]]:
 VARIANT_FLAGS = variant_flags()
 
 
+# core_checks.cpp builds as this many programs, compiled side by side (UORO_CHECKS_PART):
+# one template-heavy translation unit is most of the build's wall time.
+CORE_CHECK_PARTS = 2
+
+
+def compile_flags(variant: str, sanitize: bool) -> list[str]:
+    flags = [
+        *VARIANT_FLAGS[variant],
+        "-std=c++17",
+        "-I",
+        str(ROOT / "cpp" / "include"),
+        "-isystem",
+        str(eigen_include()),
+        "-Wall",
+        "-Wextra",
+        "-Wpedantic",
+        "-Werror",
+    ]
+    if variant == "avx512":
+        # GCC 12's own AVX-512 intrinsics (_mm512_undefined_ps, the `__Y = __Y` of
+        # _mm256_undefined_pd) trip these warnings.
+        flags += ["-Wno-maybe-uninitialized", "-Wno-uninitialized"]
+    if sanitize:
+        flags += [
+            "-O1",
+            "-g",
+            "-fsanitize=address,undefined",
+            "-fno-omit-frame-pointer",
+            "-fno-sanitize-recover=all",
+            "-DUORO_SANITIZE",
+        ]
+    else:
+        flags += ["-O1", "-DNDEBUG"]
+    return flags
+
+
+def build_all_and_run(commands: list[list[str]]) -> list[subprocess.CompletedProcess[str]]:
+    """Compiles each command's program (compiler arguments without the output) at once,
+    then runs them in turn."""
+    with tempfile.TemporaryDirectory() as tmp:
+        binaries = [Path(tmp) / f"checks{k}" for k in range(len(commands))]
+        builds = [
+            subprocess.Popen([compiler(), *command, "-o", str(binary)])
+            for command, binary in zip(commands, binaries)
+        ]
+        codes = [build.wait() for build in builds]  # every build ends before any raise
+        for code, command in zip(codes, commands):
+            if code:
+                raise subprocess.CalledProcessError(code, [compiler(), *command])
+        return [subprocess.run([str(b)], capture_output=True, text=True) for b in binaries]
+
+
+def build_and_run_products(variants: list[str]) -> dict[str, subprocess.CompletedProcess[str]]:
+    """product_checks.cpp for each instruction-set variant, built side by side."""
+    source = str(HERE / "product_checks.cpp")
+    runs = build_all_and_run([[*compile_flags(v, False), source] for v in variants])
+    return dict(zip(variants, runs))
+
+
 def build_and_run(
     sanitize: bool = False, source: str = "core_checks.cpp", variant: str = "baseline"
 ) -> subprocess.CompletedProcess[str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        binary = Path(tmp) / "checks"
-        flags = [
-            *VARIANT_FLAGS[variant],
-            "-std=c++17",
-            "-I",
-            str(ROOT / "cpp" / "include"),
-            "-isystem",
-            str(eigen_include()),
-            "-Wall",
-            "-Wextra",
-            "-Wpedantic",
-            "-Werror",
-        ]
-        if variant == "avx512":
-            # GCC 12's own AVX-512 intrinsics (_mm512_undefined_ps, the `__Y = __Y` of
-            # _mm256_undefined_pd) trip these warnings.
-            flags += ["-Wno-maybe-uninitialized", "-Wno-uninitialized"]
-        if sanitize:
-            flags += [
-                "-O1",
-                "-g",
-                "-fsanitize=address,undefined",
-                "-fno-omit-frame-pointer",
-                "-fno-sanitize-recover=all",
-                "-DUORO_SANITIZE",
-            ]
-        else:
-            flags += ["-O1", "-DNDEBUG"]
-        subprocess.run([compiler(), *flags, str(HERE / source), "-o", str(binary)], check=True)
-        return subprocess.run([str(binary)], capture_output=True, text=True)
+    """Builds `source` and runs it. core_checks.cpp builds as CORE_CHECK_PARTS programs
+    at once, run in turn: their output is joined, with one "N failed" line summing
+    theirs at the end, and the return code is the worst of theirs."""
+    flags = [*compile_flags(variant, sanitize), str(HERE / source)]
+    if source != "core_checks.cpp":
+        return build_all_and_run([flags])[0]
+    parts = [[*flags, f"-DUORO_CHECKS_PART={k}"] for k in range(CORE_CHECK_PARTS)]
+    runs = build_all_and_run(parts)
+    failed, lines = 0, []
+    for run in runs:
+        *body, last = run.stdout.splitlines() or [""]
+        match = re.fullmatch(r"(\d+) failed", last)
+        failed += int(match.group(1)) if match else 1  # a part that did not finish failed
+        lines += body if match else [*body, last]
+    return subprocess.CompletedProcess(
+        args=[run.args for run in runs],
+        returncode=max(run.returncode for run in runs),
+        stdout="\n".join([*lines, f"{failed} failed"]) + "\n",
+        stderr="".join(run.stderr for run in runs),
+    )
 
 
 def main() -> None:

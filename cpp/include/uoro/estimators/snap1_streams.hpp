@@ -136,7 +136,6 @@ class Snap1Streams {
   using P = typename Eigen::internal::packet_traits<S>::type;
   static constexpr int L = detail::kLanes<P>;
   static constexpr int kOneSlotRows = sizeof(P) == 64 ? 3 : 1;  // packets of rows per one-slot tile
-  static constexpr int kTileColumns = 4;
 
  public:
   Snap1Streams(const LearnerConfig& config, const Cell& cell, const Readout<S>& readout, Index streams)
@@ -207,7 +206,8 @@ class Snap1Streams {
   template <bool kWrite>
   void sweep(const Streams<S, Cell>& m, Index k, Index j0, Index cols, S inv_n, S* g) {
     const Index rows = m.cell.blocks()[k].rows, streams = Index(m.present.size());
-    constexpr int RV = kSlots == 1 ? kOneSlotRows : 1, NC = kTileColumns;
+    // Columns per tile as the UORO pass's, which pass_chunk_columns rounds chunks to.
+    constexpr int RV = kSlots == 1 ? kOneSlotRows : 1, NC = int(kPassSumColumns);
     const auto band = [&](auto vectors, Index i) {
       constexpr int V = decltype(vectors)::value;
       Index j = j0;
