@@ -501,15 +501,16 @@ def seed_summary(rows: list[Run], task: str, cell: str, seeds: list[int], window
     B = 1's L1 in brackets, on each seed; then the same aim read over the seeds instead
     of seed by seed: each run's loss after half of its seed's W1 against every seed's L1
     (one seed's B = 1 run can be lucky, so pairing runs by seed also compares luck)."""
-    mine = [r for r in rows if (r.task, r.cell) == (task, cell) and r.streams > 1]
+    runs: dict[tuple[str, int], dict[int, Run]] = {}  # (variant, B) → seed → its run
+    for r in rows:
+        if (r.task, r.cell) == (task, cell) and r.streams > 1:
+            runs.setdefault((r.variant, r.streams), {})[r.seed] = r
     lines = [
         "| variant | B | " + " | ".join(f"seed {s}" for s in seeds) + " | at most 0.5 of W1 |",
         "|---|---:|" + "---:|" * (len(seeds) + 1),
     ]
-    for variant, b in dict.fromkeys((r.variant, r.streams) for r in mine):
-        ratios = {
-            r.seed: r.ratio_to_baseline for r in mine if (r.variant, r.streams) == (variant, b)
-        }
+    for (variant, b), at in runs.items():
+        ratios = {seed: r.ratio_to_baseline for seed, r in at.items()}
         met = sum(ratios[s] is not None and ratios[s] <= 0.5 for s in seeds)
         lines.append(
             f"| {variant} | {b} | " + " | ".join(fmt(ratios[s], 2) for s in seeds)
@@ -521,8 +522,7 @@ def seed_summary(rows: list[Run], task: str, cell: str, seeds: list[int], window
         + " |",
         "|---|---:|" + "---:|" * len(seeds),
     ]  # fmt: skip
-    for variant, b in dict.fromkeys((r.variant, r.streams) for r in mine):
-        at = {r.seed: r for r in mine if (r.variant, r.streams) == (variant, b)}
+    for (variant, b), at in runs.items():
         lines.append(
             f"| {variant} | {b} | "
             + " | ".join(
@@ -537,8 +537,7 @@ def seed_summary(rows: list[Run], task: str, cell: str, seeds: list[int], window
         "| variant | B | median L1 | median loss after half of W1 | runs × B = 1 runs below |",
         "|---|---:|---:|---:|---:|",
     ]
-    for variant, b in dict.fromkeys((r.variant, r.streams) for r in mine):
-        at = {r.seed: r for r in mine if (r.variant, r.streams) == (variant, b)}
+    for (variant, b), at in runs.items():
         half = np.array([loss_by(at[s], 0.5 * baselines[s].wall_s, window) for s in seeds])
         below = float(np.mean(half[:, None] <= targets[None, :]))
         lines.append(

@@ -514,6 +514,21 @@ void per_stream_passes_match_per_group_ones(const char* name) {
   check(lazy_same, std::string(name) + " lazy per-stream UORO passes: the full ones with 1/ρ0 = 1, no norm");
 }
 
+// Every check of one cell, each in the dtype it runs in.
+template <template <class> class Cell>
+void cell_checks(const char* name) {
+  kernels_match_finite_differences<Cell<double>>(name);
+  all_algorithms<Cell<float>>(name);
+  batched_kernels_match_one_stream<Cell<double>>(name);
+  all_algorithms_on_streams<Cell<float>>(name);
+}
+template <class S>
+using GruStack2 = StackCell<S, GruCell, 2>;
+template <class S>
+using LstmStack2 = StackCell<S, LstmCell, 2>;
+template <class S>
+using MinGruStack3 = StackCell<S, MinGruCell, 3>;
+
 // The checks build as two programs compiled side by side (UORO_CHECKS_PART=0 and 1, each
 // with half of the cells), which halves the build's wall time on two cores; without the
 // macro one program runs them all.
@@ -530,26 +545,11 @@ int main() {
   folded_products_are_the_cells_own<float, RnnCell>("rnn");
   folded_products_are_the_cells_own<float, GruCell>("gru");
   folded_products_are_the_cells_own<float, LstmCell>("lstm");
-  kernels_match_finite_differences<RnnCell<double>>("rnn");
-  kernels_match_finite_differences<LstmCell<double>>("lstm");
-  kernels_match_finite_differences<MinGruCell<double>>("mingru");
-  kernels_match_finite_differences<IndRnnCell<double>>("indrnn");
-  kernels_match_finite_differences<StackCell<double, LstmCell, 2>>("lstm_l2");
-  all_algorithms<RnnCell<float>>("rnn");
-  all_algorithms<LstmCell<float>>("lstm");
-  all_algorithms<MinGruCell<float>>("mingru");
-  all_algorithms<IndRnnCell<float>>("indrnn");
-  all_algorithms<StackCell<float, LstmCell, 2>>("lstm_l2");
-  batched_kernels_match_one_stream<RnnCell<double>>("rnn");
-  batched_kernels_match_one_stream<LstmCell<double>>("lstm");
-  batched_kernels_match_one_stream<MinGruCell<double>>("mingru");
-  batched_kernels_match_one_stream<IndRnnCell<double>>("indrnn");
-  batched_kernels_match_one_stream<StackCell<double, LstmCell, 2>>("lstm_l2");
-  all_algorithms_on_streams<RnnCell<float>>("rnn");
-  all_algorithms_on_streams<LstmCell<float>>("lstm");
-  all_algorithms_on_streams<MinGruCell<float>>("mingru");
-  all_algorithms_on_streams<IndRnnCell<float>>("indrnn");
-  all_algorithms_on_streams<StackCell<float, LstmCell, 2>>("lstm_l2");
+  cell_checks<RnnCell>("rnn");
+  cell_checks<LstmCell>("lstm");
+  cell_checks<MinGruCell>("mingru");
+  cell_checks<IndRnnCell>("indrnn");
+  cell_checks<LstmStack2>("lstm_l2");
 #endif
 #if UORO_CHECKS_IN_PART(1)
   per_stream_passes_match_per_group_ones<double>("f64");
@@ -557,26 +557,11 @@ int main() {
   folded_products_are_the_cells_own<double, RnnCell>("rnn");
   folded_products_are_the_cells_own<double, GruCell>("gru");
   folded_products_are_the_cells_own<double, LstmCell>("lstm");
-  kernels_match_finite_differences<GruCell<double>>("gru");
-  kernels_match_finite_differences<InfluenceCell<double>>("influence");
-  kernels_match_finite_differences<MinLstmCell<double>>("minlstm");
-  kernels_match_finite_differences<StackCell<double, GruCell, 2>>("gru_l2");
-  kernels_match_finite_differences<StackCell<double, MinGruCell, 3>>("mingru_l3");
-  all_algorithms<GruCell<float>>("gru");
-  all_algorithms<InfluenceCell<float>>("influence");
-  all_algorithms<MinLstmCell<float>>("minlstm");
-  all_algorithms<StackCell<float, GruCell, 2>>("gru_l2");
-  all_algorithms<StackCell<float, MinGruCell, 3>>("mingru_l3");
-  batched_kernels_match_one_stream<GruCell<double>>("gru");
-  batched_kernels_match_one_stream<InfluenceCell<double>>("influence");
-  batched_kernels_match_one_stream<MinLstmCell<double>>("minlstm");
-  batched_kernels_match_one_stream<StackCell<double, GruCell, 2>>("gru_l2");
-  batched_kernels_match_one_stream<StackCell<double, MinGruCell, 3>>("mingru_l3");
-  all_algorithms_on_streams<GruCell<float>>("gru");
-  all_algorithms_on_streams<InfluenceCell<float>>("influence");
-  all_algorithms_on_streams<MinLstmCell<float>>("minlstm");
-  all_algorithms_on_streams<StackCell<float, GruCell, 2>>("gru_l2");
-  all_algorithms_on_streams<StackCell<float, MinGruCell, 3>>("mingru_l3");
+  cell_checks<GruCell>("gru");
+  cell_checks<InfluenceCell>("influence");
+  cell_checks<MinLstmCell>("minlstm");
+  cell_checks<GruStack2>("gru_l2");
+  cell_checks<MinGruStack3>("mingru_l3");
 #endif
   std::printf("%d failed\n", g_failures);
   return g_failures ? 1 : 0;
